@@ -1,0 +1,40 @@
+// The micro-kernel interface: the only contract between the shared driver and the per-ISA code.
+//
+// Per-ISA translation units include this header and <*intrin.h> only. They must not instantiate
+// templates or inline functions shared with other translation units (the STL included): the linker
+// keeps one copy of such code, and it could be the copy compiled with AVX-512 flags.
+#pragma once
+
+#include <cstddef>
+
+namespace lrk {
+
+// One register tile of C = A * W (+ bias):
+//   c[i][j] = init[j] + sum_k a[i*lda + k] * w[k*NR + j]     when init != nullptr
+//   c[i][j] = c[i][j] + sum_k a[i*lda + k] * w[k*NR + j]     when init == nullptr
+// for i < rows (fixed by the table slot), j < nr <= NR. `w` is one packed weight panel (kc rows of
+// NR floats, zero-padded past the layer's last output column); `init` is the panel's packed bias
+// (NR floats). A is read unpacked, row by row, so batch 1 needs no packing of x.
+using GemmUkernelFn = void (*)(std::size_t nr, std::size_t kc, const float* a, std::size_t lda,
+                               const float* w, const float* init, float* c, std::size_t ldc);
+
+constexpr std::size_t kMaxMr = 16;
+
+struct GemmKernels {
+  int isa;           // lrk::Isa value
+  const char* name;  // e.g. "f32-gemm-8x32-avx512"
+  std::size_t mr;    // rows of the full tile
+  std::size_t nr;    // columns of the full tile = packed panel width
+  std::size_t kc;    // K block: a kc x nr weight panel fits in about half of L1
+  // ukernel[r] computes an r x nr tile, for r in 1..mr (slot 0 unused). Fewer rows than mr get their
+  // own instantiation instead of wasted FMAs on padding rows.
+  GemmUkernelFn ukernel[kMaxMr + 1];
+};
+
+// Defined in cpp/kernels/<isa>/; only those compiled into this build exist (see dispatch.cc).
+const GemmKernels* gemm_kernels_scalar();
+const GemmKernels* gemm_kernels_neon();
+const GemmKernels* gemm_kernels_avx2();
+const GemmKernels* gemm_kernels_avx512();
+
+}  // namespace lrk

@@ -1,0 +1,90 @@
+// What the CPU supports, asked of the CPU itself (CPUID + XGETBV on x86, HWCAP on ARM).
+// Compiled with baseline flags: it runs before we know any extension is safe.
+#include <string>
+
+#include "lrkernels/dispatch.h"
+
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+#define LRK_X86 1
+#include <cpuid.h>
+#elif defined(__aarch64__) || defined(__arm__)
+#define LRK_ARM 1
+#include <sys/auxv.h>
+#endif
+
+namespace lrk {
+namespace {
+
+constexpr unsigned bit(Isa isa) { return 1u << static_cast<int>(isa); }
+
+#if LRK_X86
+unsigned long long read_xcr0() {
+  unsigned eax = 0, edx = 0;
+  // xgetbv with ECX=0; inline asm because the _xgetbv intrinsic needs -mxsave in this baseline TU.
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+
+unsigned detect() {
+  unsigned mask = bit(Isa::scalar);
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return mask;
+  const bool fma = (ecx >> 12) & 1, osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1;
+  if (!osxsave || !avx) return mask;
+  const unsigned long long xcr0 = read_xcr0();
+  const bool os_ymm = (xcr0 & 0x6) == 0x6;     // XMM and YMM state saved by the OS
+  const bool os_zmm = (xcr0 & 0xE6) == 0xE6;   // plus opmask, ZMM0-15 high halves, ZMM16-31
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return mask;
+  const bool avx2 = (ebx >> 5) & 1, avx512f = (ebx >> 16) & 1;
+  if (avx2 && fma && os_ymm) mask |= bit(Isa::avx2);
+  if (avx512f && avx2 && fma && os_zmm) mask |= bit(Isa::avx512);
+  return mask;
+}
+#elif LRK_ARM
+unsigned detect() {
+  unsigned mask = bit(Isa::scalar);
+#if defined(__aarch64__)
+  // Advanced SIMD is mandatory in ARMv8-A Linux ABIs; HWCAP_ASIMD is bit 1.
+  if (getauxval(AT_HWCAP) & (1ul << 1)) mask |= bit(Isa::neon);
+#else
+  // armv7: HWCAP_NEON (bit 12) and HWCAP_VFPv4 (bit 16, fused multiply-add).
+  const unsigned long hw = getauxval(AT_HWCAP);
+  if ((hw & (1ul << 12)) && (hw & (1ul << 16))) mask |= bit(Isa::neon);
+#endif
+  return mask;
+}
+#else
+unsigned detect() { return bit(Isa::scalar); }
+#endif
+
+}  // namespace
+
+unsigned cpu_isa_mask() {
+  static const unsigned mask = detect();
+  return mask;
+}
+
+std::string cpu_description() {
+#if LRK_X86
+  unsigned regs[12] = {};
+  unsigned eax;
+  if (__get_cpuid(0x80000000u, &eax, &regs[0], &regs[1], &regs[2]) && eax >= 0x80000004u) {
+    for (unsigned i = 0; i < 3; ++i) {
+      __get_cpuid(0x80000002u + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2], &regs[4 * i + 3]);
+    }
+    std::string s(reinterpret_cast<const char*>(regs), sizeof(regs));
+    s = s.c_str();  // drop trailing NULs
+    const auto first = s.find_first_not_of(' ');
+    return first == std::string::npos ? std::string("x86") : s.substr(first);
+  }
+  return "x86";
+#elif defined(__aarch64__)
+  return "aarch64";
+#elif defined(__arm__)
+  return "arm";
+#else
+  return "unknown";
+#endif
+}
+
+}  // namespace lrk

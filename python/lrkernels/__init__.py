@@ -1,0 +1,72 @@
+"""lrkernels: fused kernels for factorized (low-rank) neural-network layers on ARM and x86 CPUs.
+
+Layers
+------
+LowRankLinear(U, V, bias=None)   y = U (V x) + bias, both stages fused in one call
+Linear(W, bias=None)             the dense layer on the same engine (the baseline)
+
+Kernel selection
+----------------
+available_isas()  ISAs this build has and this CPU supports ('scalar', 'neon', 'avx2', 'avx512')
+get_isa(), set_isa(name)  the ISA layer calls use; LRKERNELS_ISA=name sets it at import
+info()            build and CPU facts
+
+``lrkernels.reference`` holds the numpy implementation of every kernel (the test oracle).
+"""
+
+from __future__ import annotations
+
+import os as _os
+import platform as _platform
+
+from . import reference
+from ._core import (
+    Linear,
+    LowRankLinear,
+    __version__,
+    available_isas,
+    get_isa,
+    last_used_isa,
+    set_isa,
+)
+from . import _core
+
+__all__ = [
+    "Linear",
+    "LowRankLinear",
+    "available_isas",
+    "get_isa",
+    "set_isa",
+    "last_used_isa",
+    "info",
+    "reference",
+    "__version__",
+]
+
+
+def info() -> dict:
+    """Build and CPU facts: version, compiler, flags, ISAs compiled/supported/available, kernels."""
+    return {
+        "version": __version__,
+        "compiler": _core.compiler(),
+        "build_flags": _core.build_flags,
+        "machine": _platform.machine(),
+        "cpu": _core.cpu_name(),
+        "isas_compiled": _core.compiled_isas(),
+        "isas_supported_by_cpu": _core.cpu_isas(),
+        "isas_available": available_isas(),
+        "isa": get_isa(),
+        "kernels": _core.kernel_names(),
+    }
+
+
+def _apply_isa_from_environment() -> None:
+    name = _os.environ.get("LRKERNELS_ISA", "").strip()
+    if name:
+        try:
+            set_isa(name)
+        except ValueError as exc:
+            raise ValueError(f"LRKERNELS_ISA={name!r}: {exc}") from None
+
+
+_apply_isa_from_environment()
