@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <cstdint>
 #include <sstream>
 #include <string>
@@ -309,6 +310,28 @@ bias : array_like, shape (out_features,), optional
         return py::make_tuple(ks.mr, ks.nr, ks.kc);
       },
       py::arg("isa"), "(mr, nr, kc) of the GEMM micro-kernel of an available ISA.");
+  m.def(
+      "measure_peak_gflops",
+      [](const std::string& name, double seconds) -> py::object {
+        const auto& ks = lrk::gemm_kernels_for(isa_or_raise(name));
+        if (ks.fma_probe == nullptr) return py::none();
+        alignas(64) float sink[16];
+        py::gil_scoped_release nogil;
+        std::size_t iters = 1 << 14;
+        double best = 0.0;
+        const auto stop = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+        while (std::chrono::steady_clock::now() < stop) {
+          const auto t0 = std::chrono::steady_clock::now();
+          ks.fma_probe(iters, sink);
+          const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          if (dt < 1e-3) { iters *= 2; continue; }
+          best = std::max(best, iters * static_cast<double>(ks.probe_flops_per_iteration) / dt / 1e9);
+        }
+        py::gil_scoped_acquire gil;
+        return py::float_(best);
+      },
+      py::arg("isa"), py::arg("seconds") = 0.2,
+      "Single-core f32 FMA peak of an ISA in GFLOP/s, measured with register-only FMAs (None for scalar).");
   m.def("cpu_name", &lrk::cpu_description);
   m.def("compiler", &compiler_string);
   m.attr("build_flags") = LRK_BUILD_FLAGS;

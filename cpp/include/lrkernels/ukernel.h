@@ -29,6 +29,10 @@ struct GemmKernels {
   // ukernel[r] computes an r x nr tile, for r in 1..mr (slot 0 unused). Fewer rows than mr get their
   // own instantiation instead of wasted FMAs on padding rows.
   GemmUkernelFn ukernel[kMaxMr + 1];
+  // Peak probe: `iterations` rounds of independent register-only FMAs, probe_flops_per_iteration
+  // flops each; timing it gives this core's FMA peak, the yardstick of the benchmarks. May be null.
+  void (*fma_probe)(std::size_t iterations, float* sink);
+  std::size_t probe_flops_per_iteration;
 };
 
 // Defined in cpp/kernels/<isa>/; only those compiled into this build exist (see dispatch.cc).
