@@ -1,0 +1,198 @@
+// NEON GEMM micro-kernels: aarch64 8 rows x 8 columns, armv7 4 rows x 8 columns.
+//
+// aarch64 (32 q registers): 16 accumulators + 8 row vectors of A + 2 weight vectors = 26 registers.
+// A is read 4 k-steps at a time per row (one 128-bit load) and used by lane, so per 4 k-steps the
+// kernel issues 8 A loads + 8 weight loads for 64 FMLAs: the FMA pipes (1 on Cortex-A53/A57/A72,
+// 2 on A76/A78) stay the bottleneck, and 16 chains cover the 4-7 cycle FMLA latency.
+// armv7 (16 q registers): 8 accumulators + 4 row vectors + 2 weight vectors = 14 registers, with
+// VMLA by lane (A32 NEON has no fused multiply-add by scalar).
+// Rows 1..3 split the lanes over 2-4 accumulator sets to keep enough independent chains (GEMV).
+#include <arm_neon.h>
+
+#include "lrkernels/ukernel.h"
+
+namespace lrk {
+namespace neon {
+namespace {
+
+#if defined(__aarch64__)
+constexpr std::size_t kMr = 8;
+#else
+constexpr std::size_t kMr = 4;
+#endif
+constexpr std::size_t kNr = 8;
+
+// acc + w * a[lane], lane a compile-time constant.
+template <int Lane>
+inline float32x4_t fma_lane(float32x4_t acc, float32x4_t w, float32x4_t a) {
+#if defined(__aarch64__)
+  return vfmaq_laneq_f32(acc, w, a, Lane);
+#else
+  return Lane < 2 ? vmlaq_lane_f32(acc, w, vget_low_f32(a), Lane & 1)
+                  : vmlaq_lane_f32(acc, w, vget_high_f32(a), Lane & 1);
+#endif
+}
+
+inline float32x4_t fma_scalar(float32x4_t acc, float32x4_t w, float a) {
+#if defined(__aarch64__)
+  return vfmaq_n_f32(acc, w, a);
+#else
+  return vmlaq_n_f32(acc, w, a);
+#endif
+}
+
+template <std::size_t Rows>
+struct Tile {
+  static constexpr std::size_t Split = Rows >= 4 ? 1 : (Rows == 1 ? 4 : 2);
+  float32x4_t acc[Split][Rows][2];
+
+  // One k step using lane `Lane` of each row's 4-step A vector.
+  template <int Lane>
+  inline void step(const float* wk, const float32x4_t* av) {
+    const float32x4_t w0 = vld1q_f32(wk);
+    const float32x4_t w1 = vld1q_f32(wk + 4);
+    constexpr std::size_t s = static_cast<std::size_t>(Lane) % Split;
+#pragma GCC unroll 8
+    for (std::size_t i = 0; i < Rows; ++i) {
+      acc[s][i][0] = fma_lane<Lane>(acc[s][i][0], w0, av[i]);
+      acc[s][i][1] = fma_lane<Lane>(acc[s][i][1], w1, av[i]);
+    }
+  }
+};
+
+template <std::size_t Rows>
+void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t lda, const float* w,
+                  const float* init, float* c, std::size_t ldc) {
+  Tile<Rows> t;
+  constexpr std::size_t Split = Tile<Rows>::Split;
+  if (init != nullptr) {
+    const float32x4_t b0 = vld1q_f32(init);
+    const float32x4_t b1 = vld1q_f32(init + 4);
+#pragma GCC unroll 8
+    for (std::size_t i = 0; i < Rows; ++i) {
+      t.acc[0][i][0] = b0;
+      t.acc[0][i][1] = b1;
+    }
+  } else if (nr == kNr) {
+#pragma GCC unroll 8
+    for (std::size_t i = 0; i < Rows; ++i) {
+      t.acc[0][i][0] = vld1q_f32(c + i * ldc);
+      t.acc[0][i][1] = vld1q_f32(c + i * ldc + 4);
+    }
+  } else {
+    for (std::size_t i = 0; i < Rows; ++i) {
+      float row[kNr] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (std::size_t j = 0; j < nr; ++j) row[j] = c[i * ldc + j];
+      t.acc[0][i][0] = vld1q_f32(row);
+      t.acc[0][i][1] = vld1q_f32(row + 4);
+    }
+  }
+#pragma GCC unroll 4
+  for (std::size_t s = 1; s < Split; ++s) {
+#pragma GCC unroll 8
+    for (std::size_t i = 0; i < Rows; ++i) {
+      t.acc[s][i][0] = vdupq_n_f32(0.0f);
+      t.acc[s][i][1] = vdupq_n_f32(0.0f);
+    }
+  }
+
+  std::size_t k = 0;
+  for (; k + 4 <= kc; k += 4) {
+    float32x4_t av[Rows];
+#pragma GCC unroll 8
+    for (std::size_t i = 0; i < Rows; ++i) av[i] = vld1q_f32(a + i * lda + k);
+    const float* wk = w + k * kNr;
+    t.template step<0>(wk, av);
+    t.template step<1>(wk + kNr, av);
+    t.template step<2>(wk + 2 * kNr, av);
+    t.template step<3>(wk + 3 * kNr, av);
+  }
+  for (; k < kc; ++k) {
+    const float32x4_t w0 = vld1q_f32(w + k * kNr);
+    const float32x4_t w1 = vld1q_f32(w + k * kNr + 4);
+#pragma GCC unroll 8
+    for (std::size_t i = 0; i < Rows; ++i) {
+      const float ai = a[i * lda + k];
+      t.acc[0][i][0] = fma_scalar(t.acc[0][i][0], w0, ai);
+      t.acc[0][i][1] = fma_scalar(t.acc[0][i][1], w1, ai);
+    }
+  }
+
+#pragma GCC unroll 4
+  for (std::size_t s = 1; s < Split; ++s) {
+#pragma GCC unroll 8
+    for (std::size_t i = 0; i < Rows; ++i) {
+      t.acc[0][i][0] = vaddq_f32(t.acc[0][i][0], t.acc[s][i][0]);
+      t.acc[0][i][1] = vaddq_f32(t.acc[0][i][1], t.acc[s][i][1]);
+    }
+  }
+  if (nr == kNr) {
+#pragma GCC unroll 8
+    for (std::size_t i = 0; i < Rows; ++i) {
+      vst1q_f32(c + i * ldc, t.acc[0][i][0]);
+      vst1q_f32(c + i * ldc + 4, t.acc[0][i][1]);
+    }
+  } else {
+    for (std::size_t i = 0; i < Rows; ++i) {
+      float row[kNr];
+      vst1q_f32(row, t.acc[0][i][0]);
+      vst1q_f32(row + 4, t.acc[0][i][1]);
+      for (std::size_t j = 0; j < nr; ++j) c[i * ldc + j] = row[j];
+    }
+  }
+}
+
+#if defined(__aarch64__)
+constexpr int kProbeChains = 16;
+#else
+constexpr int kProbeChains = 8;
+#endif
+
+// Independent FMA chains: enough to fill the FMA pipes for their latency on every target core.
+void fma_probe(std::size_t iterations, float* sink) {
+  float32x4_t acc[kProbeChains];
+  const float32x4_t x = vdupq_n_f32(0.999f), y = vdupq_n_f32(1e-7f);
+#pragma GCC unroll 16
+  for (int i = 0; i < kProbeChains; ++i) acc[i] = vdupq_n_f32(static_cast<float>(i));
+  for (std::size_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kProbeChains; ++i) {
+#if defined(__aarch64__)
+      acc[i] = vfmaq_f32(y, acc[i], x);
+#else
+      acc[i] = vmlaq_f32(y, acc[i], x);
+#endif
+    }
+  }
+  float32x4_t sum = acc[0];
+#pragma GCC unroll 16
+  for (int i = 1; i < kProbeChains; ++i) sum = vaddq_f32(sum, acc[i]);
+  vst1q_f32(sink, sum);
+}
+
+const GemmKernels kKernels = {
+    1,  // Isa::neon
+#if defined(__aarch64__)
+    "f32-gemm-8x8-aarch64-neonfma",
+#else
+    "f32-gemm-4x8-aarch32-neon",
+#endif
+    kMr,
+    kNr,
+    512,  // kc: a 512 x 8 panel is 16 KiB, half of a 32 KiB L1D (Cortex-A53/A57/A72)
+#if defined(__aarch64__)
+    {nullptr, gemm_ukernel<1>, gemm_ukernel<2>, gemm_ukernel<3>, gemm_ukernel<4>, gemm_ukernel<5>,
+     gemm_ukernel<6>, gemm_ukernel<7>, gemm_ukernel<8>},
+#else
+    {nullptr, gemm_ukernel<1>, gemm_ukernel<2>, gemm_ukernel<3>, gemm_ukernel<4>},
+#endif
+    fma_probe,
+    kProbeChains * 4 * 2,
+};
+
+}  // namespace
+}  // namespace neon
+
+const GemmKernels* gemm_kernels_neon() { return &neon::kKernels; }
+
+}  // namespace lrk
