@@ -41,58 +41,55 @@ inline float32x4_t fma_scalar(float32x4_t acc, float32x4_t w, float a) {
 #endif
 }
 
-template <std::size_t Rows>
-struct Tile {
-  static constexpr std::size_t Split = Rows >= 4 ? 1 : (Rows == 1 ? 4 : 2);
-  float32x4_t acc[Split][Rows][2];
-
-  // One k step using lane `Lane` of each row's 4-step A vector.
-  template <int Lane>
-  inline void step(const float* wk, const float32x4_t* av) {
-    const float32x4_t w0 = vld1q_f32(wk);
-    const float32x4_t w1 = vld1q_f32(wk + 4);
-    constexpr std::size_t s = static_cast<std::size_t>(Lane) % Split;
+// One k step of a tile using lane `Lane` of each row's 4-step A vector. Accumulators are passed
+// by reference and everything is force-inlined, so they stay in registers.
+template <int Lane, std::size_t Split, std::size_t Rows>
+__attribute__((always_inline)) inline void lane_step(float32x4_t (&acc)[Split][Rows][2],
+                                                     const float* wk, const float32x4_t (&av)[Rows]) {
+  const float32x4_t w0 = vld1q_f32(wk);
+  const float32x4_t w1 = vld1q_f32(wk + 4);
+  constexpr std::size_t s = static_cast<std::size_t>(Lane) % Split;
 #pragma GCC unroll 8
-    for (std::size_t i = 0; i < Rows; ++i) {
-      acc[s][i][0] = fma_lane<Lane>(acc[s][i][0], w0, av[i]);
-      acc[s][i][1] = fma_lane<Lane>(acc[s][i][1], w1, av[i]);
-    }
+  for (std::size_t i = 0; i < Rows; ++i) {
+    acc[s][i][0] = fma_lane<Lane>(acc[s][i][0], w0, av[i]);
+    acc[s][i][1] = fma_lane<Lane>(acc[s][i][1], w1, av[i]);
   }
-};
+}
 
 template <std::size_t Rows>
 void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t lda, const float* w,
                   const float* init, float* c, std::size_t ldc) {
-  Tile<Rows> t;
-  constexpr std::size_t Split = Tile<Rows>::Split;
+  constexpr std::size_t Split = Rows >= 4 ? 1 : (Rows == 1 ? 4 : 2);
+  float32x4_t acc[Split][Rows][2];
   if (init != nullptr) {
     const float32x4_t b0 = vld1q_f32(init);
     const float32x4_t b1 = vld1q_f32(init + 4);
 #pragma GCC unroll 8
     for (std::size_t i = 0; i < Rows; ++i) {
-      t.acc[0][i][0] = b0;
-      t.acc[0][i][1] = b1;
+      acc[0][i][0] = b0;
+      acc[0][i][1] = b1;
     }
   } else if (nr == kNr) {
 #pragma GCC unroll 8
     for (std::size_t i = 0; i < Rows; ++i) {
-      t.acc[0][i][0] = vld1q_f32(c + i * ldc);
-      t.acc[0][i][1] = vld1q_f32(c + i * ldc + 4);
+      acc[0][i][0] = vld1q_f32(c + i * ldc);
+      acc[0][i][1] = vld1q_f32(c + i * ldc + 4);
     }
   } else {
+#pragma GCC unroll 8
     for (std::size_t i = 0; i < Rows; ++i) {
       float row[kNr] = {0, 0, 0, 0, 0, 0, 0, 0};
       for (std::size_t j = 0; j < nr; ++j) row[j] = c[i * ldc + j];
-      t.acc[0][i][0] = vld1q_f32(row);
-      t.acc[0][i][1] = vld1q_f32(row + 4);
+      acc[0][i][0] = vld1q_f32(row);
+      acc[0][i][1] = vld1q_f32(row + 4);
     }
   }
 #pragma GCC unroll 4
   for (std::size_t s = 1; s < Split; ++s) {
 #pragma GCC unroll 8
     for (std::size_t i = 0; i < Rows; ++i) {
-      t.acc[s][i][0] = vdupq_n_f32(0.0f);
-      t.acc[s][i][1] = vdupq_n_f32(0.0f);
+      acc[s][i][0] = vdupq_n_f32(0.0f);
+      acc[s][i][1] = vdupq_n_f32(0.0f);
     }
   }
 
@@ -102,10 +99,10 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t ld
 #pragma GCC unroll 8
     for (std::size_t i = 0; i < Rows; ++i) av[i] = vld1q_f32(a + i * lda + k);
     const float* wk = w + k * kNr;
-    t.template step<0>(wk, av);
-    t.template step<1>(wk + kNr, av);
-    t.template step<2>(wk + 2 * kNr, av);
-    t.template step<3>(wk + 3 * kNr, av);
+    lane_step<0>(acc, wk, av);
+    lane_step<1>(acc, wk + kNr, av);
+    lane_step<2>(acc, wk + 2 * kNr, av);
+    lane_step<3>(acc, wk + 3 * kNr, av);
   }
   for (; k < kc; ++k) {
     const float32x4_t w0 = vld1q_f32(w + k * kNr);
@@ -113,8 +110,8 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t ld
 #pragma GCC unroll 8
     for (std::size_t i = 0; i < Rows; ++i) {
       const float ai = a[i * lda + k];
-      t.acc[0][i][0] = fma_scalar(t.acc[0][i][0], w0, ai);
-      t.acc[0][i][1] = fma_scalar(t.acc[0][i][1], w1, ai);
+      acc[0][i][0] = fma_scalar(acc[0][i][0], w0, ai);
+      acc[0][i][1] = fma_scalar(acc[0][i][1], w1, ai);
     }
   }
 
@@ -122,21 +119,22 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t ld
   for (std::size_t s = 1; s < Split; ++s) {
 #pragma GCC unroll 8
     for (std::size_t i = 0; i < Rows; ++i) {
-      t.acc[0][i][0] = vaddq_f32(t.acc[0][i][0], t.acc[s][i][0]);
-      t.acc[0][i][1] = vaddq_f32(t.acc[0][i][1], t.acc[s][i][1]);
+      acc[0][i][0] = vaddq_f32(acc[0][i][0], acc[s][i][0]);
+      acc[0][i][1] = vaddq_f32(acc[0][i][1], acc[s][i][1]);
     }
   }
   if (nr == kNr) {
 #pragma GCC unroll 8
     for (std::size_t i = 0; i < Rows; ++i) {
-      vst1q_f32(c + i * ldc, t.acc[0][i][0]);
-      vst1q_f32(c + i * ldc + 4, t.acc[0][i][1]);
+      vst1q_f32(c + i * ldc, acc[0][i][0]);
+      vst1q_f32(c + i * ldc + 4, acc[0][i][1]);
     }
   } else {
+#pragma GCC unroll 8
     for (std::size_t i = 0; i < Rows; ++i) {
       float row[kNr];
-      vst1q_f32(row, t.acc[0][i][0]);
-      vst1q_f32(row + 4, t.acc[0][i][1]);
+      vst1q_f32(row, acc[0][i][0]);
+      vst1q_f32(row + 4, acc[0][i][1]);
       for (std::size_t j = 0; j < nr; ++j) c[i * ldc + j] = row[j];
     }
   }
