@@ -9,10 +9,9 @@ from __future__ import annotations
 import zlib
 from collections import namedtuple
 
+import lrkernels
 import numpy as np
 import pytest
-
-import lrkernels
 from lrkernels import _core
 
 Tile = namedtuple("Tile", "mr nr kc")
@@ -37,7 +36,7 @@ def tile(isa):
 
 @pytest.fixture
 def blocking():
-    """A setter for the driver's cache blocks (`_core._set_blocking`); defaults are restored after."""
+    """A setter for the driver's cache blocks (`_core._set_blocking`); defaults restored after."""
     _core._set_blocking()
     try:
         yield _core._set_blocking

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Optional
-
-import numpy as np
-import pytest
+from typing import Callable
 
 import lrkernels
+import numpy as np
+import pytest
 from lrkernels import reference
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -47,7 +46,7 @@ def lowrank_bound(x, U, V, bias=None) -> np.ndarray:
 
 
 def linear_bound(x, W, bias=None) -> np.ndarray:
-    """Elementwise bound on |y - y_exact| for y = W x + b computed in float32: 8 eps (K + 2) (|W||x| + |b|)."""
+    """Elementwise bound on |y - y_exact| for y = W x + b in float32: 8 eps (K+2) (|W||x| + |b|)."""
     aW = _abs64(W)
     K = aW.shape[1]
     mag = _abs64(x) @ aW.T
@@ -58,7 +57,7 @@ def linear_bound(x, W, bias=None) -> np.ndarray:
 
 
 def assert_within_bound(y, ref, bound, case: str = "") -> None:
-    """|y - ref| <= bound elementwise (NaN in y counts as a violation), with a message naming the case."""
+    """|y - ref| <= bound elementwise (NaN in y is a violation); the message names the case."""
     y64 = np.asarray(y, dtype=np.float64)
     assert y64.shape == ref.shape, f"{case}: shape {y64.shape}, expected {ref.shape}"
     if y64.size == 0:
@@ -83,7 +82,9 @@ def check_output_array(y, expected_shape, case: str = "") -> None:
     """A layer result: a fresh, writeable, C-contiguous float32 ndarray of the expected shape."""
     assert isinstance(y, np.ndarray), f"{case}: result is {type(y).__name__}, not ndarray"
     assert y.dtype == np.float32, f"{case}: result dtype {y.dtype}"
-    assert y.shape == tuple(expected_shape), f"{case}: result shape {y.shape}, expected {expected_shape}"
+    assert y.shape == tuple(expected_shape), (
+        f"{case}: result shape {y.shape}, expected {expected_shape}"
+    )
     assert y.flags.c_contiguous, f"{case}: result is not C-contiguous"
     assert y.flags.writeable, f"{case}: result is read-only"
 
@@ -96,7 +97,7 @@ class Model:
     layer: object
     in_features: int
     out_features: int
-    rank: Optional[int]
+    rank: int | None
     reference: Callable
     bound: Callable
     weights: dict
@@ -163,6 +164,63 @@ def make_input(rng, batch, in_features, dtype=np.float32):
     return _rand(rng, shape, dtype)
 
 
+def _unaligned_float32(a: np.ndarray) -> np.ndarray:
+    """A float32 copy of `a` whose data pointer is not 4-byte aligned."""
+    buf = bytearray(a.size * 4 + 1)
+    out = np.frombuffer(buf, dtype=np.float32, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out
+
+
+def _packed_record_rows(a: np.ndarray) -> np.ndarray:
+    """float32 rows of a packed structured array: row stride 4 * in + 1 bytes (not 4-aligned)."""
+    rec = np.zeros(a.shape[0], dtype=np.dtype([("x", "<f4", (a.shape[1],)), ("pad", "u1")]))
+    rec["x"] = a
+    return rec["x"]
+
+
+def input_layouts(rng, batch, in_f):
+    """(name, x) pairs: the same kind of data in every layout and dtype the layer must accept."""
+    base = make_input(rng, batch, in_f)
+    wide = make_input(rng, 3 * batch + 2, 2 * in_f + 7)
+    yield "C float32", base
+    yield "float64", make_input(rng, batch, in_f, np.float64)
+    yield "float16", make_input(rng, batch, in_f, np.float16)
+    yield "longdouble", make_input(rng, batch, in_f, np.longdouble)
+    yield "Fortran float32", np.asfortranarray(base)
+    yield "Fortran float64", np.asfortranarray(make_input(rng, batch, in_f, np.float64))
+    yield "column stride x[:, ::2]", wide[:batch, : 2 * in_f : 2]
+    yield "row stride x[::3]", wide[: 3 * batch : 3, :in_f]
+    yield "row slice of wider float32 x[:, :in]", wide[:batch, :in_f]
+    yield "offset row slice x[:, 3:3+in]", wide[:batch, 3 : 3 + in_f]
+    yield "row stride + offset x[1::2, 5:5+in]", wide[1 : 2 * batch + 1 : 2, 5 : 5 + in_f]
+    yield "column stride float64", make_input(rng, batch, 2 * in_f, np.float64)[:, ::2]
+    yield "negative row stride", base[::-1]
+    yield "negative column stride", base[:, ::-1]
+    yield "transposed view", np.ascontiguousarray(base.T).T
+    yield "broadcast row (stride 0)", np.broadcast_to(base[:1], (batch, in_f))
+    yield "big-endian float32", base.astype(">f4")
+    yield "unaligned float32", _unaligned_float32(base)
+    yield "packed record rows", _packed_record_rows(base)
+    yield "list of lists", base.astype(np.float64).tolist()
+
+
+def input_layouts_1d(rng, in_f):
+    base = make_input(rng, None, in_f)
+    wide = make_input(rng, None, 3 * in_f + 5)
+    yield "1-D float32", base
+    yield "1-D float64", base.astype(np.float64)
+    yield "1-D float16", make_input(rng, None, in_f, np.float16)
+    yield "1-D strided x[::3]", wide[: 3 * in_f : 3]
+    yield "1-D offset slice", wide[2 : 2 + in_f]
+    yield "1-D reversed", base[::-1]
+    yield "1-D unaligned", _unaligned_float32(base)
+    yield "1-D list of floats", [float(v) for v in base]
+    yield "row of a 2-D array", make_input(rng, 4, in_f)[2]
+    yield "column of a 2-D array", make_input(rng, in_f, 4)[:, 1]
+
+
 class Cases:
     """Runs many sub-cases inside one test and reports every failing one by name at the end."""
 
@@ -184,7 +242,9 @@ class Cases:
             shown = "\n".join(self.failures[: self.limit])
             more = len(self.failures) - self.limit
             tail = f"\n... and {more} more" if more > 0 else ""
-            pytest.fail(f"{len(self.failures)} of {self.count} cases failed:\n{shown}{tail}", pytrace=False)
+            pytest.fail(
+                f"{len(self.failures)} of {self.count} cases failed:\n{shown}{tail}", pytrace=False
+            )
 
 
 # Shape vocabulary around the tile edges (every ISA's nr is among 8, 16, 32; mr among 4, 6, 8).
@@ -194,8 +254,25 @@ RANKS = [1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 128, 256]
 
 def batches_for(mr: int) -> list:
     """Batch sizes around the row tile mr of an ISA, plus 0, small odd ones and large ones."""
-    values = {0, 1, 2, 3, 5, 7, 11, 13, mr - 1, mr, mr + 1, 2 * mr - 1, 2 * mr, 2 * mr + 1,
-              3 * mr + 2, 100, 300}
+    values = {
+        0,
+        1,
+        2,
+        3,
+        5,
+        7,
+        11,
+        13,
+        mr - 1,
+        mr,
+        mr + 1,
+        2 * mr - 1,
+        2 * mr,
+        2 * mr + 1,
+        3 * mr + 2,
+        100,
+        300,
+    }
     return sorted(v for v in values if v >= 0)
 
 
@@ -206,12 +283,12 @@ def blocking_configs(mr: int, nr: int) -> list:
     "+1" variants check that rounding.
     """
     return [
-        ("kc5-nc2nr-mc2mr-mbmr", dict(kc=5, nc=2 * nr, mc=2 * mr, mb=mr)),
-        ("kc1-ncnr-mcmr-mb2mr", dict(kc=1, nc=nr, mc=mr, mb=2 * mr)),
-        ("kc7-nc2nr-mc2mr-mb3mr", dict(kc=7, nc=2 * nr, mc=2 * mr, mb=3 * mr)),
-        ("kc5-nc3nr-mcmr", dict(kc=5, nc=3 * nr, mc=mr)),
-        ("kc3-only", dict(kc=3)),
-        ("nc-mc-mb-only", dict(nc=nr, mc=2 * mr, mb=5 * mr)),
-        ("kc2-rounding", dict(kc=2, nc=2 * nr + 1, mc=2 * mr + 1, mb=2 * mr + 1)),
-        ("tiny-rounding", dict(kc=1, nc=1, mc=1, mb=1)),
+        ("kc5-nc2nr-mc2mr-mbmr", {"kc": 5, "nc": 2 * nr, "mc": 2 * mr, "mb": mr}),
+        ("kc1-ncnr-mcmr-mb2mr", {"kc": 1, "nc": nr, "mc": mr, "mb": 2 * mr}),
+        ("kc7-nc2nr-mc2mr-mb3mr", {"kc": 7, "nc": 2 * nr, "mc": 2 * mr, "mb": 3 * mr}),
+        ("kc5-nc3nr-mcmr", {"kc": 5, "nc": 3 * nr, "mc": mr}),
+        ("kc3-only", {"kc": 3}),
+        ("nc-mc-mb-only", {"nc": nr, "mc": 2 * mr, "mb": 5 * mr}),
+        ("kc2-rounding", {"kc": 2, "nc": 2 * nr + 1, "mc": 2 * mr + 1, "mb": 2 * mr + 1}),
+        ("tiny-rounding", {"kc": 1, "nc": 1, "mc": 1, "mb": 1}),
     ]

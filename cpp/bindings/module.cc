@@ -54,9 +54,8 @@ FloatArray weight_matrix(py::handle obj, const char* what) {
   return FloatArray::ensure(arr);
 }
 
-// Returns an empty handle for None.
+// The bias as float32 (callers handle None: an empty array_t is a real zero-length array, not null).
 FloatArray bias_vector(py::handle obj, py::ssize_t out_features, const std::string& weight_desc) {
-  if (obj.is_none()) return FloatArray();
   py::array arr = as_real_float_array(obj, "bias");
   if (arr.ndim() != 1 || arr.shape(0) != out_features) {
     throw py::value_error("bias must have shape (" + std::to_string(out_features) + ",) to match " +
@@ -185,9 +184,10 @@ dtype and any strides, returns a new float32 array of shape (out_features,) or
                                      " (out_features, rank) but V has shape " + shape_str(v) +
                                      " (rank, in_features)");
              }
-             FloatArray b = bias_vector(bias_obj, u.shape(0), "U of shape " + shape_str(u));
+             FloatArray b;
+             if (!bias_obj.is_none()) b = bias_vector(bias_obj, u.shape(0), "U of shape " + shape_str(u));
              return new lrk::LowRankLinearLayer(u.data(), u.shape(0), u.shape(1), v.data(),
-                                                v.shape(1), b ? b.data() : nullptr);
+                                                v.shape(1), bias_obj.is_none() ? nullptr : b.data());
            }),
            py::arg("U"), py::arg("V"), py::arg("bias") = py::none())
       .def(
@@ -238,8 +238,10 @@ bias : array_like, shape (out_features,), optional
 )doc")
       .def(py::init([](py::handle w_obj, py::handle bias_obj) {
              FloatArray w = weight_matrix(w_obj, "W");
-             FloatArray b = bias_vector(bias_obj, w.shape(0), "W of shape " + shape_str(w));
-             return new lrk::LinearLayer(w.data(), w.shape(0), w.shape(1), b ? b.data() : nullptr);
+             FloatArray b;
+             if (!bias_obj.is_none()) b = bias_vector(bias_obj, w.shape(0), "W of shape " + shape_str(w));
+             return new lrk::LinearLayer(w.data(), w.shape(0), w.shape(1),
+                                         bias_obj.is_none() ? nullptr : b.data());
            }),
            py::arg("W"), py::arg("bias") = py::none())
       .def(
