@@ -30,6 +30,19 @@ std::string shape_str(const py::array& a) {
   return s.str();
 }
 
+// A C-contiguous, aligned float32 array with the values of `a` (`a` itself when it already is one).
+// array_t::ensure alone does not ask for alignment, and unaligned float loads fault on ARMv7.
+FloatArray float32_c_aligned(const py::array& a) {
+  auto& api = py::detail::npy_api::get();
+  PyObject* r = api.PyArray_FromAny_(
+      a.ptr(), py::dtype::of<float>().release().ptr(), 0, 0,
+      py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
+          py::array::c_style | py::array::forcecast,
+      nullptr);
+  if (r == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<FloatArray>(r);
+}
+
 std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
 // np.asarray(obj), requiring a real floating-point dtype (float16/32/64/longdouble).
@@ -51,7 +64,7 @@ FloatArray weight_matrix(py::handle obj, const char* what) {
   if (arr.shape(0) == 0 || arr.shape(1) == 0) {
     throw py::value_error(std::string(what) + " must not be empty, got shape " + shape_str(arr));
   }
-  return FloatArray::ensure(arr);
+  return float32_c_aligned(arr);
 }
 
 // The bias as float32 (callers handle None: an empty array_t is a real zero-length array, not null).
@@ -61,7 +74,7 @@ FloatArray bias_vector(py::handle obj, py::ssize_t out_features, const std::stri
     throw py::value_error("bias must have shape (" + std::to_string(out_features) + ",) to match " +
                           weight_desc + ", got shape " + shape_str(arr));
   }
-  return FloatArray::ensure(arr);
+  return float32_c_aligned(arr);
 }
 
 // A read-only float32 view of memory owned by `owner` (a layer), kept alive by the view.
@@ -108,7 +121,7 @@ LayerInput layer_input(py::handle obj, std::size_t in_features, const char* laye
     r.data = static_cast<const float*>(x.data());
     r.ldx = r.batch <= 1 ? in_features : static_cast<std::size_t>(outer) / sizeof(float);
   } else {
-    FloatArray c = FloatArray::ensure(x);
+    FloatArray c = float32_c_aligned(x);
     r.data = c.data();
     r.ldx = in_features;
     r.keep_alive = c;
