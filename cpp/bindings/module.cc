@@ -5,10 +5,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <tuple>
+#include <utility>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "lrkernels/conv.h"
 #include "lrkernels/dispatch.h"
 #include "lrkernels/gemm.h"
 #include "lrkernels/layers.h"
@@ -170,6 +174,157 @@ std::string compiler_string() {
 #endif
 }
 
+// ---- convolutions ---------------------------------------------------------------------------------
+
+std::string pair_str(std::size_t a, std::size_t b) {
+  return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+}
+
+// An int or a pair of ints, each >= minimum: stride/dilation (minimum 1) and padding (minimum 0).
+std::pair<std::size_t, std::size_t> int_pair(py::handle obj, const char* what, long minimum) {
+  auto one = [&](py::handle v) -> long {
+    if (py::isinstance<py::bool_>(v) || !py::isinstance<py::int_>(v)) {
+      // numpy integers are accepted through __index__.
+      if (!py::hasattr(v, "__index__") || py::isinstance<py::bool_>(v)) {
+        throw py::type_error(std::string(what) + " must be an int or a pair of ints, got " +
+                             py::repr(obj).cast<std::string>());
+      }
+    }
+    const long x = py::int_(py::reinterpret_borrow<py::object>(v)).cast<long>();
+    if (x < minimum) {
+      throw py::value_error(std::string(what) + " must be >= " + std::to_string(minimum) + ", got " +
+                            py::repr(obj).cast<std::string>());
+    }
+    return x;
+  };
+  if (py::isinstance<py::tuple>(obj) || py::isinstance<py::list>(obj)) {
+    py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
+    if (seq.size() != 2) {
+      throw py::value_error(std::string(what) + " must be an int or a pair of ints, got " +
+                            py::repr(obj).cast<std::string>());
+    }
+    return {static_cast<std::size_t>(one(seq[0])), static_cast<std::size_t>(one(seq[1]))};
+  }
+  const auto v = static_cast<std::size_t>(one(obj));
+  return {v, v};
+}
+
+lrk::Layout parse_layout(py::handle obj) {
+  if (py::isinstance<py::str>(obj)) {
+    const std::string v = obj.cast<std::string>();
+    if (v == "NCHW") return lrk::Layout::nchw;
+    if (v == "NHWC") return lrk::Layout::nhwc;
+  }
+  throw py::value_error("layout must be \"NCHW\" or \"NHWC\", got " + py::repr(obj).cast<std::string>());
+}
+
+const char* layout_name(lrk::Layout l) { return l == lrk::Layout::nchw ? "NCHW" : "NHWC"; }
+
+lrk::ConvGeometry conv_geometry(std::size_t kh, std::size_t kw, py::handle stride,
+                                py::handle padding, py::handle dilation) {
+  lrk::ConvGeometry g;
+  g.kh = kh;
+  g.kw = kw;
+  std::tie(g.sh, g.sw) = int_pair(stride, "stride", 1);
+  std::tie(g.ph, g.pw) = int_pair(padding, "padding", 0);
+  std::tie(g.dh, g.dw) = int_pair(dilation, "dilation", 1);
+  return g;
+}
+
+FloatArray weight_tensor(py::handle obj, const char* what, int ndim, const char* dims) {
+  py::array arr = as_real_float_array(obj, what);
+  if (arr.ndim() != ndim) {
+    throw py::value_error(std::string(what) + " must be " + std::to_string(ndim) + "-D " + dims +
+                          ", got shape " + shape_str(arr));
+  }
+  for (py::ssize_t i = 0; i < arr.ndim(); ++i) {
+    if (arr.shape(i) == 0) {
+      throw py::value_error(std::string(what) + " must not be empty, got shape " + shape_str(arr));
+    }
+  }
+  return float32_c_aligned(arr);
+}
+
+// Python-side state of a conv layer: the C++ layer plus what the binding needs to check inputs.
+template <class Layer>
+struct ConvLayerHandle {
+  std::unique_ptr<Layer> layer;
+  lrk::Layout layout;
+};
+
+template <class Layer>
+py::array_t<float> run_conv(const ConvLayerHandle<Layer>& h, py::handle x_obj, const char* name) {
+  const Layer& layer = *h.layer;
+  py::array x = as_real_float_array(x_obj, "x");
+  const bool nchw = h.layout == lrk::Layout::nchw;
+  const std::string expected = nchw ? "(N, C, H, W)" : "(N, H, W, C)";
+  if (x.ndim() != 4) {
+    throw py::value_error(std::string(name) + " with layout " + layout_name(h.layout) +
+                          " expects x of shape " + expected + ", got shape " + shape_str(x));
+  }
+  const auto n = static_cast<std::size_t>(x.shape(0));
+  const auto c = static_cast<std::size_t>(x.shape(nchw ? 1 : 3));
+  const auto hh = static_cast<std::size_t>(x.shape(nchw ? 2 : 1));
+  const auto ww = static_cast<std::size_t>(x.shape(nchw ? 3 : 2));
+  if (c != layer.in_channels()) {
+    throw py::value_error(std::string(name) + " has in_channels=" + std::to_string(layer.in_channels()) +
+                          ", but x of shape " + shape_str(x) + " has " + std::to_string(c) +
+                          " channels (layout " + layout_name(h.layout) + ")");
+  }
+  const lrk::ConvGeometry& g = layer.geometry();
+  const std::size_t ho = g.out_h(hh), wo = g.out_w(ww);
+  if (ho == 0 || wo == 0) {
+    throw py::value_error(std::string(name) + ": output size below 1 for x of shape " + shape_str(x) +
+                          " with kernel " + pair_str(g.kh, g.kw) + ", stride " + pair_str(g.sh, g.sw) +
+                          ", padding " + pair_str(g.ph, g.pw) + ", dilation " + pair_str(g.dh, g.dw));
+  }
+  FloatArray xc = float32_c_aligned(x);
+  const auto co = static_cast<py::ssize_t>(layer.out_channels());
+  std::vector<py::ssize_t> shape = nchw ? std::vector<py::ssize_t>{(py::ssize_t)n, co, (py::ssize_t)ho, (py::ssize_t)wo}
+                                        : std::vector<py::ssize_t>{(py::ssize_t)n, (py::ssize_t)ho, (py::ssize_t)wo, co};
+  py::array_t<float> y(shape);
+  lrk::ConvInput in;
+  in.x = xc.data();
+  in.n = n;
+  in.c = c;
+  in.h = hh;
+  in.w = ww;
+  in.layout = h.layout;
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    layer.forward(in, yp);
+  }
+  return y;
+}
+
+template <class Handle>
+void def_conv_common(py::class_<Handle>& cls) {
+  cls.def_property_readonly("in_channels", [](const Handle& h) { return h.layer->in_channels(); })
+      .def_property_readonly("out_channels", [](const Handle& h) { return h.layer->out_channels(); })
+      .def_property_readonly("kernel_size", [](const Handle& h) {
+        return py::make_tuple(h.layer->geometry().kh, h.layer->geometry().kw);
+      })
+      .def_property_readonly("stride", [](const Handle& h) {
+        return py::make_tuple(h.layer->geometry().sh, h.layer->geometry().sw);
+      })
+      .def_property_readonly("padding", [](const Handle& h) {
+        return py::make_tuple(h.layer->geometry().ph, h.layer->geometry().pw);
+      })
+      .def_property_readonly("dilation", [](const Handle& h) {
+        return py::make_tuple(h.layer->geometry().dh, h.layer->geometry().dw);
+      })
+      .def_property_readonly("layout", [](const Handle& h) { return std::string(layout_name(h.layout)); })
+      .def_property_readonly("bias", [](py::object self) -> py::object {
+        const auto& h = self.cast<const Handle&>();
+        if (h.layer->bias() == nullptr) return py::none();
+        return readonly_view(self, h.layer->bias(), {(py::ssize_t)h.layer->out_channels()});
+      }, "bias (out_channels,), read-only float32, or None.");
+}
+
+using Conv2dHandle = ConvLayerHandle<lrk::Conv2dLayer>;
+using TuckerHandle = ConvLayerHandle<lrk::TuckerConv2dLayer>;
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -283,6 +438,117 @@ bias : array_like, shape (out_features,), optional
                ", out_features=" + std::to_string(l.out_features()) +
                ", bias=" + (l.weight().bias() ? "True" : "False") + ")";
       });
+
+  py::class_<Conv2dHandle> conv(m, "Conv2d", R"doc(
+Dense 2-D convolution (groups=1, cross-correlation as in PyTorch) on the lrkernels engine: the
+baseline a factorized convolution is compared with, and the kernel that runs the Tucker core.
+
+Parameters
+----------
+weight : array_like, shape (out_channels, in_channels, kh, kw)
+bias : array_like, shape (out_channels,), optional
+stride, padding, dilation : int or (int, int)
+    Padding is symmetric per axis (rows top and bottom, columns left and right).
+layout : "NCHW" or "NHWC"
+    Layout of the input and of the returned output.
+
+Calling the layer with x of shape (N, C, H, W) (or (N, H, W, C)), any real float dtype and strides,
+returns a new float32 array (N, out_channels, Ho, Wo) (or (N, Ho, Wo, out_channels)).
+)doc");
+  conv.def(py::init([](py::handle w_obj, py::handle bias_obj, py::handle stride, py::handle padding,
+                        py::handle dilation, py::handle layout) {
+             const lrk::Layout l = parse_layout(layout);
+             FloatArray w = weight_tensor(w_obj, "weight", 4, "(out_channels, in_channels, kh, kw)");
+             FloatArray b;
+             if (!bias_obj.is_none()) b = bias_vector(bias_obj, w.shape(0), "weight of shape " + shape_str(w));
+             const lrk::ConvGeometry g = conv_geometry(w.shape(2), w.shape(3), stride, padding, dilation);
+             auto layer = std::make_unique<lrk::Conv2dLayer>(w.data(), w.shape(0), w.shape(1),
+                                                             bias_obj.is_none() ? nullptr : b.data(), g);
+             return new Conv2dHandle{std::move(layer), l};
+           }),
+           py::arg("weight"), py::arg("bias") = py::none(), py::kw_only(), py::arg("stride") = 1,
+           py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("layout") = "NCHW")
+      .def("__call__", [](const Conv2dHandle& h, py::handle x) { return run_conv(h, x, "Conv2d"); },
+           py::arg("x"), "Apply the convolution to x in the layer's layout.")
+      .def_property_readonly("weight", [](py::object self) {
+        const auto& h = self.cast<const Conv2dHandle&>();
+        const auto& g = h.layer->geometry();
+        return readonly_view(self, h.layer->weight(), {(py::ssize_t)h.layer->out_channels(),
+                             (py::ssize_t)h.layer->in_channels(), (py::ssize_t)g.kh, (py::ssize_t)g.kw});
+      }, "weight (out_channels, in_channels, kh, kw), read-only float32.")
+      .def("__repr__", [](const Conv2dHandle& h) {
+        const auto& g = h.layer->geometry();
+        return "Conv2d(" + std::to_string(h.layer->in_channels()) + ", " +
+               std::to_string(h.layer->out_channels()) + ", kernel_size=" + pair_str(g.kh, g.kw) +
+               ", stride=" + pair_str(g.sh, g.sw) + ", padding=" + pair_str(g.ph, g.pw) +
+               ", dilation=" + pair_str(g.dh, g.dw) + ", bias=" + (h.layer->bias() ? "True" : "False") +
+               ", layout=\"" + layout_name(h.layout) + "\")";
+      });
+  def_conv_common(conv);
+
+  py::class_<TuckerHandle> tucker(m, "TuckerConv2d", R"doc(
+Tucker-2 factorized convolution run as one fused operation: a 1x1 convolution in_channels -> R_in,
+a kh x kw "core" convolution R_in -> R_out with the layer's stride, padding and dilation, and a 1x1
+convolution R_out -> out_channels carrying the bias. No full intermediate tensor is written.
+
+Parameters
+----------
+first : array_like, shape (R_in, in_channels)
+core : array_like, shape (R_out, R_in, kh, kw)
+last : array_like, shape (out_channels, R_out)
+bias : array_like, shape (out_channels,), optional
+stride, padding, dilation : int or (int, int)
+layout : "NCHW" or "NHWC"
+)doc");
+  tucker.def(py::init([](py::handle f_obj, py::handle c_obj, py::handle l_obj, py::handle bias_obj,
+                          py::handle stride, py::handle padding, py::handle dilation, py::handle layout) {
+               const lrk::Layout l = parse_layout(layout);
+               FloatArray f = weight_tensor(f_obj, "first", 2, "(R_in, in_channels)");
+               FloatArray c = weight_tensor(c_obj, "core", 4, "(R_out, R_in, kh, kw)");
+               FloatArray la = weight_tensor(l_obj, "last", 2, "(out_channels, R_out)");
+               if (c.shape(1) != f.shape(0) || la.shape(1) != c.shape(0)) {
+                 throw py::value_error("rank mismatch: first " + shape_str(f) + " is (R_in, in_channels), core " +
+                                       shape_str(c) + " must be (R_out, R_in, kh, kw), last " + shape_str(la) +
+                                       " must be (out_channels, R_out)");
+               }
+               FloatArray b;
+               if (!bias_obj.is_none()) b = bias_vector(bias_obj, la.shape(0), "last of shape " + shape_str(la));
+               const lrk::ConvGeometry g = conv_geometry(c.shape(2), c.shape(3), stride, padding, dilation);
+               auto layer = std::make_unique<lrk::TuckerConv2dLayer>(
+                   f.data(), f.shape(0), f.shape(1), c.data(), c.shape(0), la.data(), la.shape(0),
+                   bias_obj.is_none() ? nullptr : b.data(), g);
+               return new TuckerHandle{std::move(layer), l};
+             }),
+             py::arg("first"), py::arg("core"), py::arg("last"), py::arg("bias") = py::none(), py::kw_only(),
+             py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("layout") = "NCHW")
+      .def("__call__", [](const TuckerHandle& h, py::handle x) { return run_conv(h, x, "TuckerConv2d"); },
+           py::arg("x"), "Apply the fused convolution to x in the layer's layout.")
+      .def_property_readonly("ranks", [](const TuckerHandle& h) {
+        return py::make_tuple(h.layer->rank_in(), h.layer->rank_out());
+      }, "(R_in, R_out)")
+      .def_property_readonly("first", [](py::object self) {
+        const auto& h = self.cast<const TuckerHandle&>();
+        return readonly_view(self, h.layer->first(), {(py::ssize_t)h.layer->rank_in(), (py::ssize_t)h.layer->in_channels()});
+      }, "first (R_in, in_channels), read-only float32.")
+      .def_property_readonly("core", [](py::object self) {
+        const auto& h = self.cast<const TuckerHandle&>();
+        const auto& g = h.layer->geometry();
+        return readonly_view(self, h.layer->core(), {(py::ssize_t)h.layer->rank_out(), (py::ssize_t)h.layer->rank_in(),
+                             (py::ssize_t)g.kh, (py::ssize_t)g.kw});
+      }, "core (R_out, R_in, kh, kw), read-only float32.")
+      .def_property_readonly("last", [](py::object self) {
+        const auto& h = self.cast<const TuckerHandle&>();
+        return readonly_view(self, h.layer->last(), {(py::ssize_t)h.layer->out_channels(), (py::ssize_t)h.layer->rank_out()});
+      }, "last (out_channels, R_out), read-only float32.")
+      .def("__repr__", [](const TuckerHandle& h) {
+        const auto& g = h.layer->geometry();
+        return "TuckerConv2d(" + std::to_string(h.layer->in_channels()) + ", " +
+               std::to_string(h.layer->out_channels()) + ", ranks=" + pair_str(h.layer->rank_in(), h.layer->rank_out()) +
+               ", kernel_size=" + pair_str(g.kh, g.kw) + ", stride=" + pair_str(g.sh, g.sw) +
+               ", padding=" + pair_str(g.ph, g.pw) + ", dilation=" + pair_str(g.dh, g.dw) +
+               ", bias=" + (h.layer->bias() ? "True" : "False") + ", layout=\"" + layout_name(h.layout) + "\")";
+      });
+  def_conv_common(tucker);
 
   m.def("available_isas", [] { return isa_names(lrk::available_isa_mask()); },
         "ISAs this build has AND this CPU supports, slowest first.");

@@ -4,6 +4,10 @@ Layers
 ------
 LowRankLinear(U, V, bias=None)   y = U (V x) + bias, both stages fused in one call
 Linear(W, bias=None)             the dense layer on the same engine (the baseline)
+TuckerConv2d(first, core, last, bias=None, *, stride, padding, dilation, layout)
+                                 1x1 -> kxk -> 1x1 Tucker-2 convolution, fused
+Conv2d(weight, bias=None, *, stride, padding, dilation, layout)
+                                 the dense convolution on the same engine
 
 Kernel selection
 ----------------
@@ -21,8 +25,10 @@ import platform as _platform
 
 from . import reference
 from ._core import (
+    Conv2d,
     Linear,
     LowRankLinear,
+    TuckerConv2d,
     __version__,
     available_isas,
     get_isa,
@@ -32,8 +38,10 @@ from ._core import (
 from . import _core
 
 __all__ = [
+    "Conv2d",
     "Linear",
     "LowRankLinear",
+    "TuckerConv2d",
     "available_isas",
     "get_isa",
     "set_isa",

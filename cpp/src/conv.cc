@@ -1,0 +1,261 @@
+#include "lrkernels/conv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "lrkernels/dispatch.h"
+#include "lrkernels/gemm.h"
+
+namespace lrk {
+namespace {
+
+void check_geometry(const ConvGeometry& g) {
+  if (g.kh == 0 || g.kw == 0) throw std::invalid_argument("convolution kernel size must be >= 1");
+  if (g.sh == 0 || g.sw == 0) throw std::invalid_argument("convolution stride must be >= 1");
+  if (g.dh == 0 || g.dw == 0) throw std::invalid_argument("convolution dilation must be >= 1");
+}
+
+std::size_t out_size(std::size_t in, std::size_t pad, std::size_t dil, std::size_t k,
+                     std::size_t stride) {
+  const std::size_t span = dil * (k - 1) + 1;
+  if (in + 2 * pad < span) return 0;
+  return (in + 2 * pad - span) / stride + 1;
+}
+
+// (rows, cin, kh, kw) -> (rows, kh, kw, cin): K ordered tap by tap, matching NHWC source rows.
+std::vector<float> taps_outer(const float* w, std::size_t rows, std::size_t cin, std::size_t kh,
+                              std::size_t kw) {
+  std::vector<float> out(rows * cin * kh * kw);
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t c = 0; c < cin; ++c)
+      for (std::size_t t = 0; t < kh * kw; ++t)
+        out[(r * kh * kw + t) * cin + c] = w[(r * cin + c) * kh * kw + t];
+  return out;
+}
+
+// One image row of an NCHW tensor (c rows of w floats, channel stride cs) -> w pixels x c (ld).
+void nchw_row_to_pixels(const float* src, std::size_t c, std::size_t w, std::size_t cs,
+                        float* dst, std::size_t ld) {
+  for (std::size_t ch = 0; ch < c; ++ch) {
+    const float* s = src + ch * cs;
+    for (std::size_t x = 0; x < w; ++x) dst[x * ld + ch] = s[x];
+  }
+}
+
+// w pixels x c (ld) -> one image row of an NCHW tensor (channel stride cs).
+void pixels_to_nchw_row(const float* src, std::size_t ld, std::size_t c, std::size_t w,
+                        float* dst, std::size_t cs) {
+  for (std::size_t ch = 0; ch < c; ++ch) {
+    float* d = dst + ch * cs;
+    for (std::size_t x = 0; x < w; ++x) d[x] = src[x * ld + ch];
+  }
+}
+
+// Implicit GEMM for one output row: out (wo x n) = sum over taps of source pixels x tap weights.
+// rows[ky] points at the zero-padded source row (padded column 0) for kernel row ky; a source
+// pixel is csrc floats. Per pixel block the micro-kernel runs once per tap, accumulating into the
+// same output tile, which stays in L1.
+void conv_output_row(const GemmKernels& ks, const ConvGeometry& g, const PackedWeights& w,
+                     std::size_t csrc, std::size_t wo, const float* const* rows, float* out,
+                     std::size_t ldout) {
+  const std::size_t nr = ks.nr, mr = ks.mr, n = w.n();
+  const std::size_t lda = g.sw * csrc;
+  for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
+    const std::size_t px = std::min(mr, wo - ox0);
+    const GemmUkernelFn kernel = ks.ukernel[px];
+    for (std::size_t p = 0; p < w.num_panels(); ++p) {
+      const std::size_t cols = std::min(nr, n - p * nr);
+      const float* panel = w.panel_weights(p);
+      float* c = out + ox0 * ldout + p * nr;
+      for (std::size_t ky = 0; ky < g.kh; ++ky) {
+        const float* src = rows[ky] + ox0 * lda;
+        for (std::size_t kx = 0; kx < g.kw; ++kx) {
+          const std::size_t tap = ky * g.kw + kx;
+          kernel(cols, csrc, src + kx * g.dw * csrc, lda, panel + tap * csrc * nr,
+                 tap == 0 ? w.panel_bias(p) : nullptr, c, ldout);
+        }
+      }
+    }
+  }
+}
+
+// Scratch for one call, carved from the per-thread buffer.
+struct ConvScratch {
+  float* ring = nullptr;      // ring_rows zero-padded source rows of wp x csrc
+  float* zero_row = nullptr;  // a padding row
+  float* pixels_in = nullptr;  // one NCHW input row as pixels (w x cin)
+  float* mid_row = nullptr;   // one kxk output row (wo x n_kxk) when it is not the final output
+  float* out_row = nullptr;   // one output row as pixels (wo x cout) before an NCHW store
+  const float** rows = nullptr;  // kh row pointers
+};
+
+// Drives one image: the ring of source rows is filled on demand by fill(iy, interior, ld); each
+// output row of the kxk stage goes to dest(oy) (row stride ld_dest), then emit(oy, row) runs.
+template <class Fill, class Dest, class Emit>
+void conv_image(const GemmKernels& ks, const ConvGeometry& g, std::size_t h, std::size_t w,
+                std::size_t csrc, const PackedWeights& kxk, const ConvScratch& s,
+                std::size_t ld_dest, Fill fill, Dest dest, Emit emit) {
+  const std::size_t ho = g.out_h(h), wo = g.out_w(w);
+  const std::size_t wp = w + 2 * g.pw;
+  const std::size_t ring_rows = (g.kh - 1) * g.dh + 1;
+  const std::size_t row_floats = wp * csrc;
+  long filled = -1;  // highest input row already in the ring
+  for (std::size_t oy = 0; oy < ho; ++oy) {
+    const long iy0 = static_cast<long>(oy * g.sh) - static_cast<long>(g.ph);
+    const long iy_last = iy0 + static_cast<long>((g.kh - 1) * g.dh);
+    for (long iy = std::max(filled + 1, iy0); iy <= iy_last && iy < static_cast<long>(h); ++iy) {
+      if (iy < 0) continue;
+      float* r = s.ring + (static_cast<std::size_t>(iy) % ring_rows) * row_floats;
+      std::memset(r, 0, g.pw * csrc * sizeof(float));
+      std::memset(r + (g.pw + w) * csrc, 0, g.pw * csrc * sizeof(float));
+      fill(static_cast<std::size_t>(iy), r + g.pw * csrc, csrc);
+      filled = iy;
+    }
+    for (std::size_t ky = 0; ky < g.kh; ++ky) {
+      const long iy = iy0 + static_cast<long>(ky * g.dh);
+      s.rows[ky] = (iy < 0 || iy >= static_cast<long>(h))
+                       ? s.zero_row
+                       : s.ring + (static_cast<std::size_t>(iy) % ring_rows) * row_floats;
+    }
+    float* row = dest(oy);
+    conv_output_row(ks, g, kxk, csrc, wo, s.rows, row, ld_dest);
+    emit(oy, row);
+  }
+}
+
+// Carves the scratch: sizes in floats, each part rounded to a cache line.
+ConvScratch make_scratch(const ConvGeometry& g, std::size_t w, std::size_t csrc, std::size_t cin,
+                         std::size_t n_mid, std::size_t cout) {
+  auto up = [](std::size_t f) { return (f + 15) / 16 * 16; };
+  const std::size_t wp = w + 2 * g.pw, wo = g.out_w(w);
+  const std::size_t ring_rows = (g.kh - 1) * g.dh + 1;
+  const std::size_t sizes[] = {up(ring_rows * wp * csrc), up(wp * csrc), up(w * cin),
+                               up(wo * n_mid), up(wo * cout), up(g.kh * 2)};
+  std::size_t total = 0;
+  for (std::size_t v : sizes) total += v;
+  float* base = thread_scratch(total);
+  ConvScratch s;
+  s.ring = base;
+  s.zero_row = s.ring + sizes[0];
+  s.pixels_in = s.zero_row + sizes[1];
+  s.mid_row = s.pixels_in + sizes[2];
+  s.out_row = s.mid_row + sizes[3];
+  s.rows = reinterpret_cast<const float**>(s.out_row + sizes[4]);  // kh pointers (2 floats each)
+  std::memset(s.zero_row, 0, sizes[1] * sizeof(float));
+  return s;
+}
+
+void check_input(const char* layer, const ConvInput& in, std::size_t cin, const ConvGeometry& g,
+                 const float* y) {
+  if (in.n == 0) return;
+  if (in.x == nullptr || y == nullptr) throw std::invalid_argument(std::string(layer) + ": null x or y");
+  if (in.c != cin) {
+    throw std::invalid_argument(std::string(layer) + ": input has " + std::to_string(in.c) +
+                                " channels, the layer expects " + std::to_string(cin));
+  }
+  if (g.out_h(in.h) == 0 || g.out_w(in.w) == 0) {
+    throw std::invalid_argument(std::string(layer) + ": output size below 1 for a " +
+                                std::to_string(in.h) + "x" + std::to_string(in.w) + " input");
+  }
+}
+
+}  // namespace
+
+std::size_t ConvGeometry::out_h(std::size_t h) const { return out_size(h, ph, dh, kh, sh); }
+std::size_t ConvGeometry::out_w(std::size_t w) const { return out_size(w, pw, dw, kw, sw); }
+
+Conv2dLayer::Conv2dLayer(const float* weight, std::size_t cout, std::size_t cin,
+                         const float* bias, const ConvGeometry& g)
+    : cin_(cin),
+      g_((check_geometry(g), g)),
+      weight_(weight, weight + cout * cin * g.kh * g.kw),
+      w_(taps_outer(weight, cout, cin, g.kh, g.kw).data(), cout, g.kh * g.kw * cin, bias) {}
+
+void Conv2dLayer::forward(const ConvInput& in, float* y) const {
+  check_input("Conv2d", in, cin_, g_, y);
+  const GemmKernels& ks = active_gemm_kernels();
+  const PackedWeights& w = w_.packed_for(ks);
+  const std::size_t cout = out_channels(), ho = g_.out_h(in.h), wo = g_.out_w(in.w);
+  const std::size_t plane = in.h * in.w;
+  const ConvScratch s = make_scratch(g_, in.w, cin_, cin_, 0, cout);
+  for (std::size_t n = 0; n < in.n; ++n) {
+    const float* x_img = in.x + n * plane * cin_;
+    float* y_img = y + n * cout * ho * wo;
+    if (in.layout == Layout::nhwc) {
+      conv_image(
+          ks, g_, in.h, in.w, cin_, w, s, cout,
+          [&](std::size_t iy, float* dst, std::size_t) {
+            std::memcpy(dst, x_img + iy * in.w * cin_, in.w * cin_ * sizeof(float));
+          },
+          [&](std::size_t oy) { return y_img + oy * wo * cout; },
+          [](std::size_t, const float*) {});
+    } else {
+      conv_image(
+          ks, g_, in.h, in.w, cin_, w, s, cout,
+          [&](std::size_t iy, float* dst, std::size_t ld) {
+            nchw_row_to_pixels(x_img + iy * in.w, cin_, in.w, plane, dst, ld);
+          },
+          [&](std::size_t) { return s.out_row; },
+          [&](std::size_t oy, const float* row) {
+            pixels_to_nchw_row(row, cout, cout, wo, y_img + oy * wo, ho * wo);
+          });
+    }
+  }
+  record_used_isa(static_cast<Isa>(ks.isa));
+}
+
+TuckerConv2dLayer::TuckerConv2dLayer(const float* first, std::size_t r_in, std::size_t cin,
+                                     const float* core, std::size_t r_out, const float* last,
+                                     std::size_t cout, const float* bias, const ConvGeometry& g)
+    : g_((check_geometry(g), g)),
+      core_weight_(core, core + r_out * r_in * g.kh * g.kw),
+      first_(first, r_in, cin, nullptr),
+      core_(taps_outer(core, r_out, r_in, g.kh, g.kw).data(), r_out, g.kh * g.kw * r_in, nullptr),
+      last_(last, cout, r_out, bias) {}
+
+void TuckerConv2dLayer::forward(const ConvInput& in, float* y) const {
+  const std::size_t cin = in_channels(), cout = out_channels();
+  const std::size_t r_in = rank_in(), r_out = rank_out();
+  check_input("TuckerConv2d", in, cin, g_, y);
+  const GemmKernels& ks = active_gemm_kernels();
+  const PackedWeights& first = first_.packed_for(ks);
+  const PackedWeights& core = core_.packed_for(ks);
+  const PackedWeights& last = last_.packed_for(ks);
+  const Blocking blk = resolve_blocking(ks, 0);
+  const std::size_t ho = g_.out_h(in.h), wo = g_.out_w(in.w), w = in.w;
+  const std::size_t plane = in.h * in.w;
+  const ConvScratch s = make_scratch(g_, w, r_in, cin, r_out, cout);
+  for (std::size_t n = 0; n < in.n; ++n) {
+    const float* x_img = in.x + n * plane * cin;
+    float* y_img = y + n * cout * ho * wo;
+    auto core_row = [&](std::size_t) { return s.mid_row; };
+    if (in.layout == Layout::nhwc) {
+      conv_image(
+          ks, g_, in.h, w, r_in, core, s, r_out,
+          [&](std::size_t iy, float* dst, std::size_t ld) {  // first 1x1 stage, into the ring
+            gemm(ks, blk, w, x_img + iy * w * cin, cin, first, dst, ld);
+          },
+          core_row,
+          [&](std::size_t oy, const float* row) {  // last 1x1 stage + bias, straight to y
+            gemm(ks, blk, wo, row, r_out, last, y_img + oy * wo * cout, cout);
+          });
+    } else {
+      conv_image(
+          ks, g_, in.h, w, r_in, core, s, r_out,
+          [&](std::size_t iy, float* dst, std::size_t ld) {
+            nchw_row_to_pixels(x_img + iy * w, cin, w, plane, s.pixels_in, cin);
+            gemm(ks, blk, w, s.pixels_in, cin, first, dst, ld);
+          },
+          core_row,
+          [&](std::size_t oy, const float* row) {
+            gemm(ks, blk, wo, row, r_out, last, s.out_row, cout);
+            pixels_to_nchw_row(s.out_row, cout, cout, wo, y_img + oy * wo, ho * wo);
+          });
+    }
+  }
+  record_used_isa(static_cast<Isa>(ks.isa));
+}
+
+}  // namespace lrk
