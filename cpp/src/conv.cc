@@ -53,28 +53,45 @@ void pixels_to_nchw_row(const float* src, std::size_t ld, std::size_t c, std::si
   }
 }
 
-// Implicit GEMM for one output row: out (wo x n) = sum over taps of source pixels x tap weights.
-// rows[ky] points at the zero-padded source row (padded column 0) for kernel row ky; a source
-// pixel is csrc floats. Per pixel block the micro-kernel runs once per tap, accumulating into the
-// same output tile, which stays in L1.
-void conv_output_row(const GemmKernels& ks, const ConvGeometry& g, const PackedWeights& w,
-                     std::size_t csrc, std::size_t wo, const float* const* rows, float* out,
-                     std::size_t ldout) {
+// Output rows computed together: enough pixels (>= 96) that each packed weight panel, loaded into
+// L1/L2 once, serves many pixel tiles. Small feature maps (7x7) then run as one band, instead of
+// re-streaming a large dense weight once per output row.
+std::size_t band_rows(const ConvGeometry& g, std::size_t h, std::size_t w) {
+  const std::size_t ho = g.out_h(h), wo = g.out_w(w);
+  return std::max<std::size_t>(1, std::min(ho, (96 + wo - 1) / wo));
+}
+
+std::size_t ring_rows(const ConvGeometry& g, std::size_t band) {
+  return (g.kh - 1) * g.dh + 1 + (band - 1) * g.sh;
+}
+
+// Implicit GEMM for a band of output rows: out (rows x wo x n) = sum over taps of source pixels x
+// tap weights. src[r * kh + ky] points at the zero-padded source row (padded column 0) of kernel
+// row ky for output row r; a source pixel is csrc floats. Per pixel tile the micro-kernel runs
+// once per tap, accumulating into the same output tile (in L1); the weight panel stays in L1/L2
+// while it sweeps the band's pixels.
+void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t csrc,
+                      std::size_t wo, std::size_t rows, const float* const* src, float* out,
+                      std::size_t ldout) {
+  const GemmKernels& ks = w.kernels();
   const std::size_t nr = ks.nr, mr = ks.mr, n = w.n();
   const std::size_t lda = g.sw * csrc;
-  for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
-    const std::size_t px = std::min(mr, wo - ox0);
-    const GemmUkernelFn kernel = ks.ukernel[px];
-    for (std::size_t p = 0; p < w.num_panels(); ++p) {
-      const std::size_t cols = std::min(nr, n - p * nr);
-      const float* panel = w.panel_weights(p);
-      float* c = out + ox0 * ldout + p * nr;
-      for (std::size_t ky = 0; ky < g.kh; ++ky) {
-        const float* src = rows[ky] + ox0 * lda;
-        for (std::size_t kx = 0; kx < g.kw; ++kx) {
-          const std::size_t tap = ky * g.kw + kx;
-          kernel(cols, csrc, src + kx * g.dw * csrc, lda, panel + tap * csrc * nr,
-                 tap == 0 ? w.panel_bias(p) : nullptr, c, ldout);
+  for (std::size_t p = 0; p < w.num_panels(); ++p) {
+    const std::size_t cols = std::min(nr, n - p * nr);
+    const float* panel = w.panel_weights(p);
+    for (std::size_t r = 0; r < rows; ++r) {
+      const float* const* row_src = src + r * g.kh;
+      for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
+        const std::size_t px = std::min(mr, wo - ox0);
+        const GemmUkernelFn kernel = ks.ukernel[px];
+        float* c = out + (r * wo + ox0) * ldout + p * nr;
+        for (std::size_t ky = 0; ky < g.kh; ++ky) {
+          const float* a = row_src[ky] + ox0 * lda;
+          for (std::size_t kx = 0; kx < g.kw; ++kx) {
+            const std::size_t tap = ky * g.kw + kx;
+            kernel(cols, csrc, a + kx * g.dw * csrc, lda, panel + tap * csrc * nr,
+                   tap == 0 ? w.panel_bias(p) : nullptr, c, ldout);
+          }
         }
       }
     }
@@ -83,56 +100,61 @@ void conv_output_row(const GemmKernels& ks, const ConvGeometry& g, const PackedW
 
 // Scratch for one call, carved from the per-thread buffer.
 struct ConvScratch {
-  float* ring = nullptr;      // ring_rows zero-padded source rows of wp x csrc
-  float* zero_row = nullptr;  // a padding row
-  float* pixels_in = nullptr;  // one NCHW input row as pixels (w x cin)
-  float* mid_row = nullptr;   // one kxk output row (wo x n_kxk) when it is not the final output
-  float* out_row = nullptr;   // one output row as pixels (wo x cout) before an NCHW store
-  const float** rows = nullptr;  // kh row pointers
+  float* ring = nullptr;        // ring_rows zero-padded source rows of wp x csrc
+  float* zero_row = nullptr;    // a padding row
+  float* pixels_in = nullptr;   // one NCHW input row as pixels (w x cin)
+  float* mid = nullptr;         // a band of kxk output rows (band x wo x n_kxk), Tucker only
+  float* out = nullptr;         // a band of output rows as pixels (band x wo x cout), NCHW only
+  const float** rows = nullptr;  // band x kh source row pointers
 };
 
-// Drives one image: the ring of source rows is filled on demand by fill(iy, interior, ld); each
-// output row of the kxk stage goes to dest(oy) (row stride ld_dest), then emit(oy, row) runs.
+// Drives one image, band by band: the ring of source rows is filled on demand by
+// fill(iy, interior, ld), each row once; the kxk stage writes a band of rows to dest(oy0) (pixel
+// stride ld_dest, rows contiguous), then emit(oy0, rows, band) consumes it.
 template <class Fill, class Dest, class Emit>
-void conv_image(const GemmKernels& ks, const ConvGeometry& g, std::size_t h, std::size_t w,
-                std::size_t csrc, const PackedWeights& kxk, const ConvScratch& s,
-                std::size_t ld_dest, Fill fill, Dest dest, Emit emit) {
+void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
+                const PackedWeights& kxk, const ConvScratch& s, std::size_t ld_dest, Fill fill,
+                Dest dest, Emit emit) {
   const std::size_t ho = g.out_h(h), wo = g.out_w(w);
-  const std::size_t wp = w + 2 * g.pw;
-  const std::size_t ring_rows = (g.kh - 1) * g.dh + 1;
-  const std::size_t row_floats = wp * csrc;
+  const std::size_t band = band_rows(g, h, w);
+  const std::size_t ring = ring_rows(g, band);
+  const std::size_t row_floats = (w + 2 * g.pw) * csrc;
+  auto ring_row = [&](long iy) { return s.ring + (static_cast<std::size_t>(iy) % ring) * row_floats; };
   long filled = -1;  // highest input row already in the ring
-  for (std::size_t oy = 0; oy < ho; ++oy) {
-    const long iy0 = static_cast<long>(oy * g.sh) - static_cast<long>(g.ph);
-    const long iy_last = iy0 + static_cast<long>((g.kh - 1) * g.dh);
-    for (long iy = std::max(filled + 1, iy0); iy <= iy_last && iy < static_cast<long>(h); ++iy) {
-      if (iy < 0) continue;
-      float* r = s.ring + (static_cast<std::size_t>(iy) % ring_rows) * row_floats;
+  for (std::size_t oy0 = 0; oy0 < ho; oy0 += band) {
+    const std::size_t rows = std::min(band, ho - oy0);
+    const long iy_first = static_cast<long>(oy0 * g.sh) - static_cast<long>(g.ph);
+    const long iy_last = static_cast<long>((oy0 + rows - 1) * g.sh + (g.kh - 1) * g.dh) -
+                         static_cast<long>(g.ph);
+    for (long iy = std::max(filled + 1, std::max(iy_first, 0L));
+         iy <= iy_last && iy < static_cast<long>(h); ++iy) {
+      float* r = ring_row(iy);
       std::memset(r, 0, g.pw * csrc * sizeof(float));
       std::memset(r + (g.pw + w) * csrc, 0, g.pw * csrc * sizeof(float));
       fill(static_cast<std::size_t>(iy), r + g.pw * csrc, csrc);
       filled = iy;
     }
-    for (std::size_t ky = 0; ky < g.kh; ++ky) {
-      const long iy = iy0 + static_cast<long>(ky * g.dh);
-      s.rows[ky] = (iy < 0 || iy >= static_cast<long>(h))
-                       ? s.zero_row
-                       : s.ring + (static_cast<std::size_t>(iy) % ring_rows) * row_floats;
+    for (std::size_t r = 0; r < rows; ++r) {
+      for (std::size_t ky = 0; ky < g.kh; ++ky) {
+        const long iy = static_cast<long>((oy0 + r) * g.sh + ky * g.dh) - static_cast<long>(g.ph);
+        s.rows[r * g.kh + ky] = (iy < 0 || iy >= static_cast<long>(h)) ? s.zero_row : ring_row(iy);
+      }
     }
-    float* row = dest(oy);
-    conv_output_row(ks, g, kxk, csrc, wo, s.rows, row, ld_dest);
-    emit(oy, row);
+    float* out = dest(oy0);
+    conv_output_rows(g, kxk, csrc, wo, rows, s.rows, out, ld_dest);
+    emit(oy0, rows, out);
   }
 }
 
 // Carves the scratch: sizes in floats, each part rounded to a cache line.
-ConvScratch make_scratch(const ConvGeometry& g, std::size_t w, std::size_t csrc, std::size_t cin,
-                         std::size_t n_mid, std::size_t cout) {
+ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
+                         std::size_t cin, std::size_t n_mid, std::size_t cout) {
   auto up = [](std::size_t f) { return (f + 15) / 16 * 16; };
-  const std::size_t wp = w + 2 * g.pw, wo = g.out_w(w);
-  const std::size_t ring_rows = (g.kh - 1) * g.dh + 1;
-  const std::size_t sizes[] = {up(ring_rows * wp * csrc), up(wp * csrc), up(w * cin),
-                               up(wo * n_mid), up(wo * cout), up(g.kh * 2)};
+  const std::size_t wp = w + 2 * g.pw, wo = g.out_w(w), band = band_rows(g, h, w);
+  const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
+  const std::size_t sizes[] = {up(ring_rows(g, band) * wp * csrc), up(wp * csrc), up(w * cin),
+                               up(band * wo * n_mid), up(band * wo * cout),
+                               up(band * g.kh * pointer_floats)};
   std::size_t total = 0;
   for (std::size_t v : sizes) total += v;
   float* base = thread_scratch(total);
@@ -140,9 +162,9 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t w, std::size_t csrc,
   s.ring = base;
   s.zero_row = s.ring + sizes[0];
   s.pixels_in = s.zero_row + sizes[1];
-  s.mid_row = s.pixels_in + sizes[2];
-  s.out_row = s.mid_row + sizes[3];
-  s.rows = reinterpret_cast<const float**>(s.out_row + sizes[4]);  // kh pointers (2 floats each)
+  s.mid = s.pixels_in + sizes[2];
+  s.out = s.mid + sizes[3];
+  s.rows = reinterpret_cast<const float**>(s.out + sizes[4]);
   std::memset(s.zero_row, 0, sizes[1] * sizeof(float));
   return s;
 }
@@ -179,27 +201,28 @@ void Conv2dLayer::forward(const ConvInput& in, float* y) const {
   const PackedWeights& w = w_.packed_for(ks);
   const std::size_t cout = out_channels(), ho = g_.out_h(in.h), wo = g_.out_w(in.w);
   const std::size_t plane = in.h * in.w;
-  const ConvScratch s = make_scratch(g_, in.w, cin_, cin_, 0, cout);
+  const ConvScratch s = make_scratch(g_, in.h, in.w, cin_, cin_, 0, cout);
   for (std::size_t n = 0; n < in.n; ++n) {
     const float* x_img = in.x + n * plane * cin_;
     float* y_img = y + n * cout * ho * wo;
     if (in.layout == Layout::nhwc) {
       conv_image(
-          ks, g_, in.h, in.w, cin_, w, s, cout,
+          g_, in.h, in.w, cin_, w, s, cout,
           [&](std::size_t iy, float* dst, std::size_t) {
             std::memcpy(dst, x_img + iy * in.w * cin_, in.w * cin_ * sizeof(float));
           },
-          [&](std::size_t oy) { return y_img + oy * wo * cout; },
-          [](std::size_t, const float*) {});
+          [&](std::size_t oy0) { return y_img + oy0 * wo * cout; },
+          [](std::size_t, std::size_t, const float*) {});
     } else {
       conv_image(
-          ks, g_, in.h, in.w, cin_, w, s, cout,
+          g_, in.h, in.w, cin_, w, s, cout,
           [&](std::size_t iy, float* dst, std::size_t ld) {
             nchw_row_to_pixels(x_img + iy * in.w, cin_, in.w, plane, dst, ld);
           },
-          [&](std::size_t) { return s.out_row; },
-          [&](std::size_t oy, const float* row) {
-            pixels_to_nchw_row(row, cout, cout, wo, y_img + oy * wo, ho * wo);
+          [&](std::size_t) { return s.out; },
+          [&](std::size_t oy0, std::size_t rows, const float* band) {
+            // The band's rows are contiguous in each NCHW channel plane: one transpose per band.
+            pixels_to_nchw_row(band, cout, cout, rows * wo, y_img + oy0 * wo, ho * wo);
           });
     }
   }
@@ -223,35 +246,34 @@ void TuckerConv2dLayer::forward(const ConvInput& in, float* y) const {
   const PackedWeights& first = first_.packed_for(ks);
   const PackedWeights& core = core_.packed_for(ks);
   const PackedWeights& last = last_.packed_for(ks);
-  const Blocking blk = resolve_blocking(ks, 0);
   const std::size_t ho = g_.out_h(in.h), wo = g_.out_w(in.w), w = in.w;
   const std::size_t plane = in.h * in.w;
-  const ConvScratch s = make_scratch(g_, w, r_in, cin, r_out, cout);
+  const ConvScratch s = make_scratch(g_, in.h, w, r_in, cin, r_out, cout);
   for (std::size_t n = 0; n < in.n; ++n) {
     const float* x_img = in.x + n * plane * cin;
     float* y_img = y + n * cout * ho * wo;
-    auto core_row = [&](std::size_t) { return s.mid_row; };
+    auto core_rows = [&](std::size_t) { return s.mid; };
     if (in.layout == Layout::nhwc) {
       conv_image(
-          ks, g_, in.h, w, r_in, core, s, r_out,
+          g_, in.h, w, r_in, core, s, r_out,
           [&](std::size_t iy, float* dst, std::size_t ld) {  // first 1x1 stage, into the ring
-            gemm(ks, blk, w, x_img + iy * w * cin, cin, first, dst, ld);
+            gemm(w, x_img + iy * w * cin, cin, first, dst, ld);
           },
-          core_row,
-          [&](std::size_t oy, const float* row) {  // last 1x1 stage + bias, straight to y
-            gemm(ks, blk, wo, row, r_out, last, y_img + oy * wo * cout, cout);
+          core_rows,
+          [&](std::size_t oy0, std::size_t rows, const float* band) {  // last 1x1 + bias, to y
+            gemm(rows * wo, band, r_out, last, y_img + oy0 * wo * cout, cout);
           });
     } else {
       conv_image(
-          ks, g_, in.h, w, r_in, core, s, r_out,
+          g_, in.h, w, r_in, core, s, r_out,
           [&](std::size_t iy, float* dst, std::size_t ld) {
             nchw_row_to_pixels(x_img + iy * w, cin, w, plane, s.pixels_in, cin);
-            gemm(ks, blk, w, s.pixels_in, cin, first, dst, ld);
+            gemm(w, s.pixels_in, cin, first, dst, ld);
           },
-          core_row,
-          [&](std::size_t oy, const float* row) {
-            gemm(ks, blk, wo, row, r_out, last, s.out_row, cout);
-            pixels_to_nchw_row(s.out_row, cout, cout, wo, y_img + oy * wo, ho * wo);
+          core_rows,
+          [&](std::size_t oy0, std::size_t rows, const float* band) {
+            gemm(rows * wo, band, r_out, last, s.out, cout);
+            pixels_to_nchw_row(s.out, cout, cout, rows * wo, y_img + oy0 * wo, ho * wo);
           });
     }
   }

@@ -41,6 +41,10 @@ Blocking resolve_blocking(const GemmKernels& ks, std::size_t rank_hint) {
   return b;
 }
 
+const GemmKernels& kernels_for_width(const GemmKernels& ks, std::size_t n) {
+  return (ks.narrow != nullptr && n <= ks.narrow->nr) ? *ks.narrow : ks;
+}
+
 void set_blocking_override(const Blocking& b) {
   g_override_kc.store(b.kc);
   g_override_nc.store(b.nc);
@@ -48,10 +52,10 @@ void set_blocking_override(const Blocking& b) {
   g_override_mb.store(b.mb);
 }
 
-void gemm(const GemmKernels& ks, const Blocking& blk, std::size_t m, const float* a,
-          std::size_t lda, const PackedWeights& w, float* c, std::size_t ldc) {
-  if (w.nr() != ks.nr) throw std::logic_error("gemm: weights packed for another panel width");
+void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w, float* c,
+          std::size_t ldc) {
   if (m == 0) return;
+  const GemmKernels& ks = w.kernels();
   if (a == nullptr || c == nullptr) throw std::invalid_argument("gemm: null input or output");
   const std::size_t n = w.n(), k = w.k(), nr = ks.nr, mr = ks.mr;
 
@@ -66,6 +70,7 @@ void gemm(const GemmKernels& ks, const Blocking& blk, std::size_t m, const float
     return;
   }
 
+  const Blocking blk = resolve_blocking(ks, 0);
   // Goto-style loop nest. Output tiles (nc block x mc block) are independent, which is where a
   // thread pool will later split the work; K is never split across threads.
   for (std::size_t nc0 = 0; nc0 < n; nc0 += blk.nc) {
@@ -91,19 +96,19 @@ void gemm(const GemmKernels& ks, const Blocking& blk, std::size_t m, const float
   }
 }
 
-void lowrank_gemm(const GemmKernels& ks, std::size_t m, const float* x, std::size_t ldx,
-                  const PackedWeights& v, const PackedWeights& u, float* y, std::size_t ldy) {
+void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWeights& v,
+                  const PackedWeights& u, float* y, std::size_t ldy) {
   const std::size_t rank = v.n();
   if (u.k() != rank) throw std::logic_error("lowrank_gemm: rank of U and V differ");
   if (m == 0) return;
-  const Blocking blk = resolve_blocking(ks, rank);
+  const Blocking blk = resolve_blocking(v.kernels(), rank);
   const std::size_t ldt = padded_rank(rank);
   const std::size_t mb = std::min(m, blk.mb);
   float* t = thread_scratch(mb * ldt);
   for (std::size_t m0 = 0; m0 < m; m0 += mb) {
     const std::size_t rows = std::min(mb, m - m0);
-    gemm(ks, blk, rows, x + m0 * ldx, ldx, v, t, ldt);           // t = x V^T   (rank-sized, in L2)
-    gemm(ks, blk, rows, t, ldt, u, y + m0 * ldy, ldy);          // y = t U^T + b, while t is hot
+    gemm(rows, x + m0 * ldx, ldx, v, t, ldt);       // t = x V^T   (rank-sized, in L2)
+    gemm(rows, t, ldt, u, y + m0 * ldy, ldy);       // y = t U^T + b, while t is hot
   }
 }
 

@@ -38,7 +38,7 @@ const PackedWeights& WeightOperand::packed_for(const GemmKernels& ks) const {
   if (p != nullptr) return *p;
   std::lock_guard<std::mutex> lock(pack_mutex_);
   if (!packs_[ks.isa]) {
-    packs_[ks.isa] = std::make_unique<PackedWeights>(w_.data(), n_, k_, bias(), ks.nr);
+    packs_[ks.isa] = std::make_unique<PackedWeights>(w_.data(), n_, k_, bias(), ks);
     ready_[ks.isa].store(packs_[ks.isa].get(), std::memory_order_release);
   }
   return *packs_[ks.isa];
@@ -52,8 +52,7 @@ void LinearLayer::forward(std::size_t batch, const float* x, std::size_t ldx, fl
                           std::size_t ldy) const {
   check_io("Linear", batch, x, ldx, in_features(), y, ldy, out_features());
   const GemmKernels& ks = active_gemm_kernels();
-  const PackedWeights& w = weight_.packed_for(ks);
-  gemm(ks, resolve_blocking(ks, 0), batch, x, ldx, w, y, ldy);
+  gemm(batch, x, ldx, weight_.packed_for(ks), y, ldy);
   record_used_isa(static_cast<Isa>(ks.isa));
 }
 
@@ -65,7 +64,7 @@ void LowRankLinearLayer::forward(std::size_t batch, const float* x, std::size_t 
                                  std::size_t ldy) const {
   check_io("LowRankLinear", batch, x, ldx, in_features(), y, ldy, out_features());
   const GemmKernels& ks = active_gemm_kernels();
-  lowrank_gemm(ks, batch, x, ldx, v_.packed_for(ks), u_.packed_for(ks), y, ldy);
+  lowrank_gemm(batch, x, ldx, v_.packed_for(ks), u_.packed_for(ks), y, ldy);
   record_used_isa(static_cast<Isa>(ks.isa));
 }
 

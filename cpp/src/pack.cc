@@ -6,9 +6,9 @@
 namespace lrk {
 
 PackedWeights::PackedWeights(const float* w, std::size_t n, std::size_t k, const float* bias,
-                             std::size_t nr)
-    : n_(n), k_(k), nr_(nr) {
-  if (w == nullptr || n == 0 || k == 0 || nr == 0) {
+                             const GemmKernels& ks)
+    : kernels_(&kernels_for_width(ks, n)), n_(n), k_(k), nr_(kernels_->nr) {
+  if (w == nullptr || n == 0 || k == 0 || nr_ == 0) {
     throw std::invalid_argument("PackedWeights: empty weight matrix or zero panel width");
   }
   data_.resize(num_panels() * panel_stride());

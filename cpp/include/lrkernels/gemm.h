@@ -14,7 +14,11 @@ namespace lrk {
 // The bias leads its panel so the micro-kernel's first store needs no second stream.
 class PackedWeights {
  public:
-  PackedWeights(const float* w, std::size_t n, std::size_t k, const float* bias, std::size_t nr);
+  // Packs for the kernel set `ks` or, when n fits in it, its narrow variant (kernels_for_width).
+  PackedWeights(const float* w, std::size_t n, std::size_t k, const float* bias,
+                const GemmKernels& ks);
+  // The kernel set the panels were packed for: the one every GEMM on these weights must use.
+  const GemmKernels& kernels() const { return *kernels_; }
 
   std::size_t n() const { return n_; }
   std::size_t k() const { return k_; }
@@ -26,6 +30,7 @@ class PackedWeights {
 
  private:
   std::size_t panel_stride() const { return (k_ + 1) * nr_; }
+  const GemmKernels* kernels_;
   std::size_t n_, k_, nr_;
   AlignedBuffer data_;
 };
@@ -38,17 +43,19 @@ struct Blocking {
   std::size_t mb = 0;  // low-rank fusion: rows whose rank-sized intermediate is kept in L2
 };
 Blocking resolve_blocking(const GemmKernels& ks, std::size_t rank_hint);
+// `ks`, or its narrow variant when an operand with n output columns fits in the narrower panel.
+const GemmKernels& kernels_for_width(const GemmKernels& ks, std::size_t n);
 // For tests: shrink the blocks so that small shapes cross every block edge. All zero restores defaults.
 void set_blocking_override(const Blocking& b);
 
-// C (m x n) = A (m x k, row stride lda) * W^T + bias, with W packed for `ks`.
-void gemm(const GemmKernels& ks, const Blocking& blk, std::size_t m, const float* a,
-          std::size_t lda, const PackedWeights& w, float* c, std::size_t ldc);
+// C (m x n) = A (m x k, row stride lda) * W^T + bias, on the kernels W was packed for.
+void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w, float* c,
+          std::size_t ldc);
 
 // y (m x out) = (x (m x in) V^T) U^T + bias, fused: for each block of rows the rank-sized
 // intermediate lives in a per-thread scratch buffer that stays in L1/L2 and is consumed at once.
-void lowrank_gemm(const GemmKernels& ks, std::size_t m, const float* x, std::size_t ldx,
-                  const PackedWeights& v, const PackedWeights& u, float* y, std::size_t ldy);
+void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWeights& v,
+                  const PackedWeights& u, float* y, std::size_t ldy);
 
 // Per-thread scratch, grown on demand and reused: no heap allocation in steady state.
 float* thread_scratch(std::size_t count);

@@ -33,6 +33,9 @@ struct GemmKernels {
   // flops each; timing it gives this core's FMA peak, the yardstick of the benchmarks. May be null.
   void (*fma_probe)(std::size_t iterations, float* sink);
   std::size_t probe_flops_per_iteration;
+  // Optional variant with a narrower panel for operands with at most narrow->nr output columns
+  // (e.g. a rank-16 stage on AVX-512, which would waste half of each 32-wide panel). May be null.
+  const GemmKernels* narrow;
 };
 
 // Defined in cpp/kernels/<isa>/; only those compiled into this build exist (see dispatch.cc).

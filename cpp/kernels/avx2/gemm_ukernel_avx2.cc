@@ -126,6 +126,7 @@ const GemmKernels kKernels = {
      gemm_ukernel<6>},
     fma_probe,
     12 * 8 * 2,
+    nullptr,  // no narrow variant
 };
 
 }  // namespace

@@ -186,6 +186,7 @@ const GemmKernels kKernels = {
 #endif
     fma_probe,
     kProbeChains * 4 * 2,
+    nullptr,  // no narrow variant
 };
 
 }  // namespace

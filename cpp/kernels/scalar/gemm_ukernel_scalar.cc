@@ -43,6 +43,7 @@ const GemmKernels kKernels = {
     {nullptr, gemm_ukernel<1>, gemm_ukernel<2>, gemm_ukernel<3>, gemm_ukernel<4>},
     nullptr,  // no meaningful peak: the compiler decides how this code is vectorized
     0,
+    nullptr,  // no narrow variant
 };
 
 }  // namespace
