@@ -35,21 +35,38 @@ std::vector<float> taps_outer(const float* w, std::size_t rows, std::size_t cin,
   return out;
 }
 
-// One image row of an NCHW tensor (c rows of w floats, channel stride cs) -> w pixels x c (ld).
+// Transposes between an NCHW plane run and NHWC pixels go through 8 x 8 tiles, so both sides are
+// touched a cache line at a time (a plain double loop strides one side by a whole plane per element).
+constexpr std::size_t kTile = 8;
+
+// One image row (or run of rows) of an NCHW tensor: c channels of w floats, channel stride cs
+// -> w pixels x c floats (pixel stride ld).
 void nchw_row_to_pixels(const float* src, std::size_t c, std::size_t w, std::size_t cs,
                         float* dst, std::size_t ld) {
-  for (std::size_t ch = 0; ch < c; ++ch) {
-    const float* s = src + ch * cs;
-    for (std::size_t x = 0; x < w; ++x) dst[x * ld + ch] = s[x];
+  for (std::size_t c0 = 0; c0 < c; c0 += kTile) {
+    const std::size_t cn = std::min(kTile, c - c0);
+    for (std::size_t x0 = 0; x0 < w; x0 += kTile) {
+      const std::size_t xn = std::min(kTile, w - x0);
+      for (std::size_t ch = 0; ch < cn; ++ch) {
+        const float* s = src + (c0 + ch) * cs + x0;
+        for (std::size_t x = 0; x < xn; ++x) dst[(x0 + x) * ld + c0 + ch] = s[x];
+      }
+    }
   }
 }
 
-// w pixels x c (ld) -> one image row of an NCHW tensor (channel stride cs).
+// w pixels x c floats (pixel stride ld) -> c channels of w floats in an NCHW plane (stride cs).
 void pixels_to_nchw_row(const float* src, std::size_t ld, std::size_t c, std::size_t w,
                         float* dst, std::size_t cs) {
-  for (std::size_t ch = 0; ch < c; ++ch) {
-    float* d = dst + ch * cs;
-    for (std::size_t x = 0; x < w; ++x) d[x] = src[x * ld + ch];
+  for (std::size_t c0 = 0; c0 < c; c0 += kTile) {
+    const std::size_t cn = std::min(kTile, c - c0);
+    for (std::size_t x0 = 0; x0 < w; x0 += kTile) {
+      const std::size_t xn = std::min(kTile, w - x0);
+      for (std::size_t ch = 0; ch < cn; ++ch) {
+        float* d = dst + (c0 + ch) * cs + x0;
+        for (std::size_t x = 0; x < xn; ++x) d[x] = src[(x0 + x) * ld + c0 + ch];
+      }
+    }
   }
 }
 
