@@ -35,41 +35,6 @@ std::vector<float> taps_outer(const float* w, std::size_t rows, std::size_t cin,
   return out;
 }
 
-// Transposes between an NCHW plane run and NHWC pixels go through 8 x 8 tiles, so both sides are
-// touched a cache line at a time (a plain double loop strides one side by a whole plane per element).
-constexpr std::size_t kTile = 8;
-
-// One image row (or run of rows) of an NCHW tensor: c channels of w floats, channel stride cs
-// -> w pixels x c floats (pixel stride ld).
-void nchw_row_to_pixels(const float* src, std::size_t c, std::size_t w, std::size_t cs,
-                        float* dst, std::size_t ld) {
-  for (std::size_t c0 = 0; c0 < c; c0 += kTile) {
-    const std::size_t cn = std::min(kTile, c - c0);
-    for (std::size_t x0 = 0; x0 < w; x0 += kTile) {
-      const std::size_t xn = std::min(kTile, w - x0);
-      for (std::size_t ch = 0; ch < cn; ++ch) {
-        const float* s = src + (c0 + ch) * cs + x0;
-        for (std::size_t x = 0; x < xn; ++x) dst[(x0 + x) * ld + c0 + ch] = s[x];
-      }
-    }
-  }
-}
-
-// w pixels x c floats (pixel stride ld) -> c channels of w floats in an NCHW plane (stride cs).
-void pixels_to_nchw_row(const float* src, std::size_t ld, std::size_t c, std::size_t w,
-                        float* dst, std::size_t cs) {
-  for (std::size_t c0 = 0; c0 < c; c0 += kTile) {
-    const std::size_t cn = std::min(kTile, c - c0);
-    for (std::size_t x0 = 0; x0 < w; x0 += kTile) {
-      const std::size_t xn = std::min(kTile, w - x0);
-      for (std::size_t ch = 0; ch < cn; ++ch) {
-        float* d = dst + (c0 + ch) * cs + x0;
-        for (std::size_t x = 0; x < xn; ++x) d[x] = src[(x0 + x) * ld + c0 + ch];
-      }
-    }
-  }
-}
-
 // Output rows computed together: enough pixels (>= 96) that each packed weight panel, loaded into
 // L1/L2 once, serves many pixel tiles. Small feature maps (7x7) then run as one band, instead of
 // re-streaming a large dense weight once per output row.
@@ -234,12 +199,12 @@ void Conv2dLayer::forward(const ConvInput& in, float* y) const {
       conv_image(
           g_, in.h, in.w, cin_, w, s, cout,
           [&](std::size_t iy, float* dst, std::size_t ld) {
-            nchw_row_to_pixels(x_img + iy * in.w, cin_, in.w, plane, dst, ld);
+            ks.transpose(x_img + iy * in.w, cin_, in.w, plane, dst, ld);  // NCHW row -> pixels
           },
           [&](std::size_t) { return s.out; },
           [&](std::size_t oy0, std::size_t rows, const float* band) {
             // The band's rows are contiguous in each NCHW channel plane: one transpose per band.
-            pixels_to_nchw_row(band, cout, cout, rows * wo, y_img + oy0 * wo, ho * wo);
+            ks.transpose(band, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
           });
     }
   }
@@ -284,13 +249,13 @@ void TuckerConv2dLayer::forward(const ConvInput& in, float* y) const {
       conv_image(
           g_, in.h, w, r_in, core, s, r_out,
           [&](std::size_t iy, float* dst, std::size_t ld) {
-            nchw_row_to_pixels(x_img + iy * w, cin, w, plane, s.pixels_in, cin);
+            ks.transpose(x_img + iy * w, cin, w, plane, s.pixels_in, cin);  // NCHW row -> pixels
             gemm(w, s.pixels_in, cin, first, dst, ld);
           },
           core_rows,
           [&](std::size_t oy0, std::size_t rows, const float* band) {
             gemm(rows * wo, band, r_out, last, s.out, cout);
-            pixels_to_nchw_row(s.out, cout, cout, rows * wo, y_img + oy0 * wo, ho * wo);
+            ks.transpose(s.out, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
           });
     }
   }

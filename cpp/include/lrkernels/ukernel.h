@@ -18,6 +18,11 @@ namespace lrk {
 using GemmUkernelFn = void (*)(std::size_t nr, std::size_t kc, const float* a, std::size_t lda,
                                const float* w, const float* init, float* c, std::size_t ldc);
 
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: the NCHW <-> NHWC row transposes of
+// the convolutions, which a scalar loop makes as slow as a small GEMM.
+using TransposeFn = void (*)(const float* src, std::size_t rows, std::size_t cols, std::size_t lds,
+                             float* dst, std::size_t ldd);
+
 constexpr std::size_t kMaxMr = 16;
 
 struct GemmKernels {
@@ -36,6 +41,7 @@ struct GemmKernels {
   // Optional variant with a narrower panel for operands with at most narrow->nr output columns
   // (e.g. a rank-16 stage on AVX-512, which would waste half of each 32-wide panel). May be null.
   const GemmKernels* narrow;
+  TransposeFn transpose;
 };
 
 // Defined in cpp/kernels/<isa>/; only those compiled into this build exist (see dispatch.cc).
