@@ -324,6 +324,7 @@ void def_conv_common(py::class_<Handle>& cls) {
 
 using Conv2dHandle = ConvLayerHandle<lrk::Conv2dLayer>;
 using TuckerHandle = ConvLayerHandle<lrk::TuckerConv2dLayer>;
+using CPHandle = ConvLayerHandle<lrk::CPConv2dLayer>;
 
 }  // namespace
 
@@ -549,6 +550,76 @@ layout : "NCHW" or "NHWC"
                ", bias=" + (h.layer->bias() ? "True" : "False") + ", layout=\"" + layout_name(h.layout) + "\")";
       });
   def_conv_common(tucker);
+
+  py::class_<CPHandle> cp(m, "CPConv2d", R"doc(
+CP-factorized convolution (Lebedev et al. 2015) run as one fused operation: a 1x1 convolution
+in_channels -> R, a kh x 1 depthwise convolution (the H-axis stride, padding and dilation), a
+1 x kw depthwise convolution (the W-axis ones) and a 1x1 convolution R -> out_channels with the bias.
+Equivalent to the dense weight W[o, c, y, x] = sum_r last[o, r] vertical[r, y] horizontal[r, x] first[r, c].
+
+Parameters
+----------
+first : array_like, shape (R, in_channels)
+vertical : array_like, shape (R, kh)
+horizontal : array_like, shape (R, kw)
+last : array_like, shape (out_channels, R)
+bias : array_like, shape (out_channels,), optional
+stride, padding, dilation : int or (int, int)
+layout : "NCHW" or "NHWC"
+)doc");
+  cp.def(py::init([](py::handle f_obj, py::handle v_obj, py::handle h_obj, py::handle l_obj,
+                      py::handle bias_obj, py::handle stride, py::handle padding, py::handle dilation,
+                      py::handle layout) {
+           const lrk::Layout l = parse_layout(layout);
+           FloatArray f = weight_tensor(f_obj, "first", 2, "(R, in_channels)");
+           FloatArray v = weight_tensor(v_obj, "vertical", 2, "(R, kh)");
+           FloatArray hz = weight_tensor(h_obj, "horizontal", 2, "(R, kw)");
+           FloatArray la = weight_tensor(l_obj, "last", 2, "(out_channels, R)");
+           const py::ssize_t r = f.shape(0);
+           if (v.shape(0) != r || hz.shape(0) != r || la.shape(1) != r) {
+             throw py::value_error("rank mismatch: first " + shape_str(f) + " is (R, in_channels), vertical " +
+                                   shape_str(v) + " must be (R, kh), horizontal " + shape_str(hz) +
+                                   " must be (R, kw), last " + shape_str(la) + " must be (out_channels, R)");
+           }
+           FloatArray b;
+           if (!bias_obj.is_none()) b = bias_vector(bias_obj, la.shape(0), "last of shape " + shape_str(la));
+           const lrk::ConvGeometry g = conv_geometry(v.shape(1), hz.shape(1), stride, padding, dilation);
+           auto layer = std::make_unique<lrk::CPConv2dLayer>(
+               f.data(), r, f.shape(1), v.data(), v.shape(1), hz.data(), hz.shape(1), la.data(),
+               la.shape(0), bias_obj.is_none() ? nullptr : b.data(), g);
+           return new CPHandle{std::move(layer), l};
+         }),
+         py::arg("first"), py::arg("vertical"), py::arg("horizontal"), py::arg("last"),
+         py::arg("bias") = py::none(), py::kw_only(), py::arg("stride") = 1, py::arg("padding") = 0,
+         py::arg("dilation") = 1, py::arg("layout") = "NCHW")
+      .def("__call__", [](const CPHandle& h, py::handle x) { return run_conv(h, x, "CPConv2d"); },
+           py::arg("x"), "Apply the fused convolution to x in the layer's layout.")
+      .def_property_readonly("rank", [](const CPHandle& h) { return h.layer->rank(); })
+      .def_property_readonly("first", [](py::object self) {
+        const auto& h = self.cast<const CPHandle&>();
+        return readonly_view(self, h.layer->first(), {(py::ssize_t)h.layer->rank(), (py::ssize_t)h.layer->in_channels()});
+      }, "first (R, in_channels), read-only float32.")
+      .def_property_readonly("vertical", [](py::object self) {
+        const auto& h = self.cast<const CPHandle&>();
+        return readonly_view(self, h.layer->vertical(), {(py::ssize_t)h.layer->rank(), (py::ssize_t)h.layer->geometry().kh});
+      }, "vertical (R, kh), read-only float32.")
+      .def_property_readonly("horizontal", [](py::object self) {
+        const auto& h = self.cast<const CPHandle&>();
+        return readonly_view(self, h.layer->horizontal(), {(py::ssize_t)h.layer->rank(), (py::ssize_t)h.layer->geometry().kw});
+      }, "horizontal (R, kw), read-only float32.")
+      .def_property_readonly("last", [](py::object self) {
+        const auto& h = self.cast<const CPHandle&>();
+        return readonly_view(self, h.layer->last(), {(py::ssize_t)h.layer->out_channels(), (py::ssize_t)h.layer->rank()});
+      }, "last (out_channels, R), read-only float32.")
+      .def("__repr__", [](const CPHandle& h) {
+        const auto& g = h.layer->geometry();
+        return "CPConv2d(" + std::to_string(h.layer->in_channels()) + ", " +
+               std::to_string(h.layer->out_channels()) + ", rank=" + std::to_string(h.layer->rank()) +
+               ", kernel_size=" + pair_str(g.kh, g.kw) + ", stride=" + pair_str(g.sh, g.sw) +
+               ", padding=" + pair_str(g.ph, g.pw) + ", dilation=" + pair_str(g.dh, g.dw) +
+               ", bias=" + (h.layer->bias() ? "True" : "False") + ", layout=\"" + layout_name(h.layout) + "\")";
+      });
+  def_conv_common(cp);
 
   m.def("available_isas", [] { return isa_names(lrk::available_isa_mask()); },
         "ISAs this build has AND this CPU supports, slowest first.");

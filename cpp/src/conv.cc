@@ -88,15 +88,16 @@ struct ConvScratch {
   float* mid = nullptr;         // a band of kxk output rows (band x wo x n_kxk), Tucker only
   float* out = nullptr;         // a band of output rows as pixels (band x wo x cout), NCHW only
   const float** rows = nullptr;  // band x kh source row pointers
+  float* extra = nullptr;        // layer-specific (CPConv2d: one vertically filtered row)
 };
 
 // Drives one image, band by band: the ring of source rows is filled on demand by
-// fill(iy, interior, ld), each row once; the kxk stage writes a band of rows to dest(oy0) (pixel
-// stride ld_dest, rows contiguous), then emit(oy0, rows, band) consumes it.
-template <class Fill, class Dest, class Emit>
+// fill(iy, interior, ld), each row once; middle(src, rows, out) computes the kxk stage of a band
+// (src: rows x kh source row pointers) into dest(oy0) (rows contiguous), then emit(oy0, rows, out)
+// consumes it.
+template <class Fill, class Middle, class Dest, class Emit>
 void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
-                const PackedWeights& kxk, const ConvScratch& s, std::size_t ld_dest, Fill fill,
-                Dest dest, Emit emit) {
+                const ConvScratch& s, Fill fill, Middle middle, Dest dest, Emit emit) {
   const std::size_t ho = g.out_h(h), wo = g.out_w(w);
   const std::size_t band = band_rows(g, h, w);
   const std::size_t ring = ring_rows(g, band);
@@ -123,20 +124,21 @@ void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t
       }
     }
     float* out = dest(oy0);
-    conv_output_rows(g, kxk, csrc, wo, rows, s.rows, out, ld_dest);
+    middle(static_cast<const float* const*>(s.rows), rows, out);
     emit(oy0, rows, out);
   }
 }
 
 // Carves the scratch: sizes in floats, each part rounded to a cache line.
 ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
-                         std::size_t cin, std::size_t n_mid, std::size_t cout) {
+                         std::size_t cin, std::size_t n_mid, std::size_t cout,
+                         std::size_t extra = 0) {
   auto up = [](std::size_t f) { return (f + 15) / 16 * 16; };
   const std::size_t wp = w + 2 * g.pw, wo = g.out_w(w), band = band_rows(g, h, w);
   const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
   const std::size_t sizes[] = {up(ring_rows(g, band) * wp * csrc), up(wp * csrc), up(w * cin),
                                up(band * wo * n_mid), up(band * wo * cout),
-                               up(band * g.kh * pointer_floats)};
+                               up(band * g.kh * pointer_floats), up(extra)};
   std::size_t total = 0;
   for (std::size_t v : sizes) total += v;
   float* base = thread_scratch(total);
@@ -147,6 +149,7 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
   s.mid = s.pixels_in + sizes[2];
   s.out = s.mid + sizes[3];
   s.rows = reinterpret_cast<const float**>(s.out + sizes[4]);
+  s.extra = s.out + sizes[4] + sizes[5];
   std::memset(s.zero_row, 0, sizes[1] * sizeof(float));
   return s;
 }
@@ -184,23 +187,28 @@ void Conv2dLayer::forward(const ConvInput& in, float* y) const {
   const std::size_t cout = out_channels(), ho = g_.out_h(in.h), wo = g_.out_w(in.w);
   const std::size_t plane = in.h * in.w;
   const ConvScratch s = make_scratch(g_, in.h, in.w, cin_, cin_, 0, cout);
+  auto kxk_stage = [&](const float* const* src, std::size_t rows, float* out) {
+    conv_output_rows(g_, w, cin_, wo, rows, src, out, cout);
+  };
   for (std::size_t n = 0; n < in.n; ++n) {
     const float* x_img = in.x + n * plane * cin_;
     float* y_img = y + n * cout * ho * wo;
     if (in.layout == Layout::nhwc) {
       conv_image(
-          g_, in.h, in.w, cin_, w, s, cout,
+          g_, in.h, in.w, cin_, s,
           [&](std::size_t iy, float* dst, std::size_t) {
             std::memcpy(dst, x_img + iy * in.w * cin_, in.w * cin_ * sizeof(float));
           },
+          kxk_stage,
           [&](std::size_t oy0) { return y_img + oy0 * wo * cout; },
           [](std::size_t, std::size_t, const float*) {});
     } else {
       conv_image(
-          g_, in.h, in.w, cin_, w, s, cout,
+          g_, in.h, in.w, cin_, s,
           [&](std::size_t iy, float* dst, std::size_t ld) {
             ks.transpose(x_img + iy * in.w, cin_, in.w, plane, dst, ld);  // NCHW row -> pixels
           },
+          kxk_stage,
           [&](std::size_t) { return s.out; },
           [&](std::size_t oy0, std::size_t rows, const float* band) {
             // The band's rows are contiguous in each NCHW channel plane: one transpose per band.
@@ -231,30 +239,117 @@ void TuckerConv2dLayer::forward(const ConvInput& in, float* y) const {
   const std::size_t ho = g_.out_h(in.h), wo = g_.out_w(in.w), w = in.w;
   const std::size_t plane = in.h * in.w;
   const ConvScratch s = make_scratch(g_, in.h, w, r_in, cin, r_out, cout);
+  auto core_stage = [&](const float* const* src, std::size_t rows, float* out) {
+    conv_output_rows(g_, core, r_in, wo, rows, src, out, r_out);
+  };
   for (std::size_t n = 0; n < in.n; ++n) {
     const float* x_img = in.x + n * plane * cin;
     float* y_img = y + n * cout * ho * wo;
     auto core_rows = [&](std::size_t) { return s.mid; };
     if (in.layout == Layout::nhwc) {
       conv_image(
-          g_, in.h, w, r_in, core, s, r_out,
+          g_, in.h, w, r_in, s,
           [&](std::size_t iy, float* dst, std::size_t ld) {  // first 1x1 stage, into the ring
             gemm(w, x_img + iy * w * cin, cin, first, dst, ld);
           },
-          core_rows,
+          core_stage, core_rows,
           [&](std::size_t oy0, std::size_t rows, const float* band) {  // last 1x1 + bias, to y
             gemm(rows * wo, band, r_out, last, y_img + oy0 * wo * cout, cout);
           });
     } else {
       conv_image(
-          g_, in.h, w, r_in, core, s, r_out,
+          g_, in.h, w, r_in, s,
           [&](std::size_t iy, float* dst, std::size_t ld) {
             ks.transpose(x_img + iy * w, cin, w, plane, s.pixels_in, cin);  // NCHW row -> pixels
             gemm(w, s.pixels_in, cin, first, dst, ld);
           },
-          core_rows,
+          core_stage, core_rows,
           [&](std::size_t oy0, std::size_t rows, const float* band) {
             gemm(rows * wo, band, r_out, last, s.out, cout);
+            ks.transpose(s.out, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
+          });
+    }
+  }
+  record_used_isa(static_cast<Isa>(ks.isa));
+}
+
+namespace {
+
+// (rank, taps) -> (taps, rank)
+std::vector<float> taps_major(const float* w, std::size_t rank, std::size_t taps) {
+  std::vector<float> out(rank * taps);
+  for (std::size_t r = 0; r < rank; ++r)
+    for (std::size_t t = 0; t < taps; ++t) out[t * rank + r] = w[r * taps + t];
+  return out;
+}
+
+ConvGeometry with_kernel(ConvGeometry g, std::size_t kh, std::size_t kw) {
+  g.kh = kh;
+  g.kw = kw;
+  check_geometry(g);
+  return g;
+}
+
+}  // namespace
+
+CPConv2dLayer::CPConv2dLayer(const float* first, std::size_t rank, std::size_t cin,
+                             const float* vertical, std::size_t kh, const float* horizontal,
+                             std::size_t kw, const float* last, std::size_t cout,
+                             const float* bias, const ConvGeometry& g)
+    : g_(with_kernel(g, kh, kw)),
+      vertical_(vertical, vertical + rank * kh),
+      horizontal_(horizontal, horizontal + rank * kw),
+      vertical_taps_(taps_major(vertical, rank, kh)),
+      horizontal_taps_(taps_major(horizontal, rank, kw)),
+      first_(first, rank, cin, nullptr),
+      last_(last, cout, rank, bias) {}
+
+void CPConv2dLayer::forward(const ConvInput& in, float* y) const {
+  const std::size_t cin = in_channels(), cout = out_channels(), rank = this->rank();
+  check_input("CPConv2d", in, cin, g_, y);
+  const GemmKernels& ks = active_gemm_kernels();
+  const PackedWeights& first = first_.packed_for(ks);
+  const PackedWeights& last = last_.packed_for(ks);
+  const std::size_t ho = g_.out_h(in.h), wo = g_.out_w(in.w), w = in.w, wp = w + 2 * g_.pw;
+  const std::size_t plane = in.h * in.w;
+  const std::size_t row_floats = (wp * rank + 15) / 16 * 16;
+  const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
+  const ConvScratch s = make_scratch(g_, in.h, w, rank, cin, rank, cout,
+                                     row_floats + g_.kw * pointer_floats);
+  float* vertical_out = s.extra;  // one vertically filtered, still padded, row: wp x rank
+  const float** horizontal_src = reinterpret_cast<const float**>(s.extra + row_floats);
+  for (std::size_t kx = 0; kx < g_.kw; ++kx) horizontal_src[kx] = vertical_out + kx * g_.dw * rank;
+  auto depthwise_stages = [&](const float* const* src, std::size_t rows, float* out) {
+    for (std::size_t r = 0; r < rows; ++r) {
+      ks.depthwise(wp, rank, g_.kh, src + r * g_.kh, rank, vertical_taps_.data(), vertical_out, rank);
+      ks.depthwise(wo, rank, g_.kw, horizontal_src, g_.sw * rank, horizontal_taps_.data(),
+                   out + r * wo * rank, rank);
+    }
+  };
+  auto mid_rows = [&](std::size_t) { return s.mid; };
+  for (std::size_t n = 0; n < in.n; ++n) {
+    const float* x_img = in.x + n * plane * cin;
+    float* y_img = y + n * cout * ho * wo;
+    if (in.layout == Layout::nhwc) {
+      conv_image(
+          g_, in.h, w, rank, s,
+          [&](std::size_t iy, float* dst, std::size_t ld) {
+            gemm(w, x_img + iy * w * cin, cin, first, dst, ld);
+          },
+          depthwise_stages, mid_rows,
+          [&](std::size_t oy0, std::size_t rows, const float* band) {
+            gemm(rows * wo, band, rank, last, y_img + oy0 * wo * cout, cout);
+          });
+    } else {
+      conv_image(
+          g_, in.h, w, rank, s,
+          [&](std::size_t iy, float* dst, std::size_t ld) {
+            ks.transpose(x_img + iy * w, cin, w, plane, s.pixels_in, cin);  // NCHW row -> pixels
+            gemm(w, s.pixels_in, cin, first, dst, ld);
+          },
+          depthwise_stages, mid_rows,
+          [&](std::size_t oy0, std::size_t rows, const float* band) {
+            gemm(rows * wo, band, rank, last, s.out, cout);
             ks.transpose(s.out, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
           });
     }

@@ -6,6 +6,8 @@ LowRankLinear(U, V, bias=None)   y = U (V x) + bias, both stages fused in one ca
 Linear(W, bias=None)             the dense layer on the same engine (the baseline)
 TuckerConv2d(first, core, last, bias=None, *, stride, padding, dilation, layout)
                                  1x1 -> kxk -> 1x1 Tucker-2 convolution, fused
+CPConv2d(first, vertical, horizontal, last, bias=None, *, stride, padding, dilation, layout)
+                                 1x1 -> kh x 1 -> 1 x kw depthwise -> 1x1 CP convolution, fused
 Conv2d(weight, bias=None, *, stride, padding, dilation, layout)
                                  the dense convolution on the same engine
 
@@ -26,6 +28,7 @@ import platform as _platform
 from . import reference
 from ._core import (
     Conv2d,
+    CPConv2d,
     Linear,
     LowRankLinear,
     TuckerConv2d,
@@ -39,6 +42,7 @@ from . import _core
 
 __all__ = [
     "Conv2d",
+    "CPConv2d",
     "Linear",
     "LowRankLinear",
     "TuckerConv2d",

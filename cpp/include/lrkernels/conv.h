@@ -79,4 +79,32 @@ class TuckerConv2dLayer {
   WeightOperand last_;   // (cout, r_out), carries the bias
 };
 
+// CP (Lebedev et al. 2015): 1x1 (cin -> r), kh x 1 depthwise (vertical, the H-axis stride,
+// padding and dilation), 1 x kw depthwise (horizontal, the W-axis ones), 1x1 (r -> cout) + bias.
+// Fused like TuckerConv2d: the ring holds the first stage's rows, the two depthwise passes run per
+// output row in L1, and each band goes straight through the last stage.
+class CPConv2dLayer {
+ public:
+  CPConv2dLayer(const float* first, std::size_t rank, std::size_t cin, const float* vertical,
+                std::size_t kh, const float* horizontal, std::size_t kw, const float* last,
+                std::size_t cout, const float* bias, const ConvGeometry& g);
+  std::size_t in_channels() const { return first_.k(); }
+  std::size_t out_channels() const { return last_.n(); }
+  std::size_t rank() const { return first_.n(); }
+  const ConvGeometry& geometry() const { return g_; }
+  const float* first() const { return first_.weights(); }
+  const float* vertical() const { return vertical_.data(); }      // (rank, kh)
+  const float* horizontal() const { return horizontal_.data(); }  // (rank, kw)
+  const float* last() const { return last_.weights(); }
+  const float* bias() const { return last_.bias(); }
+  void forward(const ConvInput& in, float* y) const;
+
+ private:
+  ConvGeometry g_;
+  std::vector<float> vertical_, horizontal_;         // constructor layout
+  std::vector<float> vertical_taps_, horizontal_taps_;  // (taps, rank): contiguous channels per tap
+  WeightOperand first_;  // (rank, cin)
+  WeightOperand last_;   // (cout, rank), carries the bias
+};
+
 }  // namespace lrk

@@ -23,6 +23,12 @@ using GemmUkernelFn = void (*)(std::size_t nr, std::size_t kc, const float* a, s
 using TransposeFn = void (*)(const float* src, std::size_t rows, std::size_t cols, std::size_t lds,
                              float* dst, std::size_t ldd);
 
+// out[p * ldo + c] = sum_t weights[t * channels + c] * src[t][p * step + c]: the kh x 1 and 1 x kw
+// depthwise stages of CPConv2d, vectorized over channels.
+using DepthwiseFn = void (*)(std::size_t pixels, std::size_t channels, std::size_t taps,
+                             const float* const* src, std::size_t step, const float* weights,
+                             float* out, std::size_t ldo);
+
 constexpr std::size_t kMaxMr = 16;
 
 struct GemmKernels {
@@ -42,6 +48,7 @@ struct GemmKernels {
   // (e.g. a rank-16 stage on AVX-512, which would waste half of each 32-wide panel). May be null.
   const GemmKernels* narrow;
   TransposeFn transpose;
+  DepthwiseFn depthwise;
 };
 
 // Defined in cpp/kernels/<isa>/; only those compiled into this build exist (see dispatch.cc).

@@ -12,6 +12,8 @@ namespace lrk {
 namespace avx2 {
 namespace {
 
+#include "../depthwise_generic.h"  // this ISA's own copy, built with this file's flags
+
 constexpr std::size_t kMr = 6;
 constexpr std::size_t kNr = 16;
 // Weight rows (64 bytes each) fetched 8 KiB ahead, as in the AVX-512 kernel.
@@ -165,6 +167,7 @@ const GemmKernels kKernels = {
     12 * 8 * 2,
     nullptr,  // no narrow variant
     transpose,
+    depthwise_taps,
 };
 
 }  // namespace

@@ -15,6 +15,8 @@ namespace lrk {
 namespace avx512 {
 namespace {
 
+#include "../depthwise_generic.h"  // this ISA's own copy, built with this file's flags
+
 // Weight panel bytes fetched ahead of use (8 KiB): without it, panels streamed from DRAM/L3 at
 // batch 2..8 ran at half the bandwidth that batch 1 gets.
 constexpr std::size_t kPrefetchBytes = 8192;
@@ -174,6 +176,7 @@ const GemmKernels kNarrowKernels = {
     16 * 16 * 2,
     nullptr,
     transpose,
+    depthwise_taps,
 };
 
 const GemmKernels kKernels = {
@@ -189,6 +192,7 @@ const GemmKernels kKernels = {
     // Operands of at most 16 columns (rank-16 stages) would waste half of each 32-wide panel.
     &kNarrowKernels,
     transpose,
+    depthwise_taps,
 };
 
 }  // namespace

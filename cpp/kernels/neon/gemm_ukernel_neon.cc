@@ -15,6 +15,8 @@ namespace lrk {
 namespace neon {
 namespace {
 
+#include "../depthwise_generic.h"  // this ISA's own copy, built with this file's flags
+
 #if defined(__aarch64__)
 constexpr std::size_t kMr = 8;
 #else
@@ -211,6 +213,7 @@ const GemmKernels kKernels = {
     kProbeChains * 4 * 2,
     nullptr,  // no narrow variant
     transpose,
+    depthwise_taps,
 };
 
 }  // namespace

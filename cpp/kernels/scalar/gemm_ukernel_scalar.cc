@@ -10,6 +10,8 @@ namespace lrk {
 namespace scalar {
 namespace {
 
+#include "../depthwise_generic.h"  // this ISA's own copy, built with this file's flags
+
 constexpr std::size_t kMr = 4;
 constexpr std::size_t kNr = 8;
 
@@ -58,6 +60,7 @@ const GemmKernels kKernels = {
     0,
     nullptr,  // no narrow variant
     transpose,
+    depthwise_taps,
 };
 
 }  // namespace
