@@ -6,6 +6,7 @@ Imported by the test modules as a plain module (pytest puts tests/ on sys.path).
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -292,3 +293,371 @@ def blocking_configs(mr: int, nr: int) -> list:
         ("kc2-rounding", {"kc": 2, "nc": 2 * nr + 1, "mc": 2 * mr + 1, "mb": 2 * mr + 1}),
         ("tiny-rounding", {"kc": 1, "nc": 1, "mc": 1, "mb": 1}),
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# 2-D convolutions: Conv2d and TuckerConv2d
+# --------------------------------------------------------------------------------------------
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def pair(value) -> tuple:
+    """An int or a pair -> (a, b)."""
+    return (int(value), int(value)) if np.ndim(value) == 0 else tuple(int(v) for v in value)
+
+
+def conv_output_hw(hw, kernel_size, stride=1, padding=0, dilation=1) -> tuple:
+    """(Ho, Wo) by the formula Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (may be <= 0)."""
+    out = []
+    for size, k, s, p, d in zip(hw, *(pair(v) for v in (kernel_size, stride, padding, dilation))):
+        span = d * (k - 1) + 1
+        out.append((size + 2 * p - span) // s + 1 if size + 2 * p >= span else 0)
+    return tuple(out)
+
+
+def image_shape(batch, channels, hw, layout) -> tuple:
+    h, w = hw
+    return (batch, channels, h, w) if layout == "NCHW" else (batch, h, w, channels)
+
+
+def conv2d_bound(x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"):
+    """Elementwise bound on |y - y_exact| for a dense convolution computed in float32.
+
+    Every output is a dot product of Cin kh kw terms plus the bias, so, as for `linear_bound`:
+    8 eps (Cin kh kw + 2) (|W| * |x| + |b|), with * the same convolution (zero padding included).
+    """
+    aw = _abs64(weight)
+    ab = None if bias is None else _abs64(bias)
+    mag = reference.conv2d(_abs64(x), aw, ab, stride, padding, dilation, layout)
+    _, cin, kh, kw = aw.shape
+    n = cin * kh * kw + 2
+    return BOUND_FACTOR * n * (EPS32 * mag + SUBNORMAL32)
+
+
+def tucker_conv2d_bound(
+    x, first, core, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"
+):
+    """Elementwise bound on |y - y_exact| for the Tucker-2 convolution computed in float32.
+
+    The magnitude chains the absolute values through the three stages, |last| * (|core| *
+    (|first| * |x|)) + |b|. Stage by stage the rounding errors add up to (Cin + R_in kh kw +
+    R_out + 1) u times it; the terms also include Cin kh kw + R_in, the count of a kernel that
+    merges `first` into the core convolution (a Cin kh kw dot product with weights that carry
+    an R_in-term rounding of their own), so either order of evaluation is covered:
+    8 eps (Cin kh kw + R_in + R_in kh kw + R_out + 2) (magnitude).
+    """
+    af, ac, al = _abs64(first), _abs64(core), _abs64(last)
+    ab = None if bias is None else _abs64(bias)
+    mag = reference.tucker_conv2d(_abs64(x), af, ac, al, ab, stride, padding, dilation, layout)
+    r_in, cin = af.shape
+    r_out, _, kh, kw = ac.shape
+    n = cin * kh * kw + r_in + r_in * kh * kw + r_out + 2
+    return BOUND_FACTOR * n * (EPS32 * mag + SUBNORMAL32)
+
+
+@dataclass
+class ConvModel:
+    """A Conv2d or TuckerConv2d with its weights, geometry, float64 oracle and error bound."""
+
+    kind: str
+    layer: object
+    in_channels: int
+    out_channels: int
+    ranks: tuple | None
+    kernel_size: tuple
+    geometry: dict  # stride, padding, dilation, layout as given to the constructor
+    reference: Callable
+    bound: Callable
+    weights: dict
+
+    @property
+    def layout(self) -> str:
+        return self.geometry["layout"]
+
+    def describe(self) -> str:
+        r = f", ranks={self.ranks}" if self.ranks is not None else ""
+        g = self.geometry
+        return (
+            f"{self.kind}(Cin={self.in_channels}, Cout={self.out_channels}{r}, "
+            f"kernel={self.kernel_size}, stride={g['stride']}, padding={g['padding']}, "
+            f"dilation={g['dilation']}, layout={g['layout']}, "
+            f"bias={self.weights.get('bias') is not None})"
+        )
+
+    def output_shape(self, x_shape) -> tuple:
+        g = self.geometry
+        if self.layout == "NCHW":
+            n, _, h, w = x_shape
+        else:
+            n, h, w, _ = x_shape
+        hw = conv_output_hw((h, w), self.kernel_size, g["stride"], g["padding"], g["dilation"])
+        return image_shape(n, self.out_channels, hw, self.layout)
+
+    def check(self, x, isa: str, case: str = ""):
+        """Call the layer on x; check the ISA that ran, the result array and the error bound."""
+        case = f"{case} {self.describe()} isa={isa} x.shape={np.shape(x)}".strip()
+        y = self.layer(x)
+        used = lrkernels.last_used_isa()
+        assert used == isa, f"{case}: last_used_isa() == {used!r} after the call, expected {isa!r}"
+        check_output_array(y, self.output_shape(np.shape(x)), case)
+        if isinstance(x, np.ndarray):
+            assert not np.shares_memory(y, x), f"{case}: result aliases the input"
+        assert_within_bound(y, self.reference(x), self.bound(x), case)
+        return y
+
+
+def make_conv2d(
+    rng,
+    in_channels,
+    out_channels,
+    kernel_size,
+    *,
+    bias=True,
+    stride=1,
+    padding=0,
+    dilation=1,
+    layout="NCHW",
+    dtype=np.float32,
+) -> ConvModel:
+    kh, kw = pair(kernel_size)
+    W = _rand(rng, (out_channels, in_channels, kh, kw), dtype)
+    b = _rand(rng, (out_channels,), dtype) if bias else None
+    geometry = {"stride": stride, "padding": padding, "dilation": dilation, "layout": layout}
+    layer = lrkernels.Conv2d(W, b, **geometry)
+    return ConvModel(
+        "Conv2d",
+        layer,
+        in_channels,
+        out_channels,
+        None,
+        (kh, kw),
+        geometry,
+        lambda x: reference.conv2d(x, W, b, **geometry),
+        lambda x: conv2d_bound(x, W, b, **geometry),
+        {"weight": W, "bias": b},
+    )
+
+
+def make_tucker_conv2d(
+    rng,
+    in_channels,
+    out_channels,
+    ranks,
+    kernel_size,
+    *,
+    bias=True,
+    stride=1,
+    padding=0,
+    dilation=1,
+    layout="NCHW",
+    dtype=np.float32,
+) -> ConvModel:
+    kh, kw = pair(kernel_size)
+    r_in, r_out = pair(ranks)
+    first = _rand(rng, (r_in, in_channels), dtype)
+    core = _rand(rng, (r_out, r_in, kh, kw), dtype)
+    last = _rand(rng, (out_channels, r_out), dtype)
+    b = _rand(rng, (out_channels,), dtype) if bias else None
+    geometry = {"stride": stride, "padding": padding, "dilation": dilation, "layout": layout}
+    layer = lrkernels.TuckerConv2d(first, core, last, b, **geometry)
+    return ConvModel(
+        "TuckerConv2d",
+        layer,
+        in_channels,
+        out_channels,
+        (r_in, r_out),
+        (kh, kw),
+        geometry,
+        lambda x: reference.tucker_conv2d(x, first, core, last, b, **geometry),
+        lambda x: tucker_conv2d_bound(x, first, core, last, b, **geometry),
+        {"first": first, "core": core, "last": last, "bias": b},
+    )
+
+
+def make_image(rng, batch, channels, hw, layout="NCHW", dtype=np.float32):
+    """A random image batch: (N, C, H, W) for NCHW, (N, H, W, C) for NHWC."""
+    return _rand(rng, image_shape(batch, channels, hw, layout), dtype)
+
+
+def image_layouts(rng, batch, channels, hw, layout):
+    """(name, x) pairs: images of one shape in the dtypes and memory layouts a layer must accept."""
+    h, w = hw
+    c_axis = 1 if layout == "NCHW" else 3
+    w_axis = 3 if layout == "NCHW" else 2
+    h_axis = 2 if layout == "NCHW" else 1
+
+    def widened(axis, factor, extra=0):
+        shape = list(image_shape(batch, channels, hw, layout))
+        shape[axis] = factor * shape[axis] + extra
+        return _rand(rng, tuple(shape))
+
+    def take(a, axis, sl):
+        index = [slice(None)] * 4
+        index[axis] = sl
+        return a[tuple(index)]
+
+    base = make_image(rng, batch, channels, hw, layout)
+    other = "NHWC" if layout == "NCHW" else "NCHW"
+    to_layout = (0, 2, 3, 1) if layout == "NHWC" else (0, 3, 1, 2)
+    yield "C float32", base
+    yield "float64", make_image(rng, batch, channels, hw, layout, np.float64)
+    yield "float16", make_image(rng, batch, channels, hw, layout, np.float16)
+    yield "longdouble", make_image(rng, batch, channels, hw, layout, np.longdouble)
+    last = "channel" if layout == "NHWC" else "W"
+    yield f"x[..., ::2] ({last} stride 2)", widened(3, 2)[..., ::2]
+    yield "float64 x[..., ::2]", widened(3, 2).astype(np.float64)[..., ::2]
+    yield "W stride 3", take(widened(w_axis, 3), w_axis, slice(None, None, 3))
+    yield "H stride 2", take(widened(h_axis, 2), h_axis, slice(None, None, 2))
+    yield "batch stride x[::2]", widened(0, 2)[::2]
+    yield "channel slice [3:3+C] of a wider array", take(
+        widened(c_axis, 1, 5), c_axis, slice(3, 3 + channels)
+    )
+    yield "channel stride 2", take(widened(c_axis, 2), c_axis, slice(None, None, 2))
+    yield (
+        f"transposed view ({other} array viewed as {layout})",
+        np.ascontiguousarray(base.transpose(np.argsort(to_layout))).transpose(to_layout),
+    )
+    yield "negative W stride", take(base, w_axis, slice(None, None, -1))
+    yield "negative channel stride", take(base, c_axis, slice(None, None, -1))
+    yield "Fortran order", np.asfortranarray(base)
+    yield "broadcast batch (stride 0)", np.broadcast_to(base[:1], base.shape)
+    yield "big-endian float32", base.astype(">f4")
+    yield "unaligned float32", _unaligned_float32(base)
+
+
+@dataclass(frozen=True)
+class ConvCase:
+    """One geometry of a convolution test: shapes, kernel, stride, padding, dilation, bias."""
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    hw: tuple
+    kernel_size: tuple
+    stride: object = 1
+    padding: object = 0
+    dilation: object = 1
+    bias: bool = True
+    ranks: tuple = (3, 5)  # TuckerConv2d only
+
+    def __post_init__(self):
+        assert min(self.output_hw()) >= 1, f"test case without output: {self}"
+
+    def geometry(self, layout) -> dict:
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "layout": layout,
+        }
+
+    def output_hw(self) -> tuple:
+        return conv_output_hw(self.hw, self.kernel_size, self.stride, self.padding, self.dilation)
+
+    def __str__(self) -> str:
+        return (
+            f"N={self.batch} Cin={self.in_channels} Cout={self.out_channels} HxW={self.hw} "
+            f"k={self.kernel_size} stride={self.stride} padding={self.padding} "
+            f"dilation={self.dilation} bias={self.bias} ranks={self.ranks}"
+        )
+
+
+# Kernel geometries of the sweep and the values cycled through it.
+CONV_KERNELS = [(1, 1), (3, 3), (5, 5), (7, 7), (1, 3), (3, 1), (3, 5)]
+CONV_STRIDES = [1, 2, (1, 2)]
+CONV_DILATIONS = [1, 2]
+CONV_PADDINGS = ["zero", "same", "large"]  # 0, k // 2, k // 2 + 2
+CONV_CHANNELS = [1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64]
+CONV_SPATIAL = [(5, 7), (9, 6), (13, 11), (1, 1), (6, 9), (8, 8), (2, 3), (15, 13)]
+CONV_RANKS = [1, 3, 5, 17, 8, 16, 2, 9]
+
+
+def conv_padding(kind, kernel_size):
+    kh, kw = kernel_size
+    if kind == "zero":
+        return 0
+    extra = 2 if kind == "large" else 0
+    p = (kh // 2 + extra, kw // 2 + extra)
+    return p[0] if p[0] == p[1] else p
+
+
+def conv_sweep_cases() -> list:
+    """Every kernel x stride x dilation x padding; channels, sizes, batch and ranks cycle along.
+
+    The spatial size is the first of CONV_SPATIAL (from a rotating start) that gives an output
+    of at least 1x1, so 1x1 inputs occur exactly with the paddings that make them valid.
+    """
+    cases = []
+    i = 0
+    for kernel in CONV_KERNELS:
+        for stride in CONV_STRIDES:
+            for dilation in CONV_DILATIONS:
+                for pad_kind in CONV_PADDINGS:
+                    padding = conv_padding(pad_kind, kernel)
+                    for j in range(len(CONV_SPATIAL)):
+                        hw = CONV_SPATIAL[(i + j) % len(CONV_SPATIAL)]
+                        if min(conv_output_hw(hw, kernel, stride, padding, dilation)) >= 1:
+                            break
+                    else:
+                        raise AssertionError(f"no valid size for {kernel} {padding} {dilation}")
+                    nc = len(CONV_CHANNELS)
+                    cases.append(
+                        ConvCase(
+                            batch=3 if i % 4 in (1, 2) else 1,
+                            in_channels=CONV_CHANNELS[i % nc],
+                            out_channels=CONV_CHANNELS[(5 * i + 3) % nc],
+                            hw=hw,
+                            kernel_size=kernel,
+                            stride=stride,
+                            padding=padding,
+                            dilation=dilation,
+                            bias=i % 5 != 2,
+                            ranks=(
+                                CONV_RANKS[i % len(CONV_RANKS)],
+                                CONV_RANKS[(3 * i + 2) % len(CONV_RANKS)],
+                            ),
+                        )
+                    )
+                    i += 1
+    return cases
+
+
+def run_in_thread(fn):
+    """fn() in a fresh thread (an empty per-thread scratch); its result, or its exception raised."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            result["error"] = exc
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(timeout=120)
+    assert not t.is_alive(), "worker thread hung"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def run_concurrently(calls) -> list:
+    """calls[i]() in len(calls) threads released together by a barrier; the errors, by thread."""
+    barrier = threading.Barrier(len(calls))
+    errors = []
+
+    def worker(i):
+        try:
+            barrier.wait(timeout=60)
+            calls[i]()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(f"thread {i}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "worker threads hung"
+    return errors

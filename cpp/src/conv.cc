@@ -49,14 +49,14 @@ std::size_t ring_rows(const ConvGeometry& g, std::size_t band) {
 
 // Implicit GEMM for a band of output rows: out (rows x wo x n) = sum over taps of source pixels x
 // tap weights. src[r * kh + ky] points at the zero-padded source row (padded column 0) of kernel
-// row ky for output row r; a source pixel is csrc floats. Per pixel tile the micro-kernel runs
-// once per tap, accumulating into the same output tile (in L1); the weight panel stays in L1/L2
-// while it sweeps the band's pixels.
+// row ky for output row r; a source pixel is csrc floats. Per pixel tile, one micro-kernel call
+// takes the kh * kw tap pointers (`taps`: scratch for them) and keeps the output tile in registers
+// across all taps; the weight panel stays in L1/L2 while it sweeps the band's pixels.
 void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t csrc,
                       std::size_t wo, std::size_t rows, const float* const* src, float* out,
-                      std::size_t ldout) {
+                      std::size_t ldout, const float** taps) {
   const GemmKernels& ks = w.kernels();
-  const std::size_t nr = ks.nr, mr = ks.mr, n = w.n();
+  const std::size_t nr = ks.nr, mr = ks.mr, n = w.n(), ntaps = g.kh * g.kw;
   const std::size_t lda = g.sw * csrc;
   for (std::size_t p = 0; p < w.num_panels(); ++p) {
     const std::size_t cols = std::min(nr, n - p * nr);
@@ -65,16 +65,12 @@ void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t
       const float* const* row_src = src + r * g.kh;
       for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
         const std::size_t px = std::min(mr, wo - ox0);
-        const GemmUkernelFn kernel = ks.ukernel[px];
-        float* c = out + (r * wo + ox0) * ldout + p * nr;
         for (std::size_t ky = 0; ky < g.kh; ++ky) {
           const float* a = row_src[ky] + ox0 * lda;
-          for (std::size_t kx = 0; kx < g.kw; ++kx) {
-            const std::size_t tap = ky * g.kw + kx;
-            kernel(cols, csrc, a + kx * g.dw * csrc, lda, panel + tap * csrc * nr,
-                   tap == 0 ? w.panel_bias(p) : nullptr, c, ldout);
-          }
+          for (std::size_t kx = 0; kx < g.kw; ++kx) taps[ky * g.kw + kx] = a + kx * g.dw * csrc;
         }
+        ks.ukernel[px](cols, csrc, ntaps, taps, lda, panel, w.panel_bias(p),
+                       out + (r * wo + ox0) * ldout + p * nr, ldout);
       }
     }
   }
@@ -88,6 +84,7 @@ struct ConvScratch {
   float* mid = nullptr;         // a band of kxk output rows (band x wo x n_kxk), Tucker only
   float* out = nullptr;         // a band of output rows as pixels (band x wo x cout), NCHW only
   const float** rows = nullptr;  // band x kh source row pointers
+  const float** taps = nullptr;  // kh x kw tap pointers of one pixel tile
   float* extra = nullptr;        // layer-specific (CPConv2d: one vertically filtered row)
 };
 
@@ -98,7 +95,7 @@ struct ConvScratch {
 template <class Fill, class Middle, class Dest, class Emit>
 void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
                 const ConvScratch& s, Fill fill, Middle middle, Dest dest, Emit emit) {
-  const std::size_t ho = g.out_h(h), wo = g.out_w(w);
+  const std::size_t ho = g.out_h(h);
   const std::size_t band = band_rows(g, h, w);
   const std::size_t ring = ring_rows(g, band);
   const std::size_t row_floats = (w + 2 * g.pw) * csrc;
@@ -138,7 +135,8 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
   const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
   const std::size_t sizes[] = {up(ring_rows(g, band) * wp * csrc), up(wp * csrc), up(w * cin),
                                up(band * wo * n_mid), up(band * wo * cout),
-                               up(band * g.kh * pointer_floats), up(extra)};
+                               up(band * g.kh * pointer_floats),
+                               up(g.kh * g.kw * pointer_floats), up(extra)};
   std::size_t total = 0;
   for (std::size_t v : sizes) total += v;
   float* base = thread_scratch(total);
@@ -149,7 +147,8 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
   s.mid = s.pixels_in + sizes[2];
   s.out = s.mid + sizes[3];
   s.rows = reinterpret_cast<const float**>(s.out + sizes[4]);
-  s.extra = s.out + sizes[4] + sizes[5];
+  s.taps = reinterpret_cast<const float**>(s.out + sizes[4] + sizes[5]);
+  s.extra = s.out + sizes[4] + sizes[5] + sizes[6];
   std::memset(s.zero_row, 0, sizes[1] * sizeof(float));
   return s;
 }
@@ -188,7 +187,7 @@ void Conv2dLayer::forward(const ConvInput& in, float* y) const {
   const std::size_t plane = in.h * in.w;
   const ConvScratch s = make_scratch(g_, in.h, in.w, cin_, cin_, 0, cout);
   auto kxk_stage = [&](const float* const* src, std::size_t rows, float* out) {
-    conv_output_rows(g_, w, cin_, wo, rows, src, out, cout);
+    conv_output_rows(g_, w, cin_, wo, rows, src, out, cout, s.taps);
   };
   for (std::size_t n = 0; n < in.n; ++n) {
     const float* x_img = in.x + n * plane * cin_;
@@ -240,7 +239,7 @@ void TuckerConv2dLayer::forward(const ConvInput& in, float* y) const {
   const std::size_t plane = in.h * in.w;
   const ConvScratch s = make_scratch(g_, in.h, w, r_in, cin, r_out, cout);
   auto core_stage = [&](const float* const* src, std::size_t rows, float* out) {
-    conv_output_rows(g_, core, r_in, wo, rows, src, out, r_out);
+    conv_output_rows(g_, core, r_in, wo, rows, src, out, r_out, s.taps);
   };
   for (std::size_t n = 0; n < in.n; ++n) {
     const float* x_img = in.x + n * plane * cin;

@@ -65,7 +65,8 @@ void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w
     const GemmUkernelFn kernel = ks.ukernel[m];
     for (std::size_t p = 0; p < w.num_panels(); ++p) {
       const std::size_t col0 = p * nr;
-      kernel(std::min(nr, n - col0), k, a, lda, w.panel_weights(p), w.panel_bias(p), c + col0, ldc);
+      kernel(std::min(nr, n - col0), k, 1, &a, lda, w.panel_weights(p), w.panel_bias(p), c + col0,
+             ldc);
     }
     return;
   }
@@ -87,8 +88,8 @@ void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w
           // The kc x nr panel stays in L1 while the row tiles of this M block pass over it.
           for (std::size_t m0 = mc0; m0 < mc_end; m0 += mr) {
             const std::size_t rows = std::min(mr, mc_end - m0);
-            ks.ukernel[rows](cols, kc, a + m0 * lda + kc0, lda, panel, init, c + m0 * ldc + col0,
-                             ldc);
+            const float* a_tile = a + m0 * lda + kc0;
+            ks.ukernel[rows](cols, kc, 1, &a_tile, lda, panel, init, c + m0 * ldc + col0, ldc);
           }
         }
       }

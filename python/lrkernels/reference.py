@@ -6,6 +6,8 @@ arguments match the layers: ``lowrank_linear(x, U, V, bias)`` is ``LowRankLinear
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 
@@ -26,3 +28,187 @@ def lowrank_linear(x, U, V, bias=None):
     if bias is not None:
         y = y + np.asarray(bias, dtype=np.float64)
     return y
+
+
+# --------------------------------------------------------------------------------------------
+# 2-D convolution
+# --------------------------------------------------------------------------------------------
+
+_LAYOUTS = ("NCHW", "NHWC")
+
+
+def _pair(value, name, minimum):
+    """An int or a pair of ints -> (a, b) of Python ints, each >= minimum (ValueError otherwise)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    try:
+        pair = (operator.index(value),) * 2
+    except TypeError:
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        if len(items) != 2 or any(isinstance(v, (bool, np.bool_)) for v in items):
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        try:
+            pair = tuple(operator.index(v) for v in items)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum} in both axes, got {value!r}")
+    return pair
+
+
+def _float64(a, name):
+    """a as a float64 ndarray; complex, bool and non-numeric data are refused (TypeError)."""
+    a = np.asarray(a)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    return a.astype(np.float64)
+
+
+def _to_nchw(x, layout):
+    """x as float64 (N, C, H, W), checking the layout name and the number of dimensions."""
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    x = _float64(x, "x")
+    if x.ndim != 4:
+        raise ValueError(f"x must have 4 dimensions ({layout}), got shape {x.shape}")
+    return x if layout == "NCHW" else x.transpose(0, 3, 1, 2)
+
+
+def _from_nchw(y, layout):
+    return y if layout == "NCHW" else y.transpose(0, 2, 3, 1)
+
+
+def _check_bias(bias, out_channels):
+    if bias is None:
+        return None
+    bias = _float64(bias, "bias")
+    if bias.shape != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},), got shape {bias.shape}")
+    return bias
+
+
+def output_size(size, kernel, stride, padding, dilation):
+    """The output length of one axis: (size + 2 padding - dilation (kernel - 1) - 1) // stride + 1.
+
+    Returns 0 when the dilated kernel does not fit in the padded input (no output position).
+    """
+    span = dilation * (kernel - 1) + 1
+    if size + 2 * padding < span:
+        return 0
+    return (size + 2 * padding - span) // stride + 1
+
+
+def _conv2d_nchw(x, w, stride, padding, dilation):
+    """The convolution itself on float64 (N, Cin, H, W) and (Cout, Cin, kh, kw), no bias."""
+    n, cin, h, wd = x.shape
+    cout, _, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    ho = output_size(h, kh, sh, ph, dh)
+    wo = output_size(wd, kw, sw, pw, dw)
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"output size would be ({ho}, {wo}) < 1: input (N, C, H, W) = {x.shape}, "
+            f"weight {w.shape}, stride {stride}, padding {padding}, dilation {dilation}"
+        )
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # explicit zero padding
+    y = np.zeros((n, cout, ho, wo))
+    for ky in range(kh):
+        for kx in range(kw):
+            # Input rows ky*dh + i*sh (i < ho) and columns kx*dw + j*sw (j < wo) of the padded x.
+            rows = slice(ky * dh, ky * dh + sh * (ho - 1) + 1, sh)
+            cols = slice(kx * dw, kx * dw + sw * (wo - 1) + 1, sw)
+            patch = xp[:, :, rows, cols]  # (N, Cin, Ho, Wo)
+            y += np.einsum("nchw,oc->nohw", patch, w[:, :, ky, kx], optimize=True)
+    return y
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"):
+    """Dense 2-D convolution (cross-correlation, groups=1) like ``torch.nn.functional.conv2d``.
+
+    ``conv2d(x, weight, bias, stride, padding, dilation, layout)`` is
+    ``Conv2d(weight, bias, stride=..., padding=..., dilation=..., layout=...)(x)``, in float64:
+
+        y[n, o, i, j] = bias[o] + sum_{c, ky, kx} weight[o, c, ky, kx]
+                        * xpad[n, c, i*sh + ky*dh, j*sw + kx*dw]
+
+    where xpad is x with ph zero rows above and below and pw zero columns left and right.
+
+    x: (N, Cin, H, W) for layout "NCHW", (N, H, W, Cin) for "NHWC". weight: (Cout, Cin, kh, kw).
+    bias: (Cout,) or None. stride, padding, dilation: an int or a pair (for the H and W axes);
+    stride and dilation >= 1, padding >= 0. Returns float64 (N, Cout, Ho, Wo) or (N, Ho, Wo, Cout)
+    with Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (Wo likewise), which must be >= 1.
+    """
+    stride = _pair(stride, "stride", 1)
+    padding = _pair(padding, "padding", 0)
+    dilation = _pair(dilation, "dilation", 1)
+    x = _to_nchw(x, layout)
+    w = _float64(weight, "weight")
+    if w.ndim != 4 or w.size == 0:
+        raise ValueError(f"weight must be a non-empty (Cout, Cin, kh, kw) array, got {w.shape}")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} channels ({layout} shape {_from_nchw(x, layout).shape}), "
+            f"weight {w.shape} expects {w.shape[1]}"
+        )
+    bias = _check_bias(bias, w.shape[0])
+    y = _conv2d_nchw(x, w, stride, padding, dilation)
+    if bias is not None:
+        y = y + bias[None, :, None, None]
+    return _from_nchw(y, layout)
+
+
+def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"):
+    """Tucker-2 factorized convolution: three convolutions one after the other, in float64.
+
+    ``tucker_conv2d(x, first, core, last, bias, ...)`` is
+    ``TuckerConv2d(first, core, last, bias, ...)(x)``:
+
+        t = conv2d(x, first[:, :, None, None])                        1x1, Cin -> R_in
+        u = conv2d(t, core, stride=..., padding=..., dilation=...)    kh x kw, R_in -> R_out
+        y = conv2d(u, last[:, :, None, None]) + bias                  1x1, R_out -> Cout
+
+    The zero padding of the middle stage pads t (the 1x1 output); as `first` has no bias this
+    equals one dense convolution of x with the weight sum_{s, r} last[o, s] core[s, r] first[r, c].
+
+    first: (R_in, Cin); core: (R_out, R_in, kh, kw); last: (Cout, R_out); bias: (Cout,) or None.
+    x, stride, padding, dilation, layout and the result as in `conv2d`.
+    """
+    stride = _pair(stride, "stride", 1)
+    padding = _pair(padding, "padding", 0)
+    dilation = _pair(dilation, "dilation", 1)
+    x = _to_nchw(x, layout)
+    first = _float64(first, "first")
+    core = _float64(core, "core")
+    last = _float64(last, "last")
+    if first.ndim != 2 or first.size == 0:
+        raise ValueError(f"first must be a non-empty (R_in, Cin) array, got {first.shape}")
+    if core.ndim != 4 or core.size == 0:
+        raise ValueError(f"core must be a non-empty (R_out, R_in, kh, kw) array, got {core.shape}")
+    if last.ndim != 2 or last.size == 0:
+        raise ValueError(f"last must be a non-empty (Cout, R_out) array, got {last.shape}")
+    if core.shape[1] != first.shape[0]:
+        raise ValueError(
+            f"rank mismatch: first {first.shape} has R_in={first.shape[0]}, "
+            f"core {core.shape} expects R_in={core.shape[1]}"
+        )
+    if last.shape[1] != core.shape[0]:
+        raise ValueError(
+            f"rank mismatch: core {core.shape} has R_out={core.shape[0]}, "
+            f"last {last.shape} expects R_out={last.shape[1]}"
+        )
+    if x.shape[1] != first.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} channels ({layout} shape {_from_nchw(x, layout).shape}), "
+            f"first {first.shape} expects {first.shape[1]}"
+        )
+    bias = _check_bias(bias, last.shape[0])
+    one = ((1, 1), (0, 0), (1, 1))  # stride, padding, dilation of the 1x1 stages
+    t = _conv2d_nchw(x, first[:, :, None, None], *one)
+    u = _conv2d_nchw(t, core, stride, padding, dilation)
+    y = _conv2d_nchw(u, last[:, :, None, None], *one)
+    if bias is not None:
+        y = y + bias[None, :, None, None]
+    return _from_nchw(y, layout)

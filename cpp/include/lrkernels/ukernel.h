@@ -9,14 +9,17 @@
 
 namespace lrk {
 
-// One register tile of C = A * W (+ bias):
-//   c[i][j] = init[j] + sum_k a[i*lda + k] * w[k*NR + j]     when init != nullptr
-//   c[i][j] = c[i][j] + sum_k a[i*lda + k] * w[k*NR + j]     when init == nullptr
-// for i < rows (fixed by the table slot), j < nr <= NR. `w` is one packed weight panel (kc rows of
-// NR floats, zero-padded past the layer's last output column); `init` is the panel's packed bias
-// (NR floats). A is read unpacked, row by row, so batch 1 needs no packing of x.
-using GemmUkernelFn = void (*)(std::size_t nr, std::size_t kc, const float* a, std::size_t lda,
-                               const float* w, const float* init, float* c, std::size_t ldc);
+// One register tile of C = A * W (+ bias), summed over `taps` (A, W) pairs:
+//   c[i][j] = init[j] + sum_t sum_k a[t][i*lda + k] * w[(t*kc + k)*NR + j]   when init != nullptr
+//   c[i][j] = c[i][j] + (the same sums)                                       when init == nullptr
+// for i < rows (fixed by the table slot), j < nr <= NR. A plain GEMM passes taps = 1; an implicit-
+// GEMM convolution passes one A pointer per kernel tap (XNNPACK's indirect GEMM), so the output
+// tile stays in registers across taps. `w` is one packed weight panel (taps * kc rows of NR floats,
+// zero-padded past the layer's last output column); `init` is the panel's packed bias (NR floats).
+// A is read unpacked, row by row, so batch 1 needs no packing of x.
+using GemmUkernelFn = void (*)(std::size_t nr, std::size_t kc, std::size_t taps,
+                               const float* const* a, std::size_t lda, const float* w,
+                               const float* init, float* c, std::size_t ldc);
 
 // dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: the NCHW <-> NHWC row transposes of
 // the convolutions, which a scalar loop makes as slow as a small GEMM.

@@ -27,8 +27,9 @@ inline __m256i first_lanes(std::size_t n) {
 }
 
 template <std::size_t Rows>
-void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t lda, const float* w,
-                  const float* init, float* c, std::size_t ldc) {
+void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float* const* a_taps,
+                  std::size_t lda, const float* w_taps, const float* init, float* c,
+                  std::size_t ldc) {
   constexpr std::size_t Split = Rows >= 4 ? 1 : (Rows == 1 ? 4 : 2);
   const __m256i mask0 = first_lanes(nr);
   const __m256i mask1 = first_lanes(nr > 8 ? nr - 8 : 0);
@@ -58,31 +59,37 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t ld
     }
   }
 
-  std::size_t k = 0;
-  for (; k + Split <= kc; k += Split) {
-#pragma GCC unroll 4
-    for (std::size_t s = 0; s < Split; ++s) {
-      const float* wk = w + (k + s) * kNr;
-      _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchRows * kNr), _MM_HINT_T0);
-      const __m256 w0 = _mm256_loadu_ps(wk);
-      const __m256 w1 = _mm256_loadu_ps(wk + 8);
-#pragma GCC unroll 16
-      for (std::size_t i = 0; i < Rows; ++i) {
-        const __m256 ai = _mm256_broadcast_ss(a + i * lda + k + s);
-        acc[s][i][0] = _mm256_fmadd_ps(ai, w0, acc[s][i][0]);
-        acc[s][i][1] = _mm256_fmadd_ps(ai, w1, acc[s][i][1]);
+  // Taps (kernel positions of an implicit-GEMM convolution, or 1 for a plain GEMM) accumulate
+  // into the same registers: the tile is loaded and stored once per call.
+  for (std::size_t tap = 0; tap < taps; ++tap) {
+    const float* a = a_taps[tap];
+    const float* w = w_taps + tap * kc * kNr;
+    std::size_t k = 0;
+    for (; k + Split <= kc; k += Split) {
+  #pragma GCC unroll 4
+      for (std::size_t s = 0; s < Split; ++s) {
+        const float* wk = w + (k + s) * kNr;
+        _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchRows * kNr), _MM_HINT_T0);
+        const __m256 w0 = _mm256_loadu_ps(wk);
+        const __m256 w1 = _mm256_loadu_ps(wk + 8);
+  #pragma GCC unroll 16
+        for (std::size_t i = 0; i < Rows; ++i) {
+          const __m256 ai = _mm256_broadcast_ss(a + i * lda + k + s);
+          acc[s][i][0] = _mm256_fmadd_ps(ai, w0, acc[s][i][0]);
+          acc[s][i][1] = _mm256_fmadd_ps(ai, w1, acc[s][i][1]);
+        }
       }
     }
-  }
-  for (; k < kc; ++k) {
-    const float* wk = w + k * kNr;
-    const __m256 w0 = _mm256_loadu_ps(wk);
-    const __m256 w1 = _mm256_loadu_ps(wk + 8);
-#pragma GCC unroll 16
-    for (std::size_t i = 0; i < Rows; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(a + i * lda + k);
-      acc[0][i][0] = _mm256_fmadd_ps(ai, w0, acc[0][i][0]);
-      acc[0][i][1] = _mm256_fmadd_ps(ai, w1, acc[0][i][1]);
+    for (; k < kc; ++k) {
+      const float* wk = w + k * kNr;
+      const __m256 w0 = _mm256_loadu_ps(wk);
+      const __m256 w1 = _mm256_loadu_ps(wk + 8);
+  #pragma GCC unroll 16
+      for (std::size_t i = 0; i < Rows; ++i) {
+        const __m256 ai = _mm256_broadcast_ss(a + i * lda + k);
+        acc[0][i][0] = _mm256_fmadd_ps(ai, w0, acc[0][i][0]);
+        acc[0][i][1] = _mm256_fmadd_ps(ai, w1, acc[0][i][1]);
+      }
     }
   }
 

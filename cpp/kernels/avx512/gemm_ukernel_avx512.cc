@@ -27,8 +27,9 @@ inline __mmask16 first_lanes(std::size_t n) {
 
 // Rows x (16 * Vecs) tile. Vecs = 2 is the main 8x32 kernel; Vecs = 1 the narrow 12x16 one.
 template <std::size_t Rows, std::size_t Vecs>
-void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t lda, const float* w,
-                  const float* init, float* c, std::size_t ldc) {
+void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float* const* a_taps,
+                  std::size_t lda, const float* w_taps, const float* init, float* c,
+                  std::size_t ldc) {
   constexpr std::size_t Nr = 16 * Vecs;
   constexpr std::size_t Chains = Rows * Vecs;
   constexpr std::size_t Split = Chains >= 8 ? 1 : (Chains >= 4 ? 2 : 4);
@@ -62,36 +63,42 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t ld
     }
   }
 
-  std::size_t k = 0;
-  for (; k + Split <= kc; k += Split) {
-#pragma GCC unroll 4
-    for (std::size_t s = 0; s < Split; ++s) {
-      const float* wk = w + (k + s) * Nr;
-      __m512 wv[Vecs];
-#pragma GCC unroll 2
-      for (std::size_t v = 0; v < Vecs; ++v) {
-        _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchBytes / sizeof(float) + 16 * v),
-                     _MM_HINT_T0);
-        wv[v] = _mm512_loadu_ps(wk + 16 * v);
-      }
-#pragma GCC unroll 16
-      for (std::size_t i = 0; i < Rows; ++i) {
-        const __m512 ai = _mm512_set1_ps(a[i * lda + k + s]);
-#pragma GCC unroll 2
-        for (std::size_t v = 0; v < Vecs; ++v) acc[s][i][v] = _mm512_fmadd_ps(ai, wv[v], acc[s][i][v]);
+  // Taps (kernel positions of an implicit-GEMM convolution, or 1 for a plain GEMM) accumulate
+  // into the same registers: the tile is loaded and stored once per call.
+  for (std::size_t tap = 0; tap < taps; ++tap) {
+    const float* a = a_taps[tap];
+    const float* w = w_taps + tap * kc * Nr;
+    std::size_t k = 0;
+    for (; k + Split <= kc; k += Split) {
+  #pragma GCC unroll 4
+      for (std::size_t s = 0; s < Split; ++s) {
+        const float* wk = w + (k + s) * Nr;
+        __m512 wv[Vecs];
+  #pragma GCC unroll 2
+        for (std::size_t v = 0; v < Vecs; ++v) {
+          _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchBytes / sizeof(float) + 16 * v),
+                       _MM_HINT_T0);
+          wv[v] = _mm512_loadu_ps(wk + 16 * v);
+        }
+  #pragma GCC unroll 16
+        for (std::size_t i = 0; i < Rows; ++i) {
+          const __m512 ai = _mm512_set1_ps(a[i * lda + k + s]);
+  #pragma GCC unroll 2
+          for (std::size_t v = 0; v < Vecs; ++v) acc[s][i][v] = _mm512_fmadd_ps(ai, wv[v], acc[s][i][v]);
+        }
       }
     }
-  }
-  for (; k < kc; ++k) {
-    const float* wk = w + k * Nr;
-    __m512 wv[Vecs];
-#pragma GCC unroll 2
-    for (std::size_t v = 0; v < Vecs; ++v) wv[v] = _mm512_loadu_ps(wk + 16 * v);
-#pragma GCC unroll 16
-    for (std::size_t i = 0; i < Rows; ++i) {
-      const __m512 ai = _mm512_set1_ps(a[i * lda + k]);
-#pragma GCC unroll 2
-      for (std::size_t v = 0; v < Vecs; ++v) acc[0][i][v] = _mm512_fmadd_ps(ai, wv[v], acc[0][i][v]);
+    for (; k < kc; ++k) {
+      const float* wk = w + k * Nr;
+      __m512 wv[Vecs];
+  #pragma GCC unroll 2
+      for (std::size_t v = 0; v < Vecs; ++v) wv[v] = _mm512_loadu_ps(wk + 16 * v);
+  #pragma GCC unroll 16
+      for (std::size_t i = 0; i < Rows; ++i) {
+        const __m512 ai = _mm512_set1_ps(a[i * lda + k]);
+  #pragma GCC unroll 2
+        for (std::size_t v = 0; v < Vecs; ++v) acc[0][i][v] = _mm512_fmadd_ps(ai, wv[v], acc[0][i][v]);
+      }
     }
   }
 

@@ -59,8 +59,9 @@ __attribute__((always_inline)) inline void lane_step(float32x4_t (&acc)[Split][R
 }
 
 template <std::size_t Rows>
-void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t lda, const float* w,
-                  const float* init, float* c, std::size_t ldc) {
+void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float* const* a_taps,
+                  std::size_t lda, const float* w_taps, const float* init, float* c,
+                  std::size_t ldc) {
   constexpr std::size_t Split = Rows >= 4 ? 1 : (Rows == 1 ? 4 : 2);
   float32x4_t acc[Split][Rows][2];
   if (init != nullptr) {
@@ -95,25 +96,31 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t ld
     }
   }
 
-  std::size_t k = 0;
-  for (; k + 4 <= kc; k += 4) {
-    float32x4_t av[Rows];
-#pragma GCC unroll 8
-    for (std::size_t i = 0; i < Rows; ++i) av[i] = vld1q_f32(a + i * lda + k);
-    const float* wk = w + k * kNr;
-    lane_step<0>(acc, wk, av);
-    lane_step<1>(acc, wk + kNr, av);
-    lane_step<2>(acc, wk + 2 * kNr, av);
-    lane_step<3>(acc, wk + 3 * kNr, av);
-  }
-  for (; k < kc; ++k) {
-    const float32x4_t w0 = vld1q_f32(w + k * kNr);
-    const float32x4_t w1 = vld1q_f32(w + k * kNr + 4);
-#pragma GCC unroll 8
-    for (std::size_t i = 0; i < Rows; ++i) {
-      const float ai = a[i * lda + k];
-      acc[0][i][0] = fma_scalar(acc[0][i][0], w0, ai);
-      acc[0][i][1] = fma_scalar(acc[0][i][1], w1, ai);
+  // Taps (kernel positions of an implicit-GEMM convolution, or 1 for a plain GEMM) accumulate
+  // into the same registers: the tile is loaded and stored once per call.
+  for (std::size_t tap = 0; tap < taps; ++tap) {
+    const float* a = a_taps[tap];
+    const float* w = w_taps + tap * kc * kNr;
+    std::size_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      float32x4_t av[Rows];
+  #pragma GCC unroll 8
+      for (std::size_t i = 0; i < Rows; ++i) av[i] = vld1q_f32(a + i * lda + k);
+      const float* wk = w + k * kNr;
+      lane_step<0>(acc, wk, av);
+      lane_step<1>(acc, wk + kNr, av);
+      lane_step<2>(acc, wk + 2 * kNr, av);
+      lane_step<3>(acc, wk + 3 * kNr, av);
+    }
+    for (; k < kc; ++k) {
+      const float32x4_t w0 = vld1q_f32(w + k * kNr);
+      const float32x4_t w1 = vld1q_f32(w + k * kNr + 4);
+  #pragma GCC unroll 8
+      for (std::size_t i = 0; i < Rows; ++i) {
+        const float ai = a[i * lda + k];
+        acc[0][i][0] = fma_scalar(acc[0][i][0], w0, ai);
+        acc[0][i][1] = fma_scalar(acc[0][i][1], w1, ai);
+      }
     }
   }
 

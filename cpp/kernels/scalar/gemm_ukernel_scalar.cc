@@ -16,19 +16,24 @@ constexpr std::size_t kMr = 4;
 constexpr std::size_t kNr = 8;
 
 template <std::size_t Rows>
-void gemm_ukernel(std::size_t nr, std::size_t kc, const float* a, std::size_t lda, const float* w,
-                  const float* init, float* c, std::size_t ldc) {
+void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float* const* a_taps,
+                  std::size_t lda, const float* w_taps, const float* init, float* c,
+                  std::size_t ldc) {
   float acc[Rows][kNr];
   for (std::size_t i = 0; i < Rows; ++i) {
     for (std::size_t j = 0; j < kNr; ++j) {
       acc[i][j] = init != nullptr ? init[j] : (j < nr ? c[i * ldc + j] : 0.0f);
     }
   }
-  for (std::size_t k = 0; k < kc; ++k) {
-    const float* wk = w + k * kNr;
-    for (std::size_t i = 0; i < Rows; ++i) {
-      const float ai = a[i * lda + k];
-      for (std::size_t j = 0; j < kNr; ++j) acc[i][j] += ai * wk[j];
+  for (std::size_t tap = 0; tap < taps; ++tap) {
+    const float* a = a_taps[tap];
+    const float* w = w_taps + tap * kc * kNr;
+    for (std::size_t k = 0; k < kc; ++k) {
+      const float* wk = w + k * kNr;
+      for (std::size_t i = 0; i < Rows; ++i) {
+        const float ai = a[i * lda + k];
+        for (std::size_t j = 0; j < kNr; ++j) acc[i][j] += ai * wk[j];
+      }
     }
   }
   for (std::size_t i = 0; i < Rows; ++i) {
