@@ -80,7 +80,7 @@ void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t
 struct ConvScratch {
   float* ring = nullptr;        // ring_rows zero-padded source rows of wp x csrc
   float* zero_row = nullptr;    // a padding row
-  float* pixels_in = nullptr;   // one NCHW input row as pixels (w x cin)
+  float* pixels_in = nullptr;   // NCHW input rows of a band as pixels (ring rows x w x cin)
   float* mid = nullptr;         // a band of kxk output rows (band x wo x n_kxk), Tucker only
   float* out = nullptr;         // a band of output rows as pixels (band x wo x cout), NCHW only
   const float** rows = nullptr;  // band x kh source row pointers
@@ -89,12 +89,13 @@ struct ConvScratch {
 };
 
 // Drives one image, band by band: the ring of source rows is filled on demand by
-// fill(iy, interior, ld), each row once; middle(src, rows, out) computes the kxk stage of a band
+// fill(iy, interior, ld), each row once, after prepare(iy_begin, iy_end) saw the band's new rows; middle(src, rows, out) computes the kxk stage of a band
 // (src: rows x kh source row pointers) into dest(oy0) (rows contiguous), then emit(oy0, rows, out)
 // consumes it.
-template <class Fill, class Middle, class Dest, class Emit>
+template <class Prepare, class Fill, class Middle, class Dest, class Emit>
 void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
-                const ConvScratch& s, Fill fill, Middle middle, Dest dest, Emit emit) {
+                const ConvScratch& s, Prepare prepare, Fill fill, Middle middle, Dest dest,
+                Emit emit) {
   const std::size_t ho = g.out_h(h);
   const std::size_t band = band_rows(g, h, w);
   const std::size_t ring = ring_rows(g, band);
@@ -106,8 +107,12 @@ void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t
     const long iy_first = static_cast<long>(oy0 * g.sh) - static_cast<long>(g.ph);
     const long iy_last = static_cast<long>((oy0 + rows - 1) * g.sh + (g.kh - 1) * g.dh) -
                          static_cast<long>(g.ph);
-    for (long iy = std::max(filled + 1, std::max(iy_first, 0L));
-         iy <= iy_last && iy < static_cast<long>(h); ++iy) {
+    const long fill_begin = std::max(filled + 1, std::max(iy_first, 0L));
+    const long fill_end = std::min(iy_last + 1, static_cast<long>(h));
+    if (fill_begin < fill_end) {
+      prepare(static_cast<std::size_t>(fill_begin), static_cast<std::size_t>(fill_end));
+    }
+    for (long iy = fill_begin; iy < fill_end; ++iy) {
       float* r = ring_row(iy);
       std::memset(r, 0, g.pw * csrc * sizeof(float));
       std::memset(r + (g.pw + w) * csrc, 0, g.pw * csrc * sizeof(float));
@@ -133,7 +138,8 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
   auto up = [](std::size_t f) { return (f + 15) / 16 * 16; };
   const std::size_t wp = w + 2 * g.pw, wo = g.out_w(w), band = band_rows(g, h, w);
   const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
-  const std::size_t sizes[] = {up(ring_rows(g, band) * wp * csrc), up(wp * csrc), up(w * cin),
+  const std::size_t sizes[] = {up(ring_rows(g, band) * wp * csrc), up(wp * csrc),
+                               up(ring_rows(g, band) * w * cin),
                                up(band * wo * n_mid), up(band * wo * cout),
                                up(band * g.kh * pointer_floats),
                                up(g.kh * g.kw * pointer_floats), up(extra)};
@@ -194,7 +200,7 @@ void Conv2dLayer::forward(const ConvInput& in, float* y) const {
     float* y_img = y + n * cout * ho * wo;
     if (in.layout == Layout::nhwc) {
       conv_image(
-          g_, in.h, in.w, cin_, s,
+          g_, in.h, in.w, cin_, s, [](std::size_t, std::size_t) {},
           [&](std::size_t iy, float* dst, std::size_t) {
             std::memcpy(dst, x_img + iy * in.w * cin_, in.w * cin_ * sizeof(float));
           },
@@ -203,7 +209,7 @@ void Conv2dLayer::forward(const ConvInput& in, float* y) const {
           [](std::size_t, std::size_t, const float*) {});
     } else {
       conv_image(
-          g_, in.h, in.w, cin_, s,
+          g_, in.h, in.w, cin_, s, [](std::size_t, std::size_t) {},
           [&](std::size_t iy, float* dst, std::size_t ld) {
             ks.transpose(x_img + iy * in.w, cin_, in.w, plane, dst, ld);  // NCHW row -> pixels
           },
@@ -244,10 +250,17 @@ void TuckerConv2dLayer::forward(const ConvInput& in, float* y) const {
   for (std::size_t n = 0; n < in.n; ++n) {
     const float* x_img = in.x + n * plane * cin;
     float* y_img = y + n * cout * ho * wo;
+    // NCHW: the band's new input rows are contiguous in every channel plane, so one transpose
+    // turns them all into pixels (wide enough for whole SIMD tiles even when w is 7).
+    std::size_t rows_begin = 0;
+    auto transpose_rows = [&](std::size_t begin, std::size_t end) {
+      rows_begin = begin;
+      ks.transpose(x_img + begin * w, cin, (end - begin) * w, plane, s.pixels_in, cin);
+    };
     auto core_rows = [&](std::size_t) { return s.mid; };
     if (in.layout == Layout::nhwc) {
       conv_image(
-          g_, in.h, w, r_in, s,
+          g_, in.h, w, r_in, s, [](std::size_t, std::size_t) {},
           [&](std::size_t iy, float* dst, std::size_t ld) {  // first 1x1 stage, into the ring
             gemm(w, x_img + iy * w * cin, cin, first, dst, ld);
           },
@@ -257,10 +270,9 @@ void TuckerConv2dLayer::forward(const ConvInput& in, float* y) const {
           });
     } else {
       conv_image(
-          g_, in.h, w, r_in, s,
+          g_, in.h, w, r_in, s, transpose_rows,
           [&](std::size_t iy, float* dst, std::size_t ld) {
-            ks.transpose(x_img + iy * w, cin, w, plane, s.pixels_in, cin);  // NCHW row -> pixels
-            gemm(w, s.pixels_in, cin, first, dst, ld);
+            gemm(w, s.pixels_in + (iy - rows_begin) * w * cin, cin, first, dst, ld);
           },
           core_stage, core_rows,
           [&](std::size_t oy0, std::size_t rows, const float* band) {
@@ -329,9 +341,14 @@ void CPConv2dLayer::forward(const ConvInput& in, float* y) const {
   for (std::size_t n = 0; n < in.n; ++n) {
     const float* x_img = in.x + n * plane * cin;
     float* y_img = y + n * cout * ho * wo;
+    std::size_t rows_begin = 0;  // NCHW: as in TuckerConv2dLayer::forward
+    auto transpose_rows = [&](std::size_t begin, std::size_t end) {
+      rows_begin = begin;
+      ks.transpose(x_img + begin * w, cin, (end - begin) * w, plane, s.pixels_in, cin);
+    };
     if (in.layout == Layout::nhwc) {
       conv_image(
-          g_, in.h, w, rank, s,
+          g_, in.h, w, rank, s, [](std::size_t, std::size_t) {},
           [&](std::size_t iy, float* dst, std::size_t ld) {
             gemm(w, x_img + iy * w * cin, cin, first, dst, ld);
           },
@@ -341,10 +358,9 @@ void CPConv2dLayer::forward(const ConvInput& in, float* y) const {
           });
     } else {
       conv_image(
-          g_, in.h, w, rank, s,
+          g_, in.h, w, rank, s, transpose_rows,
           [&](std::size_t iy, float* dst, std::size_t ld) {
-            ks.transpose(x_img + iy * w, cin, w, plane, s.pixels_in, cin);  // NCHW row -> pixels
-            gemm(w, s.pixels_in, cin, first, dst, ld);
+            gemm(w, s.pixels_in + (iy - rows_begin) * w * cin, cin, first, dst, ld);
           },
           depthwise_stages, mid_rows,
           [&](std::size_t oy0, std::size_t rows, const float* band) {
