@@ -159,6 +159,51 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
   return s;
 }
 
+// The schedule shared by the factorized convolutions: the first 1x1 stage fills the ring (its
+// output channels are the source pixels), middle(src, rows, out) turns a band of source rows into
+// last.k() channels per output pixel, and the last 1x1 stage (with the bias) writes the band to y
+// in the input's layout. For NCHW, a band's new input rows are contiguous in every channel plane,
+// so one transpose turns them all into pixels (whole SIMD tiles even when w is 7).
+template <class Middle>
+void factorized_conv(const GemmKernels& ks, const ConvGeometry& g, const ConvInput& in, float* y,
+                     const PackedWeights& first, const PackedWeights& last, const ConvScratch& s,
+                     Middle middle) {
+  const std::size_t cin = first.k(), csrc = first.n(), n_mid = last.k(), cout = last.n();
+  const std::size_t ho = g.out_h(in.h), wo = g.out_w(in.w), w = in.w, plane = in.h * in.w;
+  auto mid_rows = [&](std::size_t) { return s.mid; };
+  for (std::size_t n = 0; n < in.n; ++n) {
+    const float* x_img = in.x + n * plane * cin;
+    float* y_img = y + n * cout * ho * wo;
+    if (in.layout == Layout::nhwc) {
+      conv_image(
+          g, in.h, w, csrc, s, [](std::size_t, std::size_t) {},
+          [&](std::size_t iy, float* dst, std::size_t ld) {
+            gemm(w, x_img + iy * w * cin, cin, first, dst, ld);
+          },
+          middle, mid_rows,
+          [&](std::size_t oy0, std::size_t rows, const float* band) {
+            gemm(rows * wo, band, n_mid, last, y_img + oy0 * wo * cout, cout);
+          });
+    } else {
+      std::size_t rows_begin = 0;
+      conv_image(
+          g, in.h, w, csrc, s,
+          [&](std::size_t begin, std::size_t end) {
+            rows_begin = begin;
+            ks.transpose(x_img + begin * w, cin, (end - begin) * w, plane, s.pixels_in, cin);
+          },
+          [&](std::size_t iy, float* dst, std::size_t ld) {
+            gemm(w, s.pixels_in + (iy - rows_begin) * w * cin, cin, first, dst, ld);
+          },
+          middle, mid_rows,
+          [&](std::size_t oy0, std::size_t rows, const float* band) {
+            gemm(rows * wo, band, n_mid, last, s.out, cout);
+            ks.transpose(s.out, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
+          });
+    }
+  }
+}
+
 void check_input(const char* layer, const ConvInput& in, std::size_t cin, const ConvGeometry& g,
                  const float* y) {
   if (in.n == 0) return;
@@ -234,53 +279,15 @@ TuckerConv2dLayer::TuckerConv2dLayer(const float* first, std::size_t r_in, std::
       last_(last, cout, r_out, bias) {}
 
 void TuckerConv2dLayer::forward(const ConvInput& in, float* y) const {
-  const std::size_t cin = in_channels(), cout = out_channels();
-  const std::size_t r_in = rank_in(), r_out = rank_out();
-  check_input("TuckerConv2d", in, cin, g_, y);
+  check_input("TuckerConv2d", in, in_channels(), g_, y);
   const GemmKernels& ks = active_gemm_kernels();
-  const PackedWeights& first = first_.packed_for(ks);
   const PackedWeights& core = core_.packed_for(ks);
-  const PackedWeights& last = last_.packed_for(ks);
-  const std::size_t ho = g_.out_h(in.h), wo = g_.out_w(in.w), w = in.w;
-  const std::size_t plane = in.h * in.w;
-  const ConvScratch s = make_scratch(g_, in.h, w, r_in, cin, r_out, cout);
-  auto core_stage = [&](const float* const* src, std::size_t rows, float* out) {
-    conv_output_rows(g_, core, r_in, wo, rows, src, out, r_out, s.taps);
-  };
-  for (std::size_t n = 0; n < in.n; ++n) {
-    const float* x_img = in.x + n * plane * cin;
-    float* y_img = y + n * cout * ho * wo;
-    // NCHW: the band's new input rows are contiguous in every channel plane, so one transpose
-    // turns them all into pixels (wide enough for whole SIMD tiles even when w is 7).
-    std::size_t rows_begin = 0;
-    auto transpose_rows = [&](std::size_t begin, std::size_t end) {
-      rows_begin = begin;
-      ks.transpose(x_img + begin * w, cin, (end - begin) * w, plane, s.pixels_in, cin);
-    };
-    auto core_rows = [&](std::size_t) { return s.mid; };
-    if (in.layout == Layout::nhwc) {
-      conv_image(
-          g_, in.h, w, r_in, s, [](std::size_t, std::size_t) {},
-          [&](std::size_t iy, float* dst, std::size_t ld) {  // first 1x1 stage, into the ring
-            gemm(w, x_img + iy * w * cin, cin, first, dst, ld);
-          },
-          core_stage, core_rows,
-          [&](std::size_t oy0, std::size_t rows, const float* band) {  // last 1x1 + bias, to y
-            gemm(rows * wo, band, r_out, last, y_img + oy0 * wo * cout, cout);
-          });
-    } else {
-      conv_image(
-          g_, in.h, w, r_in, s, transpose_rows,
-          [&](std::size_t iy, float* dst, std::size_t ld) {
-            gemm(w, s.pixels_in + (iy - rows_begin) * w * cin, cin, first, dst, ld);
-          },
-          core_stage, core_rows,
-          [&](std::size_t oy0, std::size_t rows, const float* band) {
-            gemm(rows * wo, band, r_out, last, s.out, cout);
-            ks.transpose(s.out, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
-          });
-    }
-  }
+  const std::size_t r_in = rank_in(), r_out = rank_out(), wo = g_.out_w(in.w);
+  const ConvScratch s = make_scratch(g_, in.h, in.w, r_in, in_channels(), r_out, out_channels());
+  factorized_conv(ks, g_, in, y, first_.packed_for(ks), last_.packed_for(ks), s,
+                  [&](const float* const* src, std::size_t rows, float* out) {
+                    conv_output_rows(g_, core, r_in, wo, rows, src, out, r_out, s.taps);
+                  });
   record_used_isa(static_cast<Isa>(ks.isa));
 }
 
@@ -316,59 +323,26 @@ CPConv2dLayer::CPConv2dLayer(const float* first, std::size_t rank, std::size_t c
       last_(last, cout, rank, bias) {}
 
 void CPConv2dLayer::forward(const ConvInput& in, float* y) const {
-  const std::size_t cin = in_channels(), cout = out_channels(), rank = this->rank();
-  check_input("CPConv2d", in, cin, g_, y);
+  const std::size_t rank = this->rank();
+  check_input("CPConv2d", in, in_channels(), g_, y);
   const GemmKernels& ks = active_gemm_kernels();
-  const PackedWeights& first = first_.packed_for(ks);
-  const PackedWeights& last = last_.packed_for(ks);
-  const std::size_t ho = g_.out_h(in.h), wo = g_.out_w(in.w), w = in.w, wp = w + 2 * g_.pw;
-  const std::size_t plane = in.h * in.w;
+  const std::size_t wo = g_.out_w(in.w), wp = in.w + 2 * g_.pw;
   const std::size_t row_floats = (wp * rank + 15) / 16 * 16;
   const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
-  const ConvScratch s = make_scratch(g_, in.h, w, rank, cin, rank, cout,
+  const ConvScratch s = make_scratch(g_, in.h, in.w, rank, in_channels(), rank, out_channels(),
                                      row_floats + g_.kw * pointer_floats);
   float* vertical_out = s.extra;  // one vertically filtered, still padded, row: wp x rank
   const float** horizontal_src = reinterpret_cast<const float**>(s.extra + row_floats);
   for (std::size_t kx = 0; kx < g_.kw; ++kx) horizontal_src[kx] = vertical_out + kx * g_.dw * rank;
-  auto depthwise_stages = [&](const float* const* src, std::size_t rows, float* out) {
-    for (std::size_t r = 0; r < rows; ++r) {
-      ks.depthwise(wp, rank, g_.kh, src + r * g_.kh, rank, vertical_taps_.data(), vertical_out, rank);
-      ks.depthwise(wo, rank, g_.kw, horizontal_src, g_.sw * rank, horizontal_taps_.data(),
-                   out + r * wo * rank, rank);
-    }
-  };
-  auto mid_rows = [&](std::size_t) { return s.mid; };
-  for (std::size_t n = 0; n < in.n; ++n) {
-    const float* x_img = in.x + n * plane * cin;
-    float* y_img = y + n * cout * ho * wo;
-    std::size_t rows_begin = 0;  // NCHW: as in TuckerConv2dLayer::forward
-    auto transpose_rows = [&](std::size_t begin, std::size_t end) {
-      rows_begin = begin;
-      ks.transpose(x_img + begin * w, cin, (end - begin) * w, plane, s.pixels_in, cin);
-    };
-    if (in.layout == Layout::nhwc) {
-      conv_image(
-          g_, in.h, w, rank, s, [](std::size_t, std::size_t) {},
-          [&](std::size_t iy, float* dst, std::size_t ld) {
-            gemm(w, x_img + iy * w * cin, cin, first, dst, ld);
-          },
-          depthwise_stages, mid_rows,
-          [&](std::size_t oy0, std::size_t rows, const float* band) {
-            gemm(rows * wo, band, rank, last, y_img + oy0 * wo * cout, cout);
-          });
-    } else {
-      conv_image(
-          g_, in.h, w, rank, s, transpose_rows,
-          [&](std::size_t iy, float* dst, std::size_t ld) {
-            gemm(w, s.pixels_in + (iy - rows_begin) * w * cin, cin, first, dst, ld);
-          },
-          depthwise_stages, mid_rows,
-          [&](std::size_t oy0, std::size_t rows, const float* band) {
-            gemm(rows * wo, band, rank, last, s.out, cout);
-            ks.transpose(s.out, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
-          });
-    }
-  }
+  factorized_conv(ks, g_, in, y, first_.packed_for(ks), last_.packed_for(ks), s,
+                  [&](const float* const* src, std::size_t rows, float* out) {
+                    for (std::size_t r = 0; r < rows; ++r) {
+                      ks.depthwise(wp, rank, g_.kh, src + r * g_.kh, rank, vertical_taps_.data(),
+                                   vertical_out, rank);
+                      ks.depthwise(wo, rank, g_.kw, horizontal_src, g_.sw * rank,
+                                   horizontal_taps_.data(), out + r * wo * rank, rank);
+                    }
+                  });
   record_used_isa(static_cast<Isa>(ks.isa));
 }
 
