@@ -661,3 +661,96 @@ def run_concurrently(calls) -> list:
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "worker threads hung"
     return errors
+
+
+# --------------------------------------------------------------------------------------------
+# CPConv2d: 1x1 Cin -> R, kh x 1 and 1 x kw depthwise, 1x1 R -> Cout
+# --------------------------------------------------------------------------------------------
+
+# The staged float64 oracle, when this lrkernels has it (resolved once, at import).
+CP_REFERENCE = getattr(reference, "cp_conv2d", None)
+
+
+def cp_merged_weight(first, vertical, horizontal, last) -> np.ndarray:
+    """The dense float64 (Cout, Cin, kh, kw) weight of a CP convolution:
+    W[o, c, y, x] = sum_r last[o, r] vertical[r, y] horizontal[r, x] first[r, c]."""
+    f, v, h, la = (np.asarray(a, dtype=np.float64) for a in (first, vertical, horizontal, last))
+    return np.einsum("or,ry,rx,rc->ocyx", la, v, h, f, optimize=True)
+
+
+def cp_conv2d_merged(
+    x, first, vertical, horizontal, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"
+):
+    """The CP convolution as one dense float64 convolution with the merged weight."""
+    weight = cp_merged_weight(first, vertical, horizontal, last)
+    b = None if bias is None else np.asarray(bias, dtype=np.float64)
+    return reference.conv2d(x, weight, b, stride, padding, dilation, layout)
+
+
+def cp_conv2d_reference(
+    x, first, vertical, horizontal, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"
+):
+    """The float64 oracle: `reference.cp_conv2d` where it exists, else the merged dense weight."""
+    fn = CP_REFERENCE if CP_REFERENCE is not None else cp_conv2d_merged
+    return fn(x, first, vertical, horizontal, last, bias, stride, padding, dilation, layout)
+
+
+def cp_conv2d_bound(
+    x, first, vertical, horizontal, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"
+):
+    """Elementwise bound on |y - y_exact| for the CP convolution computed in float32.
+
+    The magnitude is the convolution of |x| with the merged weight of the absolute factors,
+    sum_r |last||vertical||horizontal||first| (the same as chaining |.| through the four stages),
+    plus |b|. Stage by stage the rounding errors add up to (Cin + kh + kw + R + 1) u times it; a
+    kernel that merges the factors does a Cin kh kw dot product whose weights carry an R-term sum
+    of 3-fold products (R + 3 roundings). The terms cover both orders of evaluation:
+    8 eps (Cin kh kw + kh + kw + 2 R + 3 + 2) (magnitude).
+    """
+    af, av, ah, al = (_abs64(a) for a in (first, vertical, horizontal, last))
+    ab = None if bias is None else _abs64(bias)
+    mag = reference.conv2d(
+        _abs64(x), cp_merged_weight(af, av, ah, al), ab, stride, padding, dilation, layout
+    )
+    rank, cin = af.shape
+    kh, kw = av.shape[1], ah.shape[1]
+    n = cin * kh * kw + kh + kw + 2 * rank + 3 + 2
+    return BOUND_FACTOR * n * (EPS32 * mag + SUBNORMAL32)
+
+
+def make_cp_conv2d(
+    rng,
+    in_channels,
+    out_channels,
+    rank,
+    kernel_size,
+    *,
+    bias=True,
+    stride=1,
+    padding=0,
+    dilation=1,
+    layout="NCHW",
+    dtype=np.float32,
+) -> ConvModel:
+    """A CPConv2d with random factors; `ranks` of the model is the int rank R."""
+    kh, kw = pair(kernel_size)
+    first = _rand(rng, (rank, in_channels), dtype)
+    vertical = _rand(rng, (rank, kh), dtype)
+    horizontal = _rand(rng, (rank, kw), dtype)
+    last = _rand(rng, (out_channels, rank), dtype)
+    b = _rand(rng, (out_channels,), dtype) if bias else None
+    geometry = {"stride": stride, "padding": padding, "dilation": dilation, "layout": layout}
+    layer = lrkernels.CPConv2d(first, vertical, horizontal, last, b, **geometry)
+    factors = (first, vertical, horizontal, last, b)
+    return ConvModel(
+        "CPConv2d",
+        layer,
+        in_channels,
+        out_channels,
+        rank,
+        (kh, kw),
+        geometry,
+        lambda x: cp_conv2d_reference(x, *factors, **geometry),
+        lambda x: cp_conv2d_bound(x, *factors, **geometry),
+        {"first": first, "vertical": vertical, "horizontal": horizontal, "last": last, "bias": b},
+    )
