@@ -18,6 +18,14 @@ get_isa(), set_isa(name)  the ISA layer calls use; LRKERNELS_ISA=name sets it at
 info()            build and CPU facts
 
 ``lrkernels.reference`` holds the numpy implementation of every kernel (the test oracle).
+
+From trained dense weights
+--------------------------
+LowRankLinear.from_dense(W, bias, *, rank= | energy= | ratio= | vbmf=True, calibration=None)
+TuckerConv2d.from_dense(weight, bias, *, ranks= | energy= | ratio= | vbmf=True, calibration, ...)
+CPConv2d.from_dense(weight, bias, *, rank= | energy= | ratio=, calibration=None, ...)
+``lrkernels.decompose`` (svd, tucker2, cp), ``lrkernels.rank`` (the criteria, each with its
+reason), ``lrkernels.report`` (parameters, FLOPs, compression, weight and output error).
 """
 
 from __future__ import annotations
@@ -40,6 +48,10 @@ from ._core import (
 )
 from . import _core
 
+# Decompositions, rank selection and reports (numpy only). Importing `decompose` adds the
+# `from_dense` classmethods to LowRankLinear, TuckerConv2d and CPConv2d.
+from . import decompose, rank, report
+
 __all__ = [
     "Conv2d",
     "CPConv2d",
@@ -53,6 +65,10 @@ __all__ = [
     "info",
     "reference",
     "__version__",
+    # decomposition and rank selection
+    "decompose",
+    "rank",
+    "report",
 ]
 
 

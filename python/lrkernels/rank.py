@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import math
 import numbers
+import operator
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -123,7 +124,7 @@ def _check_shape(shape, kind: str) -> tuple:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     try:
-        shape = tuple(int(operator_index(v)) for v in shape)
+        shape = tuple(_index(v) for v in shape)
     except TypeError:
         raise ValueError(f"shape must be a tuple of ints, got {shape!r}") from None
     want = 2 if kind == "linear" else 4
@@ -133,11 +134,9 @@ def _check_shape(shape, kind: str) -> tuple:
     return shape
 
 
-def operator_index(v):
+def _index(v):
     if isinstance(v, (bool, np.bool_)):
         raise TypeError("bool")
-    import operator
-
     return operator.index(v)
 
 
@@ -184,8 +183,10 @@ def _rank_for_energy(s: np.ndarray, energy: float) -> tuple[int, float]:
     total = float(e.sum())
     cum = np.cumsum(e)
     r = int(np.searchsorted(cum, energy * total, side="left")) + 1
-    # energy = 1 with rounding in the cumulative sum: the smallest rank keeping everything kept.
-    r = min(r, int(np.count_nonzero(e)) or 1, len(e))
+    # Never beyond the numerical rank (singular values below s_max * len(s) * eps are rounding
+    # noise): with energy = 1 the rounding of the cumulative sum would otherwise decide.
+    numerical = int(np.count_nonzero(e > e[0] * (len(e) * np.finfo(np.float64).eps) ** 2))
+    r = max(1, min(r, numerical, len(e)))
     return r, float(cum[r - 1] / total)
 
 
@@ -195,8 +196,9 @@ def by_energy(W_or_s, energy: float) -> RankChoice:
     ``W_or_s`` is a matrix (its singular values are computed) or the 1-D array of singular
     values. The kept energy of rank r is sum_{i<r} s_i^2 / sum_i s_i^2 (Eckart-Young: the best
     rank-r approximation keeps exactly this), so the result satisfies
-    kept(r) >= energy > kept(r - 1). energy must be in (0, 1]. An all-zero matrix has no energy
-    to keep: rank 1 with a :class:`RankWarning`.
+    kept(r) >= energy > kept(r - 1), r never above the numerical rank (so energy=1 gives the
+    numerical rank). energy must be in (0, 1]. An all-zero matrix has no energy to keep: rank 1
+    with a :class:`RankWarning`.
     """
     energy = _check_energy(energy)
     a = _real_array(W_or_s, "W_or_s", (1, 2))
@@ -236,9 +238,13 @@ def by_energy_tucker2(weight, energy: float) -> RankChoice:
     s1 = _singular_values(unfold(w, 1))
     total = float(np.sum(w**2))
     if total == 0.0:
-        warnings.warn("by_energy_tucker2: the weight is all zeros; using ranks (1, 1)",
-                      RankWarning, stacklevel=2)
+        warnings.warn(
+            "by_energy_tucker2: the weight is all zeros; using ranks (1, 1)",
+            RankWarning,
+            stacklevel=2,
+        )
         return RankChoice((1, 1), "all-zero weight: ranks (1, 1) (clamped)", {"energy": energy})
+
     # tails[r] = sum_{i >= r} s_i^2 for r = 0..C (rank r drops s_r, s_{r+1}, ...), padded with 0.
     def tails(s, c):
         e = np.zeros(c)
@@ -270,8 +276,13 @@ def by_energy_tucker2(weight, energy: float) -> RankChoice:
         ranks,
         f"cheapest (r_in, r_out) whose HOSVD bound keeps >= {energy:.6g} of the squared Frobenius "
         f"norm (bound {kept:.6g}, {params} parameters)",
-        {"energy": energy, "kept_bound": kept, "params": params,
-         "singular_values_mode0": s0, "singular_values_mode1": s1},
+        {
+            "energy": energy,
+            "kept_bound": kept,
+            "params": params,
+            "singular_values_mode0": s0,
+            "singular_values_mode1": s1,
+        },
     )
 
 
@@ -292,59 +303,50 @@ def by_ratio(shape, ratio: float, kind: str = "linear") -> RankChoice:
     j / max(Cin, Cout), j = 1, 2, ..., for which the count fits.
 
     "Fits" is checked literally, ``params <= ratio * dense`` in floating point; a ratio too small
-    for even rank 1 raises ValueError naming the smallest ratio that works.
+    for even the smallest factorization raises ValueError naming the smallest ratio that works.
+    A ratio large enough for the largest rank returns that rank (the reason says so).
     """
     ratio = _check_ratio(ratio)
     shape = _check_shape(shape, kind)
     dense = dense_params(shape)
     limit = ratio * dense
 
-    def fits(rank):
-        return factorized_params(shape, rank, kind) <= limit
+    def params(rank):
+        return factorized_params(shape, rank, kind)
 
     if kind == "tucker2":
         cout, cin = shape[0], shape[1]
         big = max(cin, cout)
-
-        def ranks_at(j):
-            return (max(1, min(cin, round(j * cin / big))), max(1, min(cout, round(j * cout / big))))
-
-        candidates = [ranks_at(j) for j in range(1, big + 1)]
+        ladder = [
+            (max(1, min(cin, round(j * cin / big))), max(1, min(cout, round(j * cout / big))))
+            for j in range(1, big + 1)
+        ]
     else:
         top = min(shape) if kind == "linear" else dense // max(shape)
-        per = factorized_params(shape, 1, kind)
-        guess = max(1, min(top, int(limit // per)))
-        candidates = None
-
-    if kind == "tucker2":
-        ok = [r for r in candidates if fits(r)]
-        if not ok:
-            need = factorized_params(shape, candidates[0], kind) / dense
-            raise ValueError(
-                f"ratio={ratio!r} is too small for {kind} {shape}: the smallest factorization "
-                f"{candidates[0]} needs ratio >= {need:.6g}"
-            )
-        rank = ok[-1]
-        top = candidates[-1]
-    else:
-        rank = guess
-        while rank < top and fits(rank + 1):
-            rank += 1
-        while rank >= 1 and not fits(rank):
-            rank -= 1
-        if rank < 1:
-            need = factorized_params(shape, 1, kind) / dense
-            raise ValueError(
-                f"ratio={ratio!r} is too small for {kind} {shape}: rank 1 needs ratio >= {need:.6g}"
-            )
-    params = factorized_params(shape, rank, kind)
-    capped = rank == top and (kind == "tucker2" or fits(rank))
-    note = " (capped at the largest rank)" if capped and params < limit and kind != "tucker2" else ""
+        ladder = range(1, top + 1)
+    # params() is non-decreasing along the ladder: binary search for the last rung that fits.
+    lo, hi = 0, len(ladder)  # ladder[:lo] fits, ladder[hi:] does not
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if params(ladder[mid]) <= limit:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo == 0:
+        need = params(ladder[0]) / dense
+        raise ValueError(
+            f"ratio={ratio!r} is too small for {kind} {shape}: the smallest factorization "
+            f"(rank {ladder[0]}) needs ratio >= {need:.6g}"
+        )
+    rank = ladder[lo - 1]
+    p = params(rank)
+    note = " (the largest rank there is)" if lo == len(ladder) else ""
+    split = " with r_in/r_out ~ Cin/Cout" if kind == "tucker2" else ""
     return RankChoice(
         rank,
-        f"largest {kind} rank with <= {ratio:.6g} x the dense parameters: {params} of {dense} "
-        f"({params / dense:.4g}){note}",
-        {"ratio": ratio, "params": params, "dense_params": dense, "achieved_ratio": params / dense},
+        f"largest {kind} rank{split} with <= {ratio:.6g} x the dense parameters: {p} of {dense} "
+        f"({p / dense:.4g}){note}",
+        {"ratio": ratio, "params": p, "dense_params": dense, "achieved_ratio": p / dense},
     )
 
 
@@ -354,7 +356,7 @@ def by_ratio(shape, ratio: float, kind: str = "linear") -> RankChoice:
 
 
 def _tau_bar(alpha: float) -> float:
-    """The zero of psi0(t) = log(t + 1) + alpha log(t / alpha + 1) - t for t > 0 (~2.5129 sqrt(alpha))."""
+    """The root t > 0 of log(t + 1) + alpha log(t / alpha + 1) - t (about 2.5129 sqrt(alpha))."""
 
     def psi0(t):
         return math.log1p(t) + alpha * math.log1p(t / alpha) - t
@@ -389,7 +391,7 @@ def _evb_objective(sigma2: np.ndarray, s2: np.ndarray, L: int, M: int, x_bar: fl
 
 
 def _minimize_log_grid(f, lo: float, hi: float, points: int = 256, rounds: int = 60) -> float:
-    """Minimize f over [lo, hi] (0 < lo < hi): log-spaced grid, then golden section on the best cell."""
+    """Minimize f on [lo, hi], 0 < lo < hi: a log-spaced grid, then golden section near the best."""
     grid = np.geomspace(lo, hi, points)
     vals = f(grid)
     i = int(np.argmin(vals))
@@ -561,7 +563,10 @@ def by_score(
 
 
 def allocate_budget(
-    layers: Sequence, budget: int | None = None, *, ratio: float | None = None,
+    layers: Sequence,
+    budget: int | None = None,
+    *,
+    ratio: float | None = None,
     weighting: str = "relative",
 ) -> RankChoice:
     """Ranks for a list of layers maximizing the kept energy under one total parameter budget.
@@ -595,7 +600,10 @@ def allocate_budget(
             sv = [_singular_values(w) ** 2 * scale]
         else:
             # gains for r_in come from mode 1, for r_out from mode 0
-            sv = [_singular_values(unfold(w, 1)) ** 2 * scale, _singular_values(unfold(w, 0)) ** 2 * scale]
+            sv = [
+                _singular_values(unfold(w, 1)) ** 2 * scale,
+                _singular_values(unfold(w, 0)) ** 2 * scale,
+            ]
         items.append({"shape": w.shape, "kind": kind, "gains": sv, "norm2": norm2, "scale": scale})
     dense_total = sum(dense_params(it["shape"]) for it in items)
     if ratio is not None:
@@ -608,7 +616,9 @@ def allocate_budget(
 
     def cost(i):
         it = items[i]
-        return factorized_params(it["shape"], ranks[i][0] if it["kind"] == "linear" else tuple(ranks[i]), it["kind"])
+        return factorized_params(
+            it["shape"], ranks[i][0] if it["kind"] == "linear" else tuple(ranks[i]), it["kind"]
+        )
 
     used = sum(cost(i) for i in range(len(items)))
     if used > budget:
@@ -646,7 +656,7 @@ def allocate_budget(
             gain, add = st
             heapq.heappush(heap, (-gain / add, i, m, version[(i, m)], add))
 
-    for i, it in enumerate(items):
+    for i in range(len(items)):
         for m in range(len(ranks[i])):
             push(i, m)
     while heap:
@@ -669,12 +679,17 @@ def allocate_budget(
         else:
             g1, g0 = it["gains"]
             tot = np.sum(g0)
-            lost = (np.sum(g1[r[0]:]) + np.sum(g0[r[1]:])) / tot if tot > 0 else 0.0
+            lost = (np.sum(g1[r[0] :]) + np.sum(g0[r[1] :])) / tot if tot > 0 else 0.0
             kept.append(float(1.0 - lost))
     return RankChoice(
         result,
         f"greedy on {weighting} error reduction per parameter: {used} of the budget {budget} "
         f"parameters ({used / dense_total:.4g} of the dense {dense_total})",
-        {"params": used, "budget": budget, "dense_params": dense_total, "kept_energy": kept,
-         "weighting": weighting},
+        {
+            "params": used,
+            "budget": budget,
+            "dense_params": dense_total,
+            "kept_energy": kept,
+            "weighting": weighting,
+        },
     )

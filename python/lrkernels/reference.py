@@ -212,3 +212,80 @@ def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation
     if bias is not None:
         y = y + bias[None, :, None, None]
     return _from_nchw(y, layout)
+
+
+def cp_conv2d(
+    x, first, vertical, horizontal, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"
+):
+    """CP-factorized convolution (Lebedev et al. 2015): four stages one after the other, float64.
+
+    ``cp_conv2d(x, first, vertical, horizontal, last, bias, ...)`` is
+    ``CPConv2d(first, vertical, horizontal, last, bias, ...)(x)``:
+
+        t[n, r, h, w] = sum_c first[r, c] x[n, c, h, w]                         1x1, Cin -> R
+        u[n, r, i, w] = sum_y vertical[r, y] tpad[n, r, i*sh + y*dh, w]          kh x 1 depthwise
+        v[n, r, i, j] = sum_x horizontal[r, x] upad[n, r, i, j*sw + x*dw]        1 x kw depthwise
+        y[n, o, i, j] = bias[o] + sum_r last[o, r] v[n, r, i, j]                1x1, R -> Cout
+
+    where tpad is t with ph zero rows above and below (the H axis: stride sh, padding ph,
+    dilation dh) and upad is u with pw zero columns left and right (the W axis). As `first` has
+    no bias this equals one dense convolution of x with the weight
+    W[o, c, y, x] = sum_r last[o, r] vertical[r, y] horizontal[r, x] first[r, c].
+
+    first: (R, Cin); vertical: (R, kh); horizontal: (R, kw); last: (Cout, R); bias: (Cout,) or
+    None. x, stride, padding, dilation, layout and the result as in `conv2d`.
+    """
+    stride = _pair(stride, "stride", 1)
+    padding = _pair(padding, "padding", 0)
+    dilation = _pair(dilation, "dilation", 1)
+    x = _to_nchw(x, layout)
+    first = _float64(first, "first")
+    vertical = _float64(vertical, "vertical")
+    horizontal = _float64(horizontal, "horizontal")
+    last = _float64(last, "last")
+    for a, name, form in (
+        (first, "first", "(R, Cin)"),
+        (vertical, "vertical", "(R, kh)"),
+        (horizontal, "horizontal", "(R, kw)"),
+        (last, "last", "(Cout, R)"),
+    ):
+        if a.ndim != 2 or a.size == 0:
+            raise ValueError(f"{name} must be a non-empty {form} array, got {a.shape}")
+    r = first.shape[0]
+    if vertical.shape[0] != r or horizontal.shape[0] != r or last.shape[1] != r:
+        raise ValueError(
+            f"rank mismatch: first {first.shape} is (R, Cin), vertical {vertical.shape} must be "
+            f"(R, kh), horizontal {horizontal.shape} must be (R, kw), last {last.shape} must be "
+            f"(Cout, R)"
+        )
+    if x.shape[1] != first.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} channels ({layout} shape {_from_nchw(x, layout).shape}), "
+            f"first {first.shape} expects {first.shape[1]}"
+        )
+    bias = _check_bias(bias, last.shape[0])
+    n, _, h, wd = x.shape
+    kh, kw = vertical.shape[1], horizontal.shape[1]
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    ho = output_size(h, kh, sh, ph, dh)
+    wo = output_size(wd, kw, sw, pw, dw)
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"output size would be ({ho}, {wo}) < 1: input (N, C, H, W) = {x.shape}, "
+            f"kernel ({kh}, {kw}), stride {stride}, padding {padding}, dilation {dilation}"
+        )
+    t = np.einsum("nchw,rc->nrhw", x, first, optimize=True)  # (N, R, H, W)
+    tp = np.pad(t, ((0, 0), (0, 0), (ph, ph), (0, 0)))
+    u = np.zeros((n, r, ho, wd))
+    for ky in range(kh):
+        rows = tp[:, :, ky * dh : ky * dh + sh * (ho - 1) + 1 : sh, :]  # (N, R, Ho, W)
+        u += rows * vertical[None, :, ky, None, None]
+    up = np.pad(u, ((0, 0), (0, 0), (0, 0), (pw, pw)))
+    v = np.zeros((n, r, ho, wo))
+    for kx in range(kw):
+        cols = up[:, :, :, kx * dw : kx * dw + sw * (wo - 1) + 1 : sw]  # (N, R, Ho, Wo)
+        v += cols * horizontal[None, :, kx, None, None]
+    y = np.einsum("nrhw,or->nohw", v, last, optimize=True)
+    if bias is not None:
+        y = y + bias[None, :, None, None]
+    return _from_nchw(y, layout)

@@ -1,0 +1,435 @@
+"""LowRankLinear.from_dense, TuckerConv2d.from_dense, CPConv2d.from_dense: one criterion per call,
+the layers they build equal their float64 reference on every ISA, data-aware beats weight-only,
+and lrkernels.report tells sizes, FLOPs and errors."""
+
+from __future__ import annotations
+
+import io
+
+import lrkernels
+import numpy as np
+import pytest
+from lrk_testing import (
+    BOUND_FACTOR,
+    EPS32,
+    SUBNORMAL32,
+    assert_within_bound,
+    lowrank_bound,
+    tucker_conv2d_bound,
+)
+from lrkernels import decompose, reference, report
+from lrkernels.rank import RankWarning
+
+HAS_CP = hasattr(lrkernels, "CPConv2d")
+needs_cp = pytest.mark.skipif(not HAS_CP, reason="lrkernels.CPConv2d is not in this build")
+
+
+def _a(x):
+    return np.abs(np.asarray(x, dtype=np.float64))
+
+
+def cp_conv2d_bound(
+    x, first, vertical, horizontal, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"
+):
+    """8 eps (Cin kh kw + Cin + kh + kw + 2 R + 2) (|last| * |h| * |v| * (|first| * |x|) + |b|):
+    the stage-by-stage rounding, or a kernel merging stages, whichever order it uses."""
+    mag = reference.cp_conv2d(
+        _a(x),
+        _a(first),
+        _a(vertical),
+        _a(horizontal),
+        _a(last),
+        None if bias is None else _a(bias),
+        stride,
+        padding,
+        dilation,
+        layout,
+    )
+    r, cin = np.shape(first)
+    kh, kw = np.shape(vertical)[1], np.shape(horizontal)[1]
+    n = cin * kh * kw + cin + kh + kw + 2 * r + 2
+    return BOUND_FACTOR * n * (EPS32 * mag + SUBNORMAL32)
+
+
+def _slow_matrix(rng, out, inp, power=0.3):
+    k = min(out, inp)
+    U = np.linalg.qr(rng.standard_normal((out, k)))[0]
+    V = np.linalg.qr(rng.standard_normal((inp, k)))[0]
+    return (U * (1.0 + np.arange(k)) ** -power) @ V.T
+
+
+def _planted(rng, shape, r, noise=0.01):
+    W = rng.standard_normal((shape[0], r)) @ rng.standard_normal((r, shape[1]))
+    return W / np.abs(W).max() + noise * rng.standard_normal(shape)
+
+
+def _image(rng, n, c, hw, layout):
+    shape = (n, c, *hw) if layout == "NCHW" else (n, *hw, c)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# criteria and argument errors
+# --------------------------------------------------------------------------------------------
+
+
+def test_linear_criteria(rng):
+    W = _planted(rng, (40, 30), 4)
+    assert lrkernels.LowRankLinear.from_dense(W, rank=7).rank == 7
+    U, V, c = decompose.linear_factors(W, energy=0.9)
+    assert c.rank == lrkernels.LowRankLinear.from_dense(W, energy=0.9).rank
+    assert "0.9" in c.reason and c.details["kept"] >= 0.9
+    assert lrkernels.LowRankLinear.from_dense(W, ratio=0.25).rank == int(0.25 * 1200 // 70)
+    assert lrkernels.LowRankLinear.from_dense(W, vbmf=True).rank == 4
+    layer = lrkernels.LowRankLinear.from_dense(W, np.arange(40.0), rank=3)
+    np.testing.assert_array_equal(layer.bias, np.arange(40, dtype=np.float32))
+    # the layer holds exactly the factors of decompose.svd
+    U, V = decompose.svd(W, 3)
+    np.testing.assert_array_equal(layer.U, U)
+    np.testing.assert_array_equal(layer.V, V)
+
+
+LINEAR_BAD = [
+    ({}, "exactly one criterion of rank=, energy=, ratio=, vbmf=True \\(got none\\)"),
+    ({"rank": 2, "energy": 0.5}, "got rank, energy"),
+    ({"ratio": 0.5, "vbmf": True}, "got ratio, vbmf"),
+    ({"rank": 2, "energy": 0.5, "ratio": 0.1, "vbmf": True}, "exactly one"),
+    ({"rank": 0}, "rank"),
+    ({"rank": 21}, "above"),  # min(20, 30) = 20
+    ({"rank": 2.0}, "integer"),
+    ({"energy": 0.0}, "energy"),
+    ({"energy": 1.5}, "energy"),
+    ({"energy": -1}, "energy"),
+    ({"ratio": 0.0}, "ratio"),
+    ({"ratio": -0.2}, "ratio"),
+    ({"ratio": 0.01}, "too small"),
+    ({"vbmf": "yes"}, "vbmf"),
+    ({"rank": 2, "calibration": np.ones((5, 7))}, "features"),
+]
+
+
+@pytest.mark.parametrize("kwargs,match", LINEAR_BAD)
+def test_linear_bad_arguments(rng, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        lrkernels.LowRankLinear.from_dense(rng.standard_normal((20, 30)), **kwargs)
+
+
+def test_linear_bad_weight():
+    with pytest.raises(ValueError):
+        lrkernels.LowRankLinear.from_dense(np.ones((2, 3, 4)), rank=1)
+    with pytest.raises(ValueError):
+        lrkernels.LowRankLinear.from_dense(np.array([[np.nan, 1.0]]), rank=1)
+
+
+TUCKER_BAD = [
+    ({}, "exactly one criterion of ranks=, energy=, ratio=, vbmf=True \\(got none\\)"),
+    ({"ranks": (2, 2), "ratio": 0.5}, "got ranks, ratio"),
+    ({"ranks": (9, 2)}, "r_in"),  # Cin = 8
+    ({"ranks": (2, 11)}, "r_out"),  # Cout = 10
+    ({"ranks": (0, 2)}, "r_in"),
+    ({"ranks": (1, 2, 3)}, "pair"),
+    ({"energy": 0}, "energy"),
+    ({"energy": 1.01}, "energy"),
+    ({"ratio": 0}, "ratio"),
+    ({"ratio": 0.001}, "too small"),
+    ({"ranks": 2, "method": "cp"}, "method"),
+    ({"ranks": 2, "calibration": np.ones((2, 3, 6, 6))}, "channels"),
+]
+
+
+@pytest.mark.parametrize("kwargs,match", TUCKER_BAD)
+def test_tucker_bad_arguments(rng, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        lrkernels.TuckerConv2d.from_dense(rng.standard_normal((10, 8, 3, 3)), **kwargs)
+
+
+def test_tucker_criteria(rng):
+    T = rng.standard_normal((16, 12, 3, 3))
+    assert lrkernels.TuckerConv2d.from_dense(T, ranks=(3, 5)).ranks == (3, 5)
+    assert lrkernels.TuckerConv2d.from_dense(T, ranks=4).ranks == (4, 4)
+    assert lrkernels.TuckerConv2d.from_dense(T, ratio=0.3).ranks == (
+        lrkernels.rank.by_ratio(T.shape, 0.3, "tucker2").rank
+    )
+    layer = lrkernels.TuckerConv2d.from_dense(T, energy=0.8)
+    That = report.reconstruct(layer)
+    assert 1 - np.sum((T - That) ** 2) / np.sum(T**2) >= 0.8 - 1e-5
+    with pytest.warns(RankWarning):  # pure noise: both unfoldings clamp to 1
+        assert lrkernels.TuckerConv2d.from_dense(T, vbmf=True).ranks == (1, 1)
+    first, core, last, choice = decompose.tucker2_factors(T, ranks=(3, 5))
+    assert (
+        choice.details["decomposition"]["error"] <= choice.details["decomposition"]["hosvd_error"]
+    )
+
+
+CP_BAD = [
+    ({}, "exactly one criterion of rank=, energy=, ratio= \\(got none\\)"),
+    ({"rank": 2, "energy": 0.9}, "got rank, energy"),
+    ({"vbmf": True}, "no analytic VBMF"),
+    ({"rank": 0}, "rank"),
+    ({"rank": 10 * 8 * 9 + 1}, "largest CP rank"),
+    ({"energy": 0}, "energy"),
+    ({"energy": 2}, "energy"),
+    ({"ratio": -1}, "ratio"),
+    ({"ratio": 0.001}, "too small"),
+]
+
+
+@needs_cp
+@pytest.mark.parametrize("kwargs,match", CP_BAD)
+def test_cp_bad_arguments(rng, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        lrkernels.CPConv2d.from_dense(rng.standard_normal((10, 8, 3, 3)), **kwargs)
+
+
+@needs_cp
+def test_cp_criteria(rng):
+    r = 3
+    fs = [rng.standard_normal(s) for s in [(r, 8), (r, 3), (r, 3), (10, r)]]
+    T = np.einsum("rc,ry,rx,or->ocyx", *fs) + 1e-3 * rng.standard_normal((10, 8, 3, 3))
+    assert lrkernels.CPConv2d.from_dense(T, rank=5).rank == 5
+    assert lrkernels.CPConv2d.from_dense(T, ratio=0.2).rank == int(0.2 * 720 // 24)
+    *_, choice = decompose.cp_factors(T, energy=0.999)
+    assert choice.rank == r, choice
+    layer = lrkernels.CPConv2d.from_dense(T, energy=0.999)
+    assert layer.rank == r
+    That = report.reconstruct(layer)
+    assert 1 - np.sum((T - That) ** 2) / np.sum(T**2) >= 0.999 - 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# every from_dense layer equals its reference on every ISA
+# --------------------------------------------------------------------------------------------
+
+
+def _check(layer, x, isa, ref, bound, case):
+    y = layer(x)
+    assert lrkernels.last_used_isa() == isa, case
+    assert y.dtype == np.float32
+    assert_within_bound(y, ref, bound, case)
+
+
+def test_lowrank_from_dense_matches_reference(rng, isa):
+    W = _planted(rng, (48, 40), 6)
+    b = rng.standard_normal(48)
+    X = rng.standard_normal((64, 40)) @ rng.standard_normal((40, 40))
+    x = rng.standard_normal((13, 40)).astype(np.float32)
+    kwargs = [
+        {"rank": 5},
+        {"energy": 0.95},
+        {"ratio": 0.3},
+        {"vbmf": True},
+        {"rank": 8, "calibration": X},
+        {"energy": 0.9, "calibration": X},
+    ]
+    for kw in kwargs:
+        for bias in (None, b):
+            layer = lrkernels.LowRankLinear.from_dense(W, bias, **kw)
+            U, V, lb = layer.U, layer.V, layer.bias
+            _check(
+                layer,
+                x,
+                isa,
+                reference.lowrank_linear(x, U, V, lb),
+                lowrank_bound(x, U, V, lb),
+                f"{kw} bias={bias is not None}",
+            )
+
+
+TUCKER_CASES = [
+    dict(shape=(12, 10, 3, 3), crit={"ranks": (4, 5)}, geo=dict(padding=1)),
+    dict(shape=(16, 8, 3, 3), crit={"ratio": 0.3}, geo=dict(stride=2, padding=1)),
+    dict(shape=(8, 12, 3, 1), crit={"energy": 0.7}, geo=dict(padding=(1, 0), dilation=(2, 1))),
+    dict(shape=(10, 6, 1, 1), crit={"ranks": 3}, geo=dict()),
+    dict(shape=(9, 7, 3, 3), crit={"ranks": (3, 4)}, geo=dict(padding=2, dilation=2), calib=True),
+    dict(shape=(12, 10, 3, 3), crit={"ranks": (4, 4), "method": "hosvd"}, geo=dict(stride=(1, 2))),
+]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_tucker_from_dense_matches_reference(rng, isa, layout):
+    for case in TUCKER_CASES:
+        T = rng.standard_normal(case["shape"])
+        cout, cin = case["shape"][:2]
+        b = rng.standard_normal(cout)
+        kw = dict(case["crit"], **case["geo"], layout=layout)
+        if case.get("calib"):
+            kw["calibration"] = _image(rng, 3, cin, (9, 9), layout)
+        layer = lrkernels.TuckerConv2d.from_dense(T, b, **kw)
+        assert layer.layout == layout
+        x = _image(rng, 2, cin, (9, 8), layout)
+        g = {k: case["geo"].get(k, d) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1))}
+        args = (
+            layer.first,
+            layer.core,
+            layer.last,
+            layer.bias,
+            g["stride"],
+            g["padding"],
+            g["dilation"],
+            layout,
+        )
+        _check(
+            layer,
+            x,
+            isa,
+            reference.tucker_conv2d(x, *args),
+            tucker_conv2d_bound(x, *args),
+            f"{case} layout={layout}",
+        )
+
+
+@needs_cp
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_cp_from_dense_matches_reference(rng, isa, layout):
+    cases = [
+        dict(shape=(12, 10, 3, 3), crit={"rank": 6}, geo=dict(padding=1)),
+        dict(shape=(8, 6, 3, 5), crit={"ratio": 0.25}, geo=dict(stride=(2, 1), padding=(1, 2))),
+        dict(shape=(10, 8, 3, 3), crit={"rank": 4}, geo=dict(dilation=2, padding=2), calib=True),
+        dict(shape=(6, 6, 1, 3), crit={"rank": 2}, geo=dict(stride=2)),
+    ]
+    for case in cases:
+        T = rng.standard_normal(case["shape"])
+        cout, cin = case["shape"][:2]
+        b = rng.standard_normal(cout)
+        kw = dict(case["crit"], **case["geo"], layout=layout, n_iter_max=60)
+        if case.get("calib"):
+            kw["calibration"] = _image(rng, 3, cin, (9, 9), layout)
+        layer = lrkernels.CPConv2d.from_dense(T, b, **kw)
+        x = _image(rng, 2, cin, (9, 10), layout)
+        g = {k: case["geo"].get(k, d) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1))}
+        args = (
+            layer.first,
+            layer.vertical,
+            layer.horizontal,
+            layer.last,
+            layer.bias,
+            g["stride"],
+            g["padding"],
+            g["dilation"],
+            layout,
+        )
+        _check(
+            layer,
+            x,
+            isa,
+            reference.cp_conv2d(x, *args),
+            cp_conv2d_bound(x, *args),
+            f"{case} layout={layout}",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# data-aware beats weight-only (through the layers and the report)
+# --------------------------------------------------------------------------------------------
+
+
+def test_from_dense_data_aware_beats_weight_only(rng):
+    out, inp = 64, 80
+    W = _slow_matrix(rng, out, inp)
+    basis = np.linalg.qr(rng.standard_normal((inp, inp)))[0]
+
+    def inputs(n):
+        return ((rng.standard_normal((n, inp)) * (1 + np.arange(inp)) ** -1.0) @ basis).astype(
+            np.float32
+        )
+
+    X, Xt = inputs(600), inputs(600)
+    plain = lrkernels.LowRankLinear.from_dense(W, rank=12)
+    aware = lrkernels.LowRankLinear.from_dense(W, rank=12, calibration=X)
+    e_plain = report.layer_report(plain, W, Xt)["output_error"]
+    e_aware = report.layer_report(aware, W, Xt)["output_error"]
+    assert e_aware < 0.75 * e_plain, (e_plain, e_aware)
+
+    cout, cin = 20, 16
+    T = _slow_matrix(rng, cout, cin * 9).reshape(cout, cin, 3, 3)
+    cb = np.linalg.qr(rng.standard_normal((cin, cin)))[0]
+
+    def images(n):
+        z = (rng.standard_normal((n, 8, 8, cin)) * (1 + np.arange(cin)) ** -1.0) @ cb.T
+        return np.ascontiguousarray(z.transpose(0, 3, 1, 2)).astype(np.float32)
+
+    Xc, Xct = images(8), images(8)
+    plain = lrkernels.TuckerConv2d.from_dense(T, ranks=(5, 6), padding=1)
+    aware = lrkernels.TuckerConv2d.from_dense(T, ranks=(5, 6), padding=1, calibration=Xc)
+    e_plain = report.layer_report(plain, T, Xct)["output_error"]
+    e_aware = report.layer_report(aware, T, Xct)["output_error"]
+    assert e_aware < 0.75 * e_plain, (e_plain, e_aware)
+    if HAS_CP:
+        plain = lrkernels.CPConv2d.from_dense(T, rank=8, padding=1, n_iter_max=60)
+        aware = lrkernels.CPConv2d.from_dense(T, rank=8, padding=1, n_iter_max=60, calibration=Xc)
+        e_plain = report.layer_report(plain, T, Xct)["output_error"]
+        e_aware = report.layer_report(aware, T, Xct)["output_error"]
+        assert e_aware < 0.75 * e_plain, (e_plain, e_aware)
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+def test_layer_report_linear(rng):
+    W = rng.standard_normal((40, 30))
+    layer = lrkernels.LowRankLinear.from_dense(W, np.ones(40), rank=6)
+    r = report.layer_report(layer, W)
+    assert r["kind"] == "LowRankLinear" and r["rank"] == 6 and r["shape"] == (40, 30)
+    assert r["params"] == 6 * 70 and r["dense_params"] == 1200
+    assert r["compression"] == pytest.approx(1200 / 420)
+    assert r["flops"] == 2 * 6 * 70 and r["dense_flops"] == 2 * 1200
+    s = np.linalg.svd(W, compute_uv=False)
+    assert r["weight_error"] == pytest.approx(np.sqrt(np.sum(s[6:] ** 2) / np.sum(s**2)), rel=1e-5)
+    assert r["output_error"] is None
+    X = rng.standard_normal((50, 30))
+    r = report.layer_report(layer, W, X)
+    D = W - report.reconstruct(layer)
+    assert r["output_error"] == pytest.approx(
+        np.linalg.norm(X @ D.T) / np.linalg.norm(X @ W.T), rel=1e-4
+    )
+
+
+def test_layer_report_convs(rng):
+    T = rng.standard_normal((16, 12, 3, 3))
+    layer = lrkernels.TuckerConv2d.from_dense(T, np.ones(16), ranks=(4, 6), stride=2, padding=1)
+    r = report.layer_report(layer, T)
+    assert r["params"] == 4 * 12 + 6 * 4 * 9 + 16 * 6 and r["dense_params"] == T.size
+    assert r["flops_basis"] == "per output position"
+    assert r["flops"] == 2 * (12 * 4 + 6 * 4 * 9 + 16 * 6)
+    X = rng.standard_normal((2, 12, 10, 10))
+    r = report.layer_report(layer, T, X)
+    assert r["flops_basis"] == "per 10x10 image"  # 5x5 outputs
+    assert r["flops"] == 2 * (100 * 4 * 12 + 25 * 6 * 4 * 9 + 25 * 16 * 6)
+    assert r["dense_flops"] == 2 * 25 * 16 * 12 * 9
+    y = reference.conv2d(X, T, stride=2, padding=1)
+    yh = reference.conv2d(X, report.reconstruct(layer), stride=2, padding=1)
+    assert r["output_error"] == pytest.approx(np.linalg.norm(yh - y) / np.linalg.norm(y), rel=1e-4)
+    assert r["weight_error"] == pytest.approx(
+        np.linalg.norm(T - report.reconstruct(layer)) / np.linalg.norm(T), rel=1e-6
+    )
+    if HAS_CP:
+        cp = lrkernels.CPConv2d.from_dense(T, rank=5, padding=1, layout="NHWC", n_iter_max=30)
+        r = report.layer_report(cp, T, X.transpose(0, 2, 3, 1))
+        assert r["kind"] == "CPConv2d" and r["rank"] == 5
+        assert r["params"] == 5 * (12 + 3 + 3 + 16)
+        assert r["flops"] == 2 * (100 * 5 * 12 + 100 * 5 * 3 + 100 * 5 * 3 + 100 * 16 * 5)
+        assert 0 < r["weight_error"] < 1 and 0 < r["output_error"] < 1.5
+
+
+def test_print_report(rng):
+    W = rng.standard_normal((40, 30))
+    T = rng.standard_normal((16, 12, 3, 3))
+    entries = [
+        ("fc1", lrkernels.LowRankLinear.from_dense(W, rank=6), W, rng.standard_normal((8, 30))),
+        ("conv1", lrkernels.TuckerConv2d.from_dense(T, ranks=(4, 6)), T),
+    ]
+    buf = io.StringIO()
+    text = report.print_report(entries, file=buf)
+    assert buf.getvalue().rstrip("\n") == text
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["layer", "kind", "shape"]
+    assert any(line.startswith("fc1") and "LowRankLinear" in line for line in lines)
+    assert any(line.startswith("conv1") and "(4, 6)" in line for line in lines)
+    total = next(line for line in lines if line.startswith("total"))
+    assert f"{6 * 70 + 4 * 12 + 6 * 4 * 9 + 16 * 6:,}" in total
+    with pytest.raises(ValueError):
+        report.print_report([("x", entries[0][1])], file=buf)
+    with pytest.raises(ValueError, match="shape"):
+        report.layer_report(entries[0][1], T)
