@@ -196,6 +196,8 @@ def test_info():
         "isas_available",
         "isa",
         "kernels",
+        "num_threads",
+        "default_num_threads",
     }
     assert info["version"] == lrkernels.__version__
     assert isinstance(info["version"], str) and info["version"]

@@ -16,6 +16,7 @@
 #include "lrkernels/dispatch.h"
 #include "lrkernels/gemm.h"
 #include "lrkernels/layers.h"
+#include "lrkernels/threadpool.h"
 
 namespace py = pybind11;
 using lrk::Isa;
@@ -684,6 +685,20 @@ layout : "NCHW" or "NHWC"
       },
       py::arg("isa"), py::arg("seconds") = 0.2,
       "Single-core f32 FMA peak of an ISA in GFLOP/s, measured with register-only FMAs (None for scalar).");
+  m.def(
+      "set_num_threads",
+      [](py::handle n_obj) {
+        if (py::isinstance<py::bool_>(n_obj) || !py::hasattr(n_obj, "__index__")) {
+          throw py::type_error("set_num_threads expects an int, got " + py::repr(n_obj).cast<std::string>());
+        }
+        const long n = py::int_(py::reinterpret_borrow<py::object>(n_obj)).cast<long>();
+        if (n < 1) throw py::value_error("set_num_threads expects n >= 1, got " + std::to_string(n));
+        lrk::set_num_threads(static_cast<std::size_t>(n));
+      },
+      py::arg("n"), "Threads a layer call may use (>= 1). Results do not depend on it.");
+  m.def("get_num_threads", &lrk::num_threads, "Threads a layer call may use.");
+  m.def("default_num_threads", &lrk::default_num_threads,
+        "The CPUs this process may run on (sched affinity): the default thread count.");
   m.def("cpu_name", &lrk::cpu_description);
   m.def("compiler", &compiler_string);
   m.attr("build_flags") = LRK_BUILD_FLAGS;

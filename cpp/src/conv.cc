@@ -7,12 +7,20 @@
 
 #include "lrkernels/dispatch.h"
 #include "lrkernels/gemm.h"
+#include "lrkernels/threadpool.h"
 
 namespace lrk {
 namespace {
 
+// Tap pointers of one pixel tile live on the stack of the thread computing it.
+constexpr std::size_t kMaxTaps = 1024;
+
 void check_geometry(const ConvGeometry& g) {
   if (g.kh == 0 || g.kw == 0) throw std::invalid_argument("convolution kernel size must be >= 1");
+  if (g.kh * g.kw > kMaxTaps) {
+    throw std::invalid_argument("convolution kernel has more than " + std::to_string(kMaxTaps) +
+                                " taps");
+  }
   if (g.sh == 0 || g.sw == 0) throw std::invalid_argument("convolution stride must be >= 1");
   if (g.dh == 0 || g.dw == 0) throw std::invalid_argument("convolution dilation must be >= 1");
 }
@@ -50,30 +58,36 @@ std::size_t ring_rows(const ConvGeometry& g, std::size_t band) {
 // Implicit GEMM for a band of output rows: out (rows x wo x n) = sum over taps of source pixels x
 // tap weights. src[r * kh + ky] points at the zero-padded source row (padded column 0) of kernel
 // row ky for output row r; a source pixel is csrc floats. Per pixel tile, one micro-kernel call
-// takes the kh * kw tap pointers (`taps`: scratch for them) and keeps the output tile in registers
-// across all taps; the weight panel stays in L1/L2 while it sweeps the band's pixels.
+// takes the kh * kw tap pointers and keeps the output tile in registers across all taps; the
+// weight panel stays in L1/L2 while it sweeps the band's pixels.
 void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t csrc,
                       std::size_t wo, std::size_t rows, const float* const* src, float* out,
-                      std::size_t ldout, const float** taps) {
+                      std::size_t ldout) {
   const GemmKernels& ks = w.kernels();
   const std::size_t nr = ks.nr, mr = ks.mr, n = w.n(), ntaps = g.kh * g.kw;
   const std::size_t lda = g.sw * csrc;
-  for (std::size_t p = 0; p < w.num_panels(); ++p) {
-    const std::size_t cols = std::min(nr, n - p * nr);
-    const float* panel = w.panel_weights(p);
-    for (std::size_t r = 0; r < rows; ++r) {
-      const float* const* row_src = src + r * g.kh;
-      for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
-        const std::size_t px = std::min(mr, wo - ox0);
-        for (std::size_t ky = 0; ky < g.kh; ++ky) {
-          const float* a = row_src[ky] + ox0 * lda;
-          for (std::size_t kx = 0; kx < g.kw; ++kx) taps[ky * g.kw + kx] = a + kx * g.dw * csrc;
+  const std::size_t panels = w.num_panels();
+  // Panels are independent output channels: threads may split them (a small map is one band).
+  const std::size_t threads = std::min(panels, threads_for_flops(2.0 * rows * wo * n * ntaps * csrc));
+  parallel_for(threads, threads, [&](std::size_t part) {
+    const float* taps[kMaxTaps];
+    for (std::size_t p = panels * part / threads; p < panels * (part + 1) / threads; ++p) {
+      const std::size_t cols = std::min(nr, n - p * nr);
+      const float* panel = w.panel_weights(p);
+      for (std::size_t r = 0; r < rows; ++r) {
+        const float* const* row_src = src + r * g.kh;
+        for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
+          const std::size_t px = std::min(mr, wo - ox0);
+          for (std::size_t ky = 0; ky < g.kh; ++ky) {
+            const float* a = row_src[ky] + ox0 * lda;
+            for (std::size_t kx = 0; kx < g.kw; ++kx) taps[ky * g.kw + kx] = a + kx * g.dw * csrc;
+          }
+          ks.ukernel[px](cols, csrc, ntaps, taps, lda, panel, w.panel_bias(p),
+                         out + (r * wo + ox0) * ldout + p * nr, ldout);
         }
-        ks.ukernel[px](cols, csrc, ntaps, taps, lda, panel, w.panel_bias(p),
-                       out + (r * wo + ox0) * ldout + p * nr, ldout);
       }
     }
-  }
+  });
 }
 
 // Scratch for one call, carved from the per-thread buffer.
@@ -84,7 +98,6 @@ struct ConvScratch {
   float* mid = nullptr;         // a band of kxk output rows (band x wo x n_kxk), Tucker only
   float* out = nullptr;         // a band of output rows as pixels (band x wo x cout), NCHW only
   const float** rows = nullptr;  // band x kh source row pointers
-  const float** taps = nullptr;  // kh x kw tap pointers of one pixel tile
   float* extra = nullptr;        // layer-specific (CPConv2d: one vertically filtered row)
 };
 
@@ -94,15 +107,15 @@ struct ConvScratch {
 // consumes it.
 template <class Prepare, class Fill, class Middle, class Dest, class Emit>
 void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
-                const ConvScratch& s, Prepare prepare, Fill fill, Middle middle, Dest dest,
-                Emit emit) {
-  const std::size_t ho = g.out_h(h);
+                const ConvScratch& s, std::size_t oy_begin, std::size_t oy_end, Prepare prepare,
+                Fill fill, Middle middle, Dest dest, Emit emit) {
+  const std::size_t ho = oy_end;
   const std::size_t band = band_rows(g, h, w);
   const std::size_t ring = ring_rows(g, band);
   const std::size_t row_floats = (w + 2 * g.pw) * csrc;
   auto ring_row = [&](long iy) { return s.ring + (static_cast<std::size_t>(iy) % ring) * row_floats; };
   long filled = -1;  // highest input row already in the ring
-  for (std::size_t oy0 = 0; oy0 < ho; oy0 += band) {
+  for (std::size_t oy0 = oy_begin; oy0 < ho; oy0 += band) {
     const std::size_t rows = std::min(band, ho - oy0);
     const long iy_first = static_cast<long>(oy0 * g.sh) - static_cast<long>(g.ph);
     const long iy_last = static_cast<long>((oy0 + rows - 1) * g.sh + (g.kh - 1) * g.dh) -
@@ -141,8 +154,7 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
   const std::size_t sizes[] = {up(ring_rows(g, band) * wp * csrc), up(wp * csrc),
                                up(ring_rows(g, band) * w * cin),
                                up(band * wo * n_mid), up(band * wo * cout),
-                               up(band * g.kh * pointer_floats),
-                               up(g.kh * g.kw * pointer_floats), up(extra)};
+                               up(band * g.kh * pointer_floats), up(extra)};
   std::size_t total = 0;
   for (std::size_t v : sizes) total += v;
   float* base = thread_scratch(total);
@@ -153,8 +165,7 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
   s.mid = s.pixels_in + sizes[2];
   s.out = s.mid + sizes[3];
   s.rows = reinterpret_cast<const float**>(s.out + sizes[4]);
-  s.taps = reinterpret_cast<const float**>(s.out + sizes[4] + sizes[5]);
-  s.extra = s.out + sizes[4] + sizes[5] + sizes[6];
+  s.extra = s.out + sizes[4] + sizes[5];
   std::memset(s.zero_row, 0, sizes[1] * sizeof(float));
   return s;
 }
@@ -164,19 +175,46 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
 // last.k() channels per output pixel, and the last 1x1 stage (with the bias) writes the band to y
 // in the input's layout. For NCHW, a band's new input rows are contiguous in every channel plane,
 // so one transpose turns them all into pixels (whole SIMD tiles even when w is 7).
-template <class Middle>
+// Splits a call over (image, chunk of whole bands) tasks on the thread pool; body(n, oy_begin,
+// oy_end) runs on the thread that takes the task and uses that thread's scratch. Chunks are whole
+// bands, so every output element is computed exactly as with one thread (halo rows at a chunk
+// edge are computed by both neighbours).
+template <class Body>
+void for_each_band_chunk(const ConvGeometry& g, const ConvInput& in, double flops, Body body) {
+  if (in.n == 0) return;
+  const std::size_t ho = g.out_h(in.h), band = band_rows(g, in.h, in.w);
+  const std::size_t bands = (ho + band - 1) / band;
+  const std::size_t threads = threads_for_flops(flops);
+  const std::size_t chunks = std::min(bands, (threads + in.n - 1) / in.n);
+  parallel_for(in.n * chunks, threads, [&](std::size_t task) {
+    const std::size_t n = task / chunks, c = task % chunks;
+    body(n, bands * c / chunks * band, std::min(ho, bands * (c + 1) / chunks * band));
+  });
+}
+
+// The schedule shared by the factorized convolutions: the first 1x1 stage fills the ring (its
+// output channels are the source pixels), the middle stage (make_middle(scratch) returns a
+// functor (src, rows, out)) turns a band of source rows into last.k() channels per output pixel,
+// and the last 1x1 stage (with the bias) writes the band to y in the input's layout. For NCHW, a
+// band's new input rows are contiguous in every channel plane, so one transpose turns them all
+// into pixels (whole SIMD tiles even when w is 7).
+template <class MakeMiddle>
 void factorized_conv(const GemmKernels& ks, const ConvGeometry& g, const ConvInput& in, float* y,
-                     const PackedWeights& first, const PackedWeights& last, const ConvScratch& s,
-                     Middle middle) {
+                     const PackedWeights& first, const PackedWeights& last, double middle_flops,
+                     std::size_t extra_scratch, MakeMiddle make_middle) {
   const std::size_t cin = first.k(), csrc = first.n(), n_mid = last.k(), cout = last.n();
   const std::size_t ho = g.out_h(in.h), wo = g.out_w(in.w), w = in.w, plane = in.h * in.w;
-  auto mid_rows = [&](std::size_t) { return s.mid; };
-  for (std::size_t n = 0; n < in.n; ++n) {
+  const double flops =
+      in.n * (2.0 * plane * cin * csrc + middle_flops + 2.0 * ho * wo * n_mid * cout);
+  for_each_band_chunk(g, in, flops, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
+    const ConvScratch s = make_scratch(g, in.h, w, csrc, cin, n_mid, cout, extra_scratch);
+    auto middle = make_middle(s);
+    auto mid_rows = [&](std::size_t) { return s.mid; };
     const float* x_img = in.x + n * plane * cin;
     float* y_img = y + n * cout * ho * wo;
     if (in.layout == Layout::nhwc) {
       conv_image(
-          g, in.h, w, csrc, s, [](std::size_t, std::size_t) {},
+          g, in.h, w, csrc, s, oy_begin, oy_end, [](std::size_t, std::size_t) {},
           [&](std::size_t iy, float* dst, std::size_t ld) {
             gemm(w, x_img + iy * w * cin, cin, first, dst, ld);
           },
@@ -187,7 +225,7 @@ void factorized_conv(const GemmKernels& ks, const ConvGeometry& g, const ConvInp
     } else {
       std::size_t rows_begin = 0;
       conv_image(
-          g, in.h, w, csrc, s,
+          g, in.h, w, csrc, s, oy_begin, oy_end,
           [&](std::size_t begin, std::size_t end) {
             rows_begin = begin;
             ks.transpose(x_img + begin * w, cin, (end - begin) * w, plane, s.pixels_in, cin);
@@ -201,7 +239,7 @@ void factorized_conv(const GemmKernels& ks, const ConvGeometry& g, const ConvInp
             ks.transpose(s.out, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
           });
     }
-  }
+  });
 }
 
 void check_input(const char* layer, const ConvInput& in, std::size_t cin, const ConvGeometry& g,
@@ -236,36 +274,35 @@ void Conv2dLayer::forward(const ConvInput& in, float* y) const {
   const PackedWeights& w = w_.packed_for(ks);
   const std::size_t cout = out_channels(), ho = g_.out_h(in.h), wo = g_.out_w(in.w);
   const std::size_t plane = in.h * in.w;
-  const ConvScratch s = make_scratch(g_, in.h, in.w, cin_, cin_, 0, cout);
-  auto kxk_stage = [&](const float* const* src, std::size_t rows, float* out) {
-    conv_output_rows(g_, w, cin_, wo, rows, src, out, cout, s.taps);
-  };
-  for (std::size_t n = 0; n < in.n; ++n) {
+  const double flops = 2.0 * in.n * ho * wo * cout * cin_ * g_.kh * g_.kw;
+  for_each_band_chunk(g_, in, flops, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
+    const ConvScratch s = make_scratch(g_, in.h, in.w, cin_, cin_, 0, cout);
+    auto kxk_stage = [&](const float* const* src, std::size_t rows, float* out) {
+      conv_output_rows(g_, w, cin_, wo, rows, src, out, cout);
+    };
     const float* x_img = in.x + n * plane * cin_;
     float* y_img = y + n * cout * ho * wo;
     if (in.layout == Layout::nhwc) {
       conv_image(
-          g_, in.h, in.w, cin_, s, [](std::size_t, std::size_t) {},
+          g_, in.h, in.w, cin_, s, oy_begin, oy_end, [](std::size_t, std::size_t) {},
           [&](std::size_t iy, float* dst, std::size_t) {
             std::memcpy(dst, x_img + iy * in.w * cin_, in.w * cin_ * sizeof(float));
           },
-          kxk_stage,
-          [&](std::size_t oy0) { return y_img + oy0 * wo * cout; },
+          kxk_stage, [&](std::size_t oy0) { return y_img + oy0 * wo * cout; },
           [](std::size_t, std::size_t, const float*) {});
     } else {
       conv_image(
-          g_, in.h, in.w, cin_, s, [](std::size_t, std::size_t) {},
+          g_, in.h, in.w, cin_, s, oy_begin, oy_end, [](std::size_t, std::size_t) {},
           [&](std::size_t iy, float* dst, std::size_t ld) {
             ks.transpose(x_img + iy * in.w, cin_, in.w, plane, dst, ld);  // NCHW row -> pixels
           },
-          kxk_stage,
-          [&](std::size_t) { return s.out; },
+          kxk_stage, [&](std::size_t) { return s.out; },
           [&](std::size_t oy0, std::size_t rows, const float* band) {
             // The band's rows are contiguous in each NCHW channel plane: one transpose per band.
             ks.transpose(band, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
           });
     }
-  }
+  });
   record_used_isa(static_cast<Isa>(ks.isa));
 }
 
@@ -283,10 +320,12 @@ void TuckerConv2dLayer::forward(const ConvInput& in, float* y) const {
   const GemmKernels& ks = active_gemm_kernels();
   const PackedWeights& core = core_.packed_for(ks);
   const std::size_t r_in = rank_in(), r_out = rank_out(), wo = g_.out_w(in.w);
-  const ConvScratch s = make_scratch(g_, in.h, in.w, r_in, in_channels(), r_out, out_channels());
-  factorized_conv(ks, g_, in, y, first_.packed_for(ks), last_.packed_for(ks), s,
-                  [&](const float* const* src, std::size_t rows, float* out) {
-                    conv_output_rows(g_, core, r_in, wo, rows, src, out, r_out, s.taps);
+  const double core_flops = 2.0 * g_.out_h(in.h) * wo * r_out * r_in * g_.kh * g_.kw;
+  factorized_conv(ks, g_, in, y, first_.packed_for(ks), last_.packed_for(ks), core_flops, 0,
+                  [&](const ConvScratch&) {
+                    return [&](const float* const* src, std::size_t rows, float* out) {
+                      conv_output_rows(g_, core, r_in, wo, rows, src, out, r_out);
+                    };
                   });
   record_used_isa(static_cast<Isa>(ks.isa));
 }
@@ -329,20 +368,25 @@ void CPConv2dLayer::forward(const ConvInput& in, float* y) const {
   const std::size_t wo = g_.out_w(in.w), wp = in.w + 2 * g_.pw;
   const std::size_t row_floats = (wp * rank + 15) / 16 * 16;
   const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
-  const ConvScratch s = make_scratch(g_, in.h, in.w, rank, in_channels(), rank, out_channels(),
-                                     row_floats + g_.kw * pointer_floats);
-  float* vertical_out = s.extra;  // one vertically filtered, still padded, row: wp x rank
-  const float** horizontal_src = reinterpret_cast<const float**>(s.extra + row_floats);
-  for (std::size_t kx = 0; kx < g_.kw; ++kx) horizontal_src[kx] = vertical_out + kx * g_.dw * rank;
-  factorized_conv(ks, g_, in, y, first_.packed_for(ks), last_.packed_for(ks), s,
-                  [&](const float* const* src, std::size_t rows, float* out) {
-                    for (std::size_t r = 0; r < rows; ++r) {
-                      ks.depthwise(wp, rank, g_.kh, src + r * g_.kh, rank, vertical_taps_.data(),
-                                   vertical_out, rank);
-                      ks.depthwise(wo, rank, g_.kw, horizontal_src, g_.sw * rank,
-                                   horizontal_taps_.data(), out + r * wo * rank, rank);
-                    }
-                  });
+  const double depthwise_flops = 2.0 * g_.out_h(in.h) * (wp * g_.kh + wo * g_.kw) * rank;
+  factorized_conv(
+      ks, g_, in, y, first_.packed_for(ks), last_.packed_for(ks), depthwise_flops,
+      row_floats + g_.kw * pointer_floats, [&](const ConvScratch& s) {
+        float* vertical_out = s.extra;  // one vertically filtered, still padded, row: wp x rank
+        const float** horizontal_src = reinterpret_cast<const float**>(s.extra + row_floats);
+        for (std::size_t kx = 0; kx < g_.kw; ++kx) {
+          horizontal_src[kx] = vertical_out + kx * g_.dw * rank;
+        }
+        return [&, vertical_out, horizontal_src](const float* const* src, std::size_t rows,
+                                                 float* out) {
+          for (std::size_t r = 0; r < rows; ++r) {
+            ks.depthwise(wp, rank, g_.kh, src + r * g_.kh, rank, vertical_taps_.data(),
+                         vertical_out, rank);
+            ks.depthwise(wo, rank, g_.kw, horizontal_src, g_.sw * rank, horizontal_taps_.data(),
+                         out + r * wo * rank, rank);
+          }
+        };
+      });
   record_used_isa(static_cast<Isa>(ks.isa));
 }
 

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <stdexcept>
+#include <utility>
 
+#include "lrkernels/threadpool.h"
 
 namespace lrk {
 namespace {
@@ -52,40 +54,27 @@ void set_blocking_override(const Blocking& b) {
   g_override_mb.store(b.mb);
 }
 
-void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w, float* c,
-          std::size_t ldc) {
-  if (m == 0) return;
-  const GemmKernels& ks = w.kernels();
-  if (a == nullptr || c == nullptr) throw std::invalid_argument("gemm: null input or output");
+namespace {
+
+// Rows [m_begin, m_end) x panels [p_begin, p_end) of C, Goto-style: the kc x nr panel stays in L1
+// while the row tiles of an M block pass over it. Every output element sees the same sequence of
+// micro-kernel calls whichever tile range it falls in, so splitting over ranges changes no bit.
+void gemm_tiles(const GemmKernels& ks, const Blocking& blk, std::size_t m_begin, std::size_t m_end,
+                std::size_t p_begin, std::size_t p_end, const float* a, std::size_t lda,
+                const PackedWeights& w, float* c, std::size_t ldc) {
   const std::size_t n = w.n(), k = w.k(), nr = ks.nr, mr = ks.mr;
-
-  if (m <= mr) {
-    // One row tile (batch 1 is the GEMV case): no weight reuse to gain from blocking, so every packed
-    // panel is streamed exactly once over the full K and C is written once.
-    const GemmUkernelFn kernel = ks.ukernel[m];
-    for (std::size_t p = 0; p < w.num_panels(); ++p) {
-      const std::size_t col0 = p * nr;
-      kernel(std::min(nr, n - col0), k, 1, &a, lda, w.panel_weights(p), w.panel_bias(p), c + col0,
-             ldc);
-    }
-    return;
-  }
-
-  const Blocking blk = resolve_blocking(ks, 0);
-  // Goto-style loop nest. Output tiles (nc block x mc block) are independent, which is where a
-  // thread pool will later split the work; K is never split across threads.
-  for (std::size_t nc0 = 0; nc0 < n; nc0 += blk.nc) {
-    const std::size_t nc_end = std::min(n, nc0 + blk.nc);
+  const std::size_t panels_per_nc = std::max<std::size_t>(1, blk.nc / nr);
+  for (std::size_t pc0 = p_begin; pc0 < p_end; pc0 += panels_per_nc) {
+    const std::size_t pc_end = std::min(p_end, pc0 + panels_per_nc);
     for (std::size_t kc0 = 0; kc0 < k; kc0 += blk.kc) {
       const std::size_t kc = std::min(blk.kc, k - kc0);
-      for (std::size_t mc0 = 0; mc0 < m; mc0 += blk.mc) {
-        const std::size_t mc_end = std::min(m, mc0 + blk.mc);
-        for (std::size_t col0 = nc0; col0 < nc_end; col0 += nr) {
-          const std::size_t p = col0 / nr;
+      for (std::size_t mc0 = m_begin; mc0 < m_end; mc0 += blk.mc) {
+        const std::size_t mc_end = std::min(m_end, mc0 + blk.mc);
+        for (std::size_t p = pc0; p < pc_end; ++p) {
+          const std::size_t col0 = p * nr;
           const std::size_t cols = std::min(nr, n - col0);
           const float* panel = w.panel_weights(p) + kc0 * nr;
           const float* init = kc0 == 0 ? w.panel_bias(p) : nullptr;  // later K blocks accumulate
-          // The kc x nr panel stays in L1 while the row tiles of this M block pass over it.
           for (std::size_t m0 = mc0; m0 < mc_end; m0 += mr) {
             const std::size_t rows = std::min(mr, mc_end - m0);
             const float* a_tile = a + m0 * lda + kc0;
@@ -95,6 +84,57 @@ void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w
       }
     }
   }
+}
+
+// [begin, end) of part `i` of `parts` near-equal parts of `count` items.
+std::pair<std::size_t, std::size_t> split_range(std::size_t count, std::size_t parts, std::size_t i) {
+  return {count * i / parts, count * (i + 1) / parts};
+}
+
+}  // namespace
+
+std::size_t threads_for_flops(double flops) {
+  // Below ~0.5 MFLOP a thread's share would take less than the few microseconds a hand-off costs.
+  const double per_thread = 5e5;
+  const std::size_t useful = static_cast<std::size_t>(std::max(1.0, flops / per_thread));
+  return std::min(num_threads(), useful);
+}
+
+void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w, float* c,
+          std::size_t ldc) {
+  if (m == 0) return;
+  const GemmKernels& ks = w.kernels();
+  if (a == nullptr || c == nullptr) throw std::invalid_argument("gemm: null input or output");
+  const std::size_t n = w.n(), k = w.k(), nr = ks.nr, mr = ks.mr, panels = w.num_panels();
+  const std::size_t threads = threads_for_flops(2.0 * m * n * k);
+
+  if (m <= mr) {
+    // One row tile (batch 1 is the GEMV case): no weight reuse to gain from blocking, so every packed
+    // panel is streamed exactly once over the full K and C is written once. Threads split panels.
+    const GemmUkernelFn kernel = ks.ukernel[m];
+    const std::size_t parts = std::min(threads, panels);
+    parallel_for(parts, parts, [&](std::size_t part) {
+      const auto range = split_range(panels, parts, part);
+      for (std::size_t p = range.first; p < range.second; ++p) {
+        const std::size_t col0 = p * nr;
+        kernel(std::min(nr, n - col0), k, 1, &a, lda, w.panel_weights(p), w.panel_bias(p),
+               c + col0, ldc);
+      }
+    });
+    return;
+  }
+
+  const Blocking blk = resolve_blocking(ks, 0);
+  // Threads split the output into row-tile ranges x panel ranges; K is never split.
+  const std::size_t row_tiles = (m + mr - 1) / mr;
+  const std::size_t col_parts = std::min(panels, threads);
+  const std::size_t row_parts = std::min(row_tiles, (threads + col_parts - 1) / col_parts);
+  parallel_for(row_parts * col_parts, threads, [&](std::size_t task) {
+    const auto rows = split_range(row_tiles, row_parts, task / col_parts);
+    const auto cols = split_range(panels, col_parts, task % col_parts);
+    gemm_tiles(ks, blk, rows.first * mr, std::min(m, rows.second * mr), cols.first, cols.second, a,
+               lda, w, c, ldc);
+  });
 }
 
 void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWeights& v,

@@ -15,6 +15,8 @@ Kernel selection
 ----------------
 available_isas()  ISAs this build has and this CPU supports ('scalar', 'neon', 'avx2', 'avx512')
 get_isa(), set_isa(name)  the ISA layer calls use; LRKERNELS_ISA=name sets it at import
+set_num_threads(n), get_num_threads()  threads per layer call (default: the CPUs this process
+                  may use; LRKERNELS_NUM_THREADS=n at import); results do not depend on it
 info()            build and CPU facts
 
 ``lrkernels.reference`` holds the numpy implementation of every kernel (the test oracle).
@@ -43,8 +45,10 @@ from ._core import (
     __version__,
     available_isas,
     get_isa,
+    get_num_threads,
     last_used_isa,
     set_isa,
+    set_num_threads,
 )
 from . import _core
 
@@ -61,6 +65,8 @@ __all__ = [
     "available_isas",
     "get_isa",
     "set_isa",
+    "set_num_threads",
+    "get_num_threads",
     "last_used_isa",
     "info",
     "reference",
@@ -85,6 +91,8 @@ def info() -> dict:
         "isas_available": available_isas(),
         "isa": get_isa(),
         "kernels": _core.kernel_names(),
+        "num_threads": get_num_threads(),
+        "default_num_threads": _core.default_num_threads(),
     }
 
 
@@ -98,3 +106,19 @@ def _apply_isa_from_environment() -> None:
 
 
 _apply_isa_from_environment()
+
+
+def _apply_threads_from_environment() -> None:
+    value = _os.environ.get("LRKERNELS_NUM_THREADS", "").strip()
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            raise ValueError(f"LRKERNELS_NUM_THREADS={value!r} is not an integer") from None
+        try:
+            set_num_threads(n)
+        except ValueError as exc:
+            raise ValueError(f"LRKERNELS_NUM_THREADS={value!r}: {exc}") from None
+
+
+_apply_threads_from_environment()

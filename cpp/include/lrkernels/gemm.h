@@ -48,7 +48,11 @@ const GemmKernels& kernels_for_width(const GemmKernels& ks, std::size_t n);
 // For tests: shrink the blocks so that small shapes cross every block edge. All zero restores defaults.
 void set_blocking_override(const Blocking& b);
 
-// C (m x n) = A (m x k, row stride lda) * W^T + bias, on the kernels W was packed for.
+// Threads worth using for a call of this many flops (at most num_threads()).
+std::size_t threads_for_flops(double flops);
+
+// C (m x n) = A (m x k, row stride lda) * W^T + bias, on the kernels W was packed for; split over
+// output tiles on up to threads_for_flops() threads.
 void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w, float* c,
           std::size_t ldc);
 

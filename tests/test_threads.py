@@ -1,0 +1,149 @@
+"""Threads: set/get_num_threads, LRKERNELS_NUM_THREADS, and results bitwise identical for any count.
+
+Work is split over output tiles only (never over a reduction), so every thread count must give
+exactly the same bits on the same ISA. Shapes are large enough to pass the per-thread work
+threshold, so the split really happens.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import lrkernels
+
+THREAD_COUNTS = (1, 2, 3, 4, 7)
+
+
+@pytest.fixture
+def restore_threads():
+    before = lrkernels.get_num_threads()
+    yield
+    lrkernels.set_num_threads(before)
+
+
+def _same_for_every_thread_count(make_output, case):
+    outputs = []
+    for n in THREAD_COUNTS:
+        lrkernels.set_num_threads(n)
+        outputs.append(make_output())
+    for n, out in zip(THREAD_COUNTS[1:], outputs[1:]):
+        assert out.dtype == np.float32 and out.shape == outputs[0].shape, case
+        assert np.array_equal(out, outputs[0]), (
+            f"{case}: {n} threads differ from 1 thread (max |diff| "
+            f"{float(np.max(np.abs(out - outputs[0]))):.3g})"
+        )
+
+
+def test_num_threads_api(restore_threads):
+    assert lrkernels.get_num_threads() >= 1
+    assert lrkernels.info()["default_num_threads"] >= 1
+    lrkernels.set_num_threads(3)
+    assert lrkernels.get_num_threads() == 3
+    assert lrkernels.info()["num_threads"] == 3
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match="n >= 1"):
+            lrkernels.set_num_threads(bad)
+    for bad in (1.5, "2", True, None):
+        with pytest.raises(TypeError):
+            lrkernels.set_num_threads(bad)
+    assert lrkernels.get_num_threads() == 3
+
+
+@pytest.mark.parametrize("batch", [1, 5, 8, 64, 200])
+def test_linear_layers_bitwise_identical(isa, rng, restore_threads, batch):
+    out_f, in_f, rank = 700, 900, 72
+    U = rng.standard_normal((out_f, rank)).astype(np.float32)
+    V = rng.standard_normal((rank, in_f)).astype(np.float32)
+    b = rng.standard_normal(out_f).astype(np.float32)
+    x = rng.standard_normal((batch, in_f)).astype(np.float32)
+    lowrank = lrkernels.LowRankLinear(U, V, b)
+    dense = lrkernels.Linear(U @ V, b)
+    _same_for_every_thread_count(lambda: lowrank(x), f"LowRankLinear {isa} batch {batch}")
+    assert lrkernels.last_used_isa() == isa
+    _same_for_every_thread_count(lambda: dense(x), f"Linear {isa} batch {batch}")
+    assert lrkernels.last_used_isa() == isa
+
+
+CONV_CASES = [
+    # (N, Cin, Cout, H, W, k, stride, padding, dilation, rank)
+    (1, 32, 48, 30, 29, 3, 1, 1, 1, 16),
+    (2, 24, 40, 17, 23, 5, 2, 2, 1, 9),
+    (1, 64, 64, 7, 7, 3, 1, 1, 1, 33),
+    (3, 16, 20, 12, 40, 3, 1, 2, 2, 8),
+]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_conv_layers_bitwise_identical(isa, rng, restore_threads, layout, case):
+    n, cin, cout, h, w, k, s, p, d, r = case
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    geom = dict(stride=s, padding=p, dilation=d, layout=layout)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    layers = {
+        "Conv2d": lrkernels.Conv2d(rng.standard_normal((cout, cin, k, k)), bias, **geom),
+        "TuckerConv2d": lrkernels.TuckerConv2d(
+            rng.standard_normal((r, cin)), rng.standard_normal((r + 1, r, k, k)),
+            rng.standard_normal((cout, r + 1)), bias, **geom),
+        "CPConv2d": lrkernels.CPConv2d(
+            rng.standard_normal((r, cin)), rng.standard_normal((r, k)), rng.standard_normal((r, k)),
+            rng.standard_normal((cout, r)), bias, **geom),
+    }
+    for name, layer in layers.items():
+        _same_for_every_thread_count(lambda: layer(x), f"{name} {isa} {layout} {case}")
+        assert lrkernels.last_used_isa() == isa
+
+
+def test_concurrent_callers_with_a_busy_pool(rng, restore_threads):
+    """Python threads sharing the pool: one gets it, the others run inline; all results exact."""
+    lrkernels.set_num_threads(2)
+    layer = lrkernels.TuckerConv2d(rng.standard_normal((16, 32)), rng.standard_normal((16, 16, 3, 3)),
+                                   rng.standard_normal((32, 16)), padding=1, layout="NHWC")
+    inputs = [rng.standard_normal((1, 28, 28, 32)).astype(np.float32) for _ in range(6)]
+    expected = [layer(x) for x in inputs]
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(5):
+                if not np.array_equal(layer(inputs[i]), expected[i]):
+                    errors.append(f"thread {i}: result changed")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(f"thread {i}: {exc!r}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+no_subprocess = pytest.mark.skipif(
+    bool(os.environ.get("LRKERNELS_NO_SUBPROCESS")),
+    reason="LRKERNELS_NO_SUBPROCESS is set (e.g. under qemu user emulation)",
+)
+
+
+@no_subprocess
+@pytest.mark.parametrize("value, expect", [("3", "3"), ("0", "ValueError"), ("two", "ValueError")])
+def test_environment_variable(value, expect):
+    code = (
+        "import lrkernels\n"
+        "print(lrkernels.get_num_threads())\n"
+    )
+    env = dict(os.environ, LRKERNELS_NUM_THREADS=value)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if expect == "ValueError":
+        assert proc.returncode != 0 and "LRKERNELS_NUM_THREADS" in proc.stderr, proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == expect
