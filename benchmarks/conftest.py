@@ -14,6 +14,15 @@ import pytest  # noqa: E402
 import lrkernels  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption("--lrk-threads", type=int, default=1,
+                     help="threads per lrkernels layer call (default 1, like numpy here)")
+
+
+def pytest_configure(config):
+    lrkernels.set_num_threads(config.getoption("--lrk-threads"))
+
+
 def _numpy_blas() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -36,6 +45,7 @@ def pytest_report_header(config):
     peak_text = f"{peak:.1f} GFLOP/s" if peak else "n/a"
     return [
         f"lrkernels {info['version']} isa={isa} kernels={info['kernels'].get(isa)} "
+        f"threads={lrkernels.get_num_threads()} "
         f"cpu={info['cpu']!r} compiler={info['compiler']}",
         f"single-core f32 FMA peak ({isa}): {peak_text}; numpy {np.__version__}",
         _numpy_blas(),

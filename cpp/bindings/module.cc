@@ -16,6 +16,7 @@
 #include "lrkernels/dispatch.h"
 #include "lrkernels/gemm.h"
 #include "lrkernels/layers.h"
+#include "lrkernels/probes.h"
 #include "lrkernels/threadpool.h"
 
 namespace py = pybind11;
@@ -699,6 +700,14 @@ layout : "NCHW" or "NHWC"
   m.def("get_num_threads", &lrk::num_threads, "Threads a layer call may use.");
   m.def("default_num_threads", &lrk::default_num_threads,
         "The CPUs this process may run on (sched affinity): the default thread count.");
+  m.def(
+      "measure_read_bandwidth",
+      [](std::size_t bytes, double seconds, std::size_t threads) {
+        py::gil_scoped_release nogil;
+        return lrk::measure_read_bandwidth(bytes, seconds, threads);
+      },
+      py::arg("bytes") = std::size_t(256) << 20, py::arg("seconds") = 0.3, py::arg("threads") = 1,
+      "Streaming-read bandwidth in GB/s (best of repeated passes over a `bytes` buffer).");
   m.def("cpu_name", &lrk::cpu_description);
   m.def("compiler", &compiler_string);
   m.attr("build_flags") = LRK_BUILD_FLAGS;

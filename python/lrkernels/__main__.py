@@ -1,8 +1,9 @@
-"""Command line: ``python -m lrkernels demo`` (or ``lrkernels demo``) and ``python -m lrkernels info``.
+"""Command line: ``python -m lrkernels demo|bench|info`` (or ``lrkernels demo|bench|info``).
 
 The demo builds factorized layers of common shapes on random weights, checks them against the
-numpy reference and prints their speed against numpy's two matmuls and the dense layer, on one
-thread (lrkernels is single-threaded for now, so numpy's BLAS is limited to one thread too).
+numpy reference and prints their speed against numpy's two matmuls and the dense layer, with the
+same number of threads for both (one by default). ``bench`` compares factorized and dense layers
+on this machine against its measured peak.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def demo(args) -> int:
     isa = lrkernels.get_isa()
     print(f"lrkernels {info['version']} on {info['cpu']} ({info['machine']})")
     print(f"ISAs available: {', '.join(info['isas_available'])}; using {isa} "
-          f"({info['kernels'][isa]}); numpy threads: {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}")
+          f"({info['kernels'][isa]}); threads: lrkernels {lrkernels.get_num_threads()}, "
+          f"numpy {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}")
     peak = lrkernels._core.measure_peak_gflops(isa, 0.2)
     if peak:
         print(f"measured single-core f32 FMA peak ({isa}): {peak:.0f} GFLOP/s")
@@ -92,10 +94,28 @@ def main(argv=None) -> int:
     p_demo = sub.add_parser("demo", help="check and time example layers on this machine")
     p_demo.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     p_demo.add_argument("--isa", help="run on this ISA (default: the best available)")
-    p_demo.add_argument("--numpy-threads", type=int, default=1,
-                        help="threads numpy's BLAS may use (default 1, like lrkernels)")
+    p_demo.add_argument("--threads", type=int, default=1,
+                        help="threads for lrkernels and numpy's BLAS alike (default 1)")
     sub.add_parser("info", help="print build and CPU facts as JSON")
+    p_bench = sub.add_parser("bench", help="factorized vs dense layers on this machine (< 1 minute)")
+    p_bench.add_argument("--threads", type=int, help="threads per layer call (default: all CPUs)")
+    p_bench.add_argument("--isa", help="run on this ISA (default: the best available)")
+    p_bench.add_argument("--quick", action="store_true", help="fewer layers and shorter timings")
+    p_bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p_bench.add_argument("--plot", metavar="FILE",
+                         help="draw speed-up against rank (needs matplotlib: lrkernels[plot])")
+    p_bench.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     args = parser.parse_args(argv)
+
+    if args.command == "bench":
+        import lrkernels
+        from lrkernels import bench
+
+        if args.isa:
+            lrkernels.set_isa(args.isa)
+        if args.threads:
+            lrkernels.set_num_threads(args.threads)
+        return bench.main(args)
 
     if args.command == "info":
         import lrkernels
@@ -104,15 +124,16 @@ def main(argv=None) -> int:
         return 0
 
     # numpy's BLAS reads its thread count once, at load: restart with the limit in the environment.
-    want = str(args.numpy_threads)
+    want = str(args.threads)
     if os.environ.get("OPENBLAS_NUM_THREADS") != want and "LRKERNELS_DEMO_REEXEC" not in os.environ:
         env = dict(os.environ, LRKERNELS_DEMO_REEXEC="1", **{v: want for v in _THREAD_VARS})
         cmd = [sys.executable, "-m", "lrkernels"] + (sys.argv[1:] if argv is None else list(argv))
         sys.stdout.flush()
         os.execve(sys.executable, cmd, env)
-    if args.isa:
-        import lrkernels
+    import lrkernels
 
+    lrkernels.set_num_threads(args.threads)
+    if args.isa:
         lrkernels.set_isa(args.isa)
     return demo(args)
 

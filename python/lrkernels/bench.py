@@ -1,0 +1,261 @@
+"""``lrkernels bench``: factorized against dense layers on this machine, in under a minute.
+
+Runs a standard set of linear and convolution layers from edge models (the shapes of
+benchmarks/), each factorized layer next to its dense counterpart, and prints time, GFLOP/s (GB/s
+of weights for batch-1 linear layers, which are bandwidth-bound), the speed-up of factorization and
+the fraction of this machine's peak, measured on the spot: the FMA throughput of the active ISA and
+the streaming-read bandwidth, both from small loops in the C++ core.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import _core
+from ._core import Conv2d, Linear, LowRankLinear, TuckerConv2d, get_isa, get_num_threads
+
+# (out_features, in_features, rank, name): as in benchmarks/test_bench_linear.py
+LINEAR_SHAPES = [
+    (1000, 1280, 128, "classifier head"),
+    (1536, 384, 64, "transformer FFN"),
+    (2048, 512, 128, "LSTM gates"),
+    (4096, 4096, 256, "square 4096"),
+]
+# (channels, size, kernel, stride, name): ResNet-style, rank a quarter of the channels
+CONV_SHAPES = [
+    (64, 56, 3, 1, "resnet 64ch 56x56"),
+    (128, 28, 3, 1, "resnet 128ch 28x28"),
+    (256, 14, 3, 1, "resnet 256ch 14x14"),
+    (512, 7, 3, 1, "resnet 512ch 7x7"),
+    (128, 56, 3, 2, "downsample 128ch s2"),
+    (64, 28, 5, 1, "5x5 64ch 28x28"),
+]
+
+
+@dataclass
+class Result:
+    layer: str
+    kind: str  # "factorized" or "dense"
+    shape: str
+    batch: int
+    rank: str
+    seconds: float
+    flops: float
+    weight_bytes: int
+    gflops: float = 0.0
+    gbytes_per_s: float = 0.0
+    fraction_of_peak: float = 0.0
+    peak_basis: str = ""
+    speedup_vs_dense: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _median_seconds(fn, budget: float) -> float:
+    fn()  # warm-up: packing for this ISA, scratch growth, page faults
+    number = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt > budget / 20 or number >= 1 << 16:
+            break
+        number *= 2
+    times = [dt / number]
+    deadline = time.perf_counter() + budget
+    while time.perf_counter() < deadline and len(times) < 50:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number)
+    return float(np.median(times))
+
+
+def _progress(i: int, total: int, label: str, stream) -> None:
+    if stream is not None:
+        stream.write(f"\r[{i:2d}/{total}] {label:<60.60s}")
+        stream.flush()
+
+
+def machine_peaks(quick: bool, threads: int, bandwidth_bytes: int = 256 << 20) -> dict:
+    isa = get_isa()
+    seconds = 0.1 if quick else 0.3
+    fma = _core.measure_peak_gflops(isa, seconds)
+    bandwidth = _core.measure_read_bandwidth(bandwidth_bytes, seconds, threads)
+    return {
+        "isa": isa,
+        "threads": threads,
+        "fma_peak_gflops_per_core": fma,
+        "fma_peak_gflops": fma * threads if fma else None,
+        "read_bandwidth_gbs": bandwidth,
+    }
+
+
+def _cases(quick: bool):
+    rng = np.random.default_rng(0)
+    batches = [1, 8] if quick else [1, 8, 64]
+    for out_f, in_f, rank, name in LINEAR_SHAPES:
+        if quick and out_f == 4096:
+            continue
+        U = (rng.standard_normal((out_f, rank)) / np.sqrt(rank)).astype(np.float32)
+        V = (rng.standard_normal((rank, in_f)) / np.sqrt(in_f)).astype(np.float32)
+        lowrank, dense = LowRankLinear(U, V), Linear(U @ V)
+        for batch in batches:
+            x = rng.standard_normal((batch, in_f)).astype(np.float32)
+            shape = f"{out_f}x{in_f}"
+            yield (name, "factorized", shape, batch, str(rank), lambda l=lowrank, x=x: l(x),
+                   2.0 * batch * rank * (in_f + out_f), 4 * rank * (in_f + out_f))
+            yield (name, "dense", shape, batch, "-", lambda l=dense, x=x: l(x),
+                   2.0 * batch * out_f * in_f, 4 * out_f * in_f)
+    for channels, size, k, stride, name in CONV_SHAPES:
+        if quick and channels == 512:
+            continue
+        r = channels // 4
+        pad = k // 2
+        first = rng.standard_normal((r, channels)).astype(np.float32)
+        core = rng.standard_normal((r, r, k, k)).astype(np.float32)
+        last = rng.standard_normal((channels, r)).astype(np.float32)
+        tucker = TuckerConv2d(first, core, last, stride=stride, padding=pad, layout="NHWC")
+        dense = Conv2d(np.einsum("or,rsyx,sc->ocyx", last, core, first), stride=stride, padding=pad,
+                       layout="NHWC")
+        x = rng.standard_normal((1, size, size, channels)).astype(np.float32)
+        out = (size + 2 * pad - k) // stride + 1
+        shape = f"{channels}ch {size}x{size} {k}x{k}" + (f" s{stride}" if stride > 1 else "")
+        t_flops = 2.0 * (size * size * channels * r + out * out * r * r * k * k + out * out * r * channels)
+        yield (name, "factorized", shape, 1, f"({r}, {r})", lambda l=tucker, x=x: l(x), t_flops,
+               4 * (r * channels * 2 + r * r * k * k))
+        yield (name, "dense", shape, 1, "-", lambda l=dense, x=x: l(x),
+               2.0 * out * out * channels * channels * k * k, 4 * channels * channels * k * k)
+
+
+def run(quick: bool = False, progress=sys.stderr,
+        bandwidth_bytes: int = 256 << 20) -> tuple[dict, list[Result]]:
+    threads = get_num_threads()
+    peaks = machine_peaks(quick, threads, bandwidth_bytes)
+    budget = 0.1 if quick else 0.25
+    cases = list(_cases(quick))
+    results: list[Result] = []
+    bandwidth: dict[int, float] = {}
+    for i, (name, kind, shape, batch, rank, fn, flops, weight_bytes) in enumerate(cases, 1):
+        _progress(i, len(cases), f"{name} {shape} batch {batch} {kind}", progress)
+        seconds = _median_seconds(fn, budget)
+        res = Result(name, kind, shape, batch, rank, seconds, flops, weight_bytes)
+        res.gflops = flops / seconds / 1e9
+        res.gbytes_per_s = weight_bytes / seconds / 1e9
+        if batch == 1 and "ch" not in shape:  # batch-1 linear: bandwidth-bound
+            # Against the read bandwidth of a buffer as large as the weights, read over and over
+            # like the benchmark loop does: the same cache level serves both.
+            if weight_bytes not in bandwidth:
+                bandwidth[weight_bytes] = _core.measure_read_bandwidth(
+                    weight_bytes, 0.05 if quick else 0.1, threads)
+            res.peak_basis = "read bandwidth"
+            res.extra["read_bandwidth_gbs"] = bandwidth[weight_bytes]
+            res.fraction_of_peak = res.gbytes_per_s / bandwidth[weight_bytes]
+        elif peaks["fma_peak_gflops"]:
+            res.peak_basis = "FMA peak"
+            res.fraction_of_peak = res.gflops / peaks["fma_peak_gflops"]
+        results.append(res)
+    if progress is not None:
+        progress.write("\r" + " " * 70 + "\r")
+    for fact, dense in zip(results[0::2], results[1::2]):
+        fact.speedup_vs_dense = dense.seconds / fact.seconds
+    return peaks, results
+
+
+def format_table(peaks: dict, results: list[Result]) -> str:
+    fma = peaks["fma_peak_gflops"]
+    lines = [
+        f"lrkernels bench: isa={peaks['isa']} threads={peaks['threads']} "
+        f"FMA peak={fma:.0f} GFLOP/s" if fma else f"lrkernels bench: isa={peaks['isa']}",
+        f"streaming-read bandwidth (large buffer, {peaks['threads']} thread(s)): "
+        f"{peaks['read_bandwidth_gbs']:.1f} GB/s",
+        "",
+        f"{'layer':22s} {'shape':24s} {'batch':>5s} {'kind':10s} {'rank':>10s} {'time us':>9s} "
+        f"{'GFLOP/s':>8s} {'GB/s':>7s} {'% peak':>7s} {'speed-up':>9s}",
+    ]
+    lines.append("-" * len(lines[-1]))
+    for r in results:
+        speed = f"{r.speedup_vs_dense:8.2f}x" if r.kind == "factorized" else ""
+        bound_by_bandwidth = r.peak_basis == "read bandwidth"
+        pct = f"{100 * r.fraction_of_peak:6.1f}%" + ("b" if bound_by_bandwidth else " ")
+        gbs = f"{r.gbytes_per_s:7.1f}" if bound_by_bandwidth else f"{'-':>7s}"
+        lines.append(
+            f"{r.layer:22s} {r.shape:24s} {r.batch:5d} {r.kind:10s} {r.rank:>10s} "
+            f"{r.seconds * 1e6:9.1f} {r.gflops:8.1f} {gbs} {pct} {speed}")
+    lines.append("")
+    lines.append("% peak: of the FMA peak, or (b) for batch-1 linear layers, which are bound by "
+                 "memory, of the read bandwidth\nmeasured on a buffer as large as the layer's "
+                 "weights. GB/s: weight bytes read per second. speed-up: dense time / factorized "
+                 "time.")
+    return "\n".join(lines)
+
+
+def rank_sweep(quick: bool = False) -> dict:
+    """Speed-up of LowRankLinear over Linear (1000x1280, batch 8) and of TuckerConv2d over Conv2d
+    (128ch 28x28 3x3) against rank: where factorization starts to pay on this machine."""
+    rng = np.random.default_rng(1)
+    budget = 0.1 if quick else 0.25
+    out_f, in_f, batch = 1000, 1280, 8
+    x = rng.standard_normal((batch, in_f)).astype(np.float32)
+    dense_lin = Linear(rng.standard_normal((out_f, in_f)).astype(np.float32))
+    t_dense = _median_seconds(lambda: dense_lin(x), budget)
+    ranks = [8, 32, 128, 256, 512, 768] if quick else [8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 1000]
+    linear = []
+    for r in ranks:
+        layer = LowRankLinear(rng.standard_normal((out_f, r)), rng.standard_normal((r, in_f)))
+        linear.append((r, t_dense / _median_seconds(lambda: layer(x), budget)))
+    c, size = 128, 28
+    xc = rng.standard_normal((1, size, size, c)).astype(np.float32)
+    dense_conv = Conv2d(rng.standard_normal((c, c, 3, 3)), padding=1, layout="NHWC")
+    t_dense_conv = _median_seconds(lambda: dense_conv(xc), budget)
+    conv = []
+    for r in ([8, 32, 64, 96, 128] if quick else [8, 16, 32, 48, 64, 80, 96, 112, 128]):
+        layer = TuckerConv2d(rng.standard_normal((r, c)), rng.standard_normal((r, r, 3, 3)),
+                             rng.standard_normal((c, r)), padding=1, layout="NHWC")
+        conv.append((r, t_dense_conv / _median_seconds(lambda: layer(xc), budget)))
+    return {"linear 1000x1280 batch 8": linear, "tucker 128ch 28x28 3x3": conv}
+
+
+def plot_sweep(sweep: dict, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'lrkernels[plot]'") from None
+    fig, axes = plt.subplots(1, len(sweep), figsize=(5 * len(sweep), 4))
+    for ax, (title, points) in zip(np.atleast_1d(axes), sweep.items()):
+        ranks, speedups = zip(*points)
+        ax.plot(ranks, speedups, marker="o")
+        ax.axhline(1.0, color="grey", linestyle="--", label="dense")
+        ax.set_title(title)
+        ax.set_xlabel("rank (R_in = R_out for Tucker)")
+        ax.set_ylabel("speed-up over dense")
+        ax.legend()
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"lrkernels on {_core.cpu_name()} ({get_isa()}, {get_num_threads()} thread(s))")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(args) -> int:
+    peaks, results = run(quick=args.quick, progress=None if args.no_progress else sys.stderr)
+    print(format_table(peaks, results))
+    sweep = None
+    if args.plot or args.json:
+        sweep = rank_sweep(args.quick)
+    if args.plot:
+        plot_sweep(sweep, args.plot)
+        print(f"\nspeed-up against rank written to {args.plot}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": peaks, "cpu": _core.cpu_name(),
+                       "results": [asdict(r) for r in results], "rank_sweep": sweep}, f, indent=2)
+        print(f"results written to {args.json}")
+    return 0

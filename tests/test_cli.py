@@ -1,0 +1,72 @@
+"""The command line: ``python -m lrkernels info|bench|demo`` (bench on tiny layers, to stay fast)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import lrkernels
+from lrkernels import __main__ as cli
+from lrkernels import bench
+
+
+@pytest.fixture
+def tiny_bench(monkeypatch):
+    monkeypatch.setattr(bench, "LINEAR_SHAPES", [(40, 48, 8, "tiny linear")])
+    monkeypatch.setattr(bench, "CONV_SHAPES", [(16, 10, 3, 1, "tiny conv"), (16, 12, 3, 2, "tiny s2")])
+
+
+def test_info_prints_json(capsys):
+    assert cli.main(["info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["isa"] == lrkernels.get_isa()
+    assert info["isas_available"] == lrkernels.available_isas()
+
+
+def test_bench_table_and_json(tiny_bench, tmp_path, capsys):
+    peaks, results = bench.run(quick=True, progress=None, bandwidth_bytes=1 << 20)
+    # 1 linear shape x 2 batches + 2 conv shapes, each factorized + dense
+    assert len(results) == 2 * (2 + 2)
+    assert peaks["read_bandwidth_gbs"] > 0
+    for fact, dense in zip(results[0::2], results[1::2]):
+        assert (fact.kind, dense.kind) == ("factorized", "dense")
+        assert fact.layer == dense.layer and fact.batch == dense.batch
+        assert fact.seconds > 0 and dense.seconds > 0
+        assert fact.speedup_vs_dense == pytest.approx(dense.seconds / fact.seconds)
+        assert 0 < fact.fraction_of_peak and fact.peak_basis
+    assert results[0].peak_basis == "read bandwidth"  # batch-1 linear
+    table = bench.format_table(peaks, results)
+    assert "tiny linear" in table and "tiny conv" in table and "speed-up" in table
+
+
+def test_bench_cli_json(tiny_bench, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "rank_sweep", lambda quick: {"linear": [(8, 1.5), (16, 1.2)]})
+    monkeypatch.setattr(bench, "machine_peaks",
+                        lambda quick, threads, bandwidth_bytes=0: {
+                            "isa": lrkernels.get_isa(), "threads": threads,
+                            "fma_peak_gflops_per_core": None, "fma_peak_gflops": None,
+                            "read_bandwidth_gbs": 10.0})
+    out = tmp_path / "bench.json"
+    before = lrkernels.get_num_threads()
+    try:
+        assert cli.main(["bench", "--quick", "--no-progress", "--threads", "1",
+                         "--json", str(out)]) == 0
+    finally:
+        lrkernels.set_num_threads(before)
+    data = json.loads(out.read_text())
+    assert data["machine"]["threads"] == 1
+    assert len(data["results"]) == 8 and data["rank_sweep"]["linear"][0] == [8, 1.5]
+    assert "lrkernels bench" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(bool(os.environ.get("LRKERNELS_NO_SUBPROCESS")),
+                    reason="LRKERNELS_NO_SUBPROCESS is set (e.g. under qemu user emulation)")
+def test_demo_runs():
+    proc = subprocess.run([sys.executable, "-m", "lrkernels", "demo", "--batches", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "match the numpy reference" in proc.stdout
