@@ -147,3 +147,18 @@ def test_environment_variable(value, expect):
     else:
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == expect
+
+
+def test_scratch_growth_bounded_by_thread_count(rng, restore_threads):
+    """With a pool, each thread grows its own scratch at most once per size: never per call."""
+    from lrkernels import _core
+
+    lrkernels.set_num_threads(2)
+    layer = lrkernels.TuckerConv2d(rng.standard_normal((16, 48)), rng.standard_normal((16, 16, 3, 3)),
+                                   rng.standard_normal((48, 16)), padding=1, layout="NCHW")
+    x = rng.standard_normal((2, 48, 40, 40)).astype(np.float32)
+    layer(x)
+    before = _core._scratch_allocations()
+    for _ in range(30):
+        layer(x)
+    assert _core._scratch_allocations() - before <= lrkernels.get_num_threads()
