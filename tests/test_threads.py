@@ -162,3 +162,29 @@ def test_scratch_growth_bounded_by_thread_count(rng, restore_threads):
     for _ in range(30):
         layer(x)
     assert _core._scratch_allocations() - before <= lrkernels.get_num_threads()
+
+
+@no_subprocess
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forked_child_can_compute(rng, restore_threads):
+    """multiprocessing's fork after the pool started: the child gets a fresh pool, not a hang."""
+    import multiprocessing as mp
+
+    lrkernels.set_num_threads(2)
+    layer = lrkernels.Linear(rng.standard_normal((256, 512)).astype(np.float32))
+    x = rng.standard_normal((64, 512)).astype(np.float32)
+    expected = layer(x)  # starts the pool's workers in the parent
+    _FORKED["layer"], _FORKED["x"] = layer, x  # inherited by the forked child, not pickled
+    try:
+        with mp.get_context("fork").Pool(1) as pool:
+            got = pool.apply_async(_call_forked_layer).get(timeout=120)
+    finally:
+        _FORKED.clear()
+    assert np.array_equal(got, expected)
+
+
+_FORKED: dict = {}
+
+
+def _call_forked_layer():
+    return _FORKED["layer"](_FORKED["x"])

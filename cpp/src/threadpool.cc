@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #if defined(__linux__)
+#include <pthread.h>
 #include <sched.h>
 #endif
 
@@ -64,8 +65,22 @@ void work_on(Job& job) {
 class Pool {
  public:
   static Pool& get() {
-    static Pool* pool = new Pool();  // never destroyed: detached workers outlive static destructors
-    return *pool;
+    // Never destroyed: detached workers outlive static destructors.
+    static Pool* first = [] {
+      current_pool() = new Pool();
+#if defined(__linux__)
+      // A forked child (multiprocessing) has none of the parent's workers, and a mutex a worker
+      // held at the fork stays locked there: the child starts a fresh pool (the old one leaks).
+      pthread_atfork(nullptr, nullptr, [] {
+        const std::size_t threads = current_pool()->threads();
+        current_pool() = new Pool();
+        current_pool()->set_threads(threads);
+      });
+#endif
+      return current_pool();
+    }();
+    (void)first;
+    return *current_pool();
   }
 
   std::size_t threads() const { return threads_.load(std::memory_order_relaxed); }
@@ -109,6 +124,11 @@ class Pool {
 
   // Inline tasks hold no pool lock, so calls nested in them may still use the pool (a
   // one-task call, e.g. a 7x7 map that is a single band, parallelizes its inner stages).
+  static Pool*& current_pool() {
+    static Pool* pool = nullptr;
+    return pool;
+  }
+
   static void run_inline(std::size_t tasks, void (*fn)(void*, std::size_t), void* ctx) {
     for (std::size_t t = 0; t < tasks; ++t) fn(ctx, t);
   }
