@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <tuple>
@@ -135,10 +136,26 @@ LayerInput layer_input(py::handle obj, std::size_t in_features, const char* laye
   return r;
 }
 
+// Rejects an output whose element count or byte size would overflow, before anything is allocated
+// (a size that fits but exceeds memory raises MemoryError from the allocation itself).
+void check_output_size(const std::vector<py::ssize_t>& shape, const char* layer) {
+  std::size_t count = 1;
+  std::string text = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  text += ")";
+  for (py::ssize_t d : shape) {
+    if (__builtin_mul_overflow(count, static_cast<std::size_t>(d), &count) ||
+        count > static_cast<std::size_t>(PTRDIFF_MAX) / sizeof(float)) {
+      throw py::value_error(std::string(layer) + ": output of shape " + text + " is too large");
+    }
+  }
+}
+
 template <class Layer>
 py::array_t<float> run_layer(const Layer& layer, py::handle x_obj, const char* name) {
   LayerInput in = layer_input(x_obj, layer.in_features(), name);
   const std::size_t out = layer.out_features();
+  check_output_size({static_cast<py::ssize_t>(in.batch), static_cast<py::ssize_t>(out)}, name);
   py::array_t<float> y = in.one_d ? py::array_t<float>({static_cast<py::ssize_t>(out)})
                                   : py::array_t<float>({static_cast<py::ssize_t>(in.batch),
                                                         static_cast<py::ssize_t>(out)});
@@ -184,7 +201,7 @@ std::string pair_str(std::size_t a, std::size_t b) {
 
 // An int or a pair of ints, each >= minimum: stride/dilation (minimum 1) and padding (minimum 0).
 std::pair<std::size_t, std::size_t> int_pair(py::handle obj, const char* what, long minimum) {
-  auto one = [&](py::handle v) -> long {
+  auto one = [&](py::handle v) -> long long {
     if (py::isinstance<py::bool_>(v) || !py::isinstance<py::int_>(v)) {
       // numpy integers are accepted through __index__.
       if (!py::hasattr(v, "__index__") || py::isinstance<py::bool_>(v)) {
@@ -192,7 +209,12 @@ std::pair<std::size_t, std::size_t> int_pair(py::handle obj, const char* what, l
                              py::repr(obj).cast<std::string>());
       }
     }
-    const long x = py::int_(py::reinterpret_borrow<py::object>(v)).cast<long>();
+    int overflow = 0;
+    const long long x = PyLong_AsLongLongAndOverflow(py::int_(py::reinterpret_borrow<py::object>(v)).ptr(), &overflow);
+    if (overflow != 0 || x > (1LL << 24)) {
+      throw py::value_error(std::string(what) + " must be <= " + std::to_string(1LL << 24) + ", got " +
+                            py::repr(obj).cast<std::string>());
+    }
     if (x < minimum) {
       throw py::value_error(std::string(what) + " must be >= " + std::to_string(minimum) + ", got " +
                             py::repr(obj).cast<std::string>());
@@ -284,6 +306,7 @@ py::array_t<float> run_conv(const ConvLayerHandle<Layer>& h, py::handle x_obj, c
   const auto co = static_cast<py::ssize_t>(layer.out_channels());
   std::vector<py::ssize_t> shape = nchw ? std::vector<py::ssize_t>{(py::ssize_t)n, co, (py::ssize_t)ho, (py::ssize_t)wo}
                                         : std::vector<py::ssize_t>{(py::ssize_t)n, (py::ssize_t)ho, (py::ssize_t)wo, co};
+  check_output_size(shape, name);
   py::array_t<float> y(shape);
   lrk::ConvInput in;
   in.x = xc.data();

@@ -1,6 +1,7 @@
 #include "lrkernels/conv.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -15,8 +16,17 @@ namespace {
 // Tap pointers of one pixel tile live on the stack of the thread computing it.
 constexpr std::size_t kMaxTaps = 1024;
 
+// Geometry values above this are rejected, so that sizes like h + 2 * padding cannot overflow.
+constexpr std::size_t kMaxGeometry = std::size_t(1) << 24;
+
 void check_geometry(const ConvGeometry& g) {
   if (g.kh == 0 || g.kw == 0) throw std::invalid_argument("convolution kernel size must be >= 1");
+  for (std::size_t v : {g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw}) {
+    if (v > kMaxGeometry) {
+      throw std::invalid_argument("convolution kernel size, stride, padding and dilation must be <= " +
+                                  std::to_string(kMaxGeometry));
+    }
+  }
   if (g.kh * g.kw > kMaxTaps) {
     throw std::invalid_argument("convolution kernel has more than " + std::to_string(kMaxTaps) +
                                 " taps");
@@ -148,15 +158,26 @@ void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t
 ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
                          std::size_t cin, std::size_t n_mid, std::size_t cout,
                          std::size_t extra = 0) {
-  auto up = [](std::size_t f) { return (f + 15) / 16 * 16; };
+  // Sizes are checked: on 32-bit ARM a wide padded row times many channels can exceed size_t.
+  auto mul = [](std::size_t a, std::size_t b) {
+    std::size_t r;
+    if (__builtin_mul_overflow(a, b, &r)) throw std::length_error("convolution workspace too large");
+    return r;
+  };
+  auto up = [](std::size_t f) {
+    if (f > SIZE_MAX - 16) throw std::length_error("convolution workspace too large");
+    return (f + 15) / 16 * 16;
+  };
   const std::size_t wp = w + 2 * g.pw, wo = g.out_w(w), band = band_rows(g, h, w);
   const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
-  const std::size_t sizes[] = {up(ring_rows(g, band) * wp * csrc), up(wp * csrc),
-                               up(ring_rows(g, band) * w * cin),
-                               up(band * wo * n_mid), up(band * wo * cout),
-                               up(band * g.kh * pointer_floats), up(extra)};
+  const std::size_t sizes[] = {up(mul(mul(ring_rows(g, band), wp), csrc)), up(mul(wp, csrc)),
+                               up(mul(mul(ring_rows(g, band), w), cin)),
+                               up(mul(mul(band, wo), n_mid)), up(mul(mul(band, wo), cout)),
+                               up(mul(mul(band, g.kh), pointer_floats)), up(extra)};
   std::size_t total = 0;
-  for (std::size_t v : sizes) total += v;
+  for (std::size_t v : sizes) {
+    if (__builtin_add_overflow(total, v, &total)) throw std::length_error("convolution workspace too large");
+  }
   float* base = thread_scratch(total);
   ConvScratch s;
   s.ring = base;

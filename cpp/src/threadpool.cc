@@ -6,6 +6,7 @@
 #include <mutex>
 #include <thread>
 #include <cstdint>
+#include <exception>
 
 #if defined(__linux__)
 #include <pthread.h>
@@ -48,6 +49,10 @@ struct Job {
   std::atomic<std::size_t> next{0};
   std::atomic<std::size_t> done{0};
   std::atomic<std::size_t> refs{0};
+  // The first exception a task threw (e.g. std::bad_alloc growing a worker's scratch): rethrown on
+  // the calling thread, since an exception leaving a worker thread would terminate the process.
+  std::mutex error_mutex;
+  std::exception_ptr error;
 };
 
 void work_on(Job& job) {
@@ -56,7 +61,12 @@ void work_on(Job& job) {
   for (;;) {
     const std::size_t t = job.next.fetch_add(1, std::memory_order_relaxed);
     if (t >= job.tasks) break;
-    job.fn(job.ctx, t);
+    try {
+      job.fn(job.ctx, t);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(job.error_mutex);
+      if (!job.error) job.error = std::current_exception();
+    }
     job.done.fetch_add(1, std::memory_order_release);
   }
   t_in_pool_job = outer;
@@ -117,6 +127,7 @@ class Pool {
       current_ = nullptr;  // late workers find nothing to claim
     }
     while (job.refs.load(std::memory_order_acquire) != 0) cpu_relax();
+    if (job.error) std::rethrow_exception(job.error);
   }
 
  private:
