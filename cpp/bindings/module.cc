@@ -202,15 +202,16 @@ std::string pair_str(std::size_t a, std::size_t b) {
 // An int or a pair of ints, each >= minimum: stride/dilation (minimum 1) and padding (minimum 0).
 std::pair<std::size_t, std::size_t> int_pair(py::handle obj, const char* what, long minimum) {
   auto one = [&](py::handle v) -> long long {
-    if (py::isinstance<py::bool_>(v) || !py::isinstance<py::int_>(v)) {
-      // numpy integers are accepted through __index__.
-      if (!py::hasattr(v, "__index__") || py::isinstance<py::bool_>(v)) {
-        throw py::type_error(std::string(what) + " must be an int or a pair of ints, got " +
-                             py::repr(obj).cast<std::string>());
-      }
+    // operator.index semantics: ints and numpy integers, never floats (int(1.5) would truncate).
+    py::object index = py::isinstance<py::bool_>(v) ? py::object()
+                                                    : py::reinterpret_steal<py::object>(PyNumber_Index(v.ptr()));
+    if (!index) {
+      PyErr_Clear();
+      throw py::type_error(std::string(what) + " must be an int or a pair of ints, got " +
+                           py::repr(obj).cast<std::string>());
     }
     int overflow = 0;
-    const long long x = PyLong_AsLongLongAndOverflow(py::int_(py::reinterpret_borrow<py::object>(v)).ptr(), &overflow);
+    const long long x = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
     if (overflow != 0 || x > (1LL << 24)) {
       throw py::value_error(std::string(what) + " must be <= " + std::to_string(1LL << 24) + ", got " +
                             py::repr(obj).cast<std::string>());
@@ -712,10 +713,16 @@ layout : "NCHW" or "NHWC"
   m.def(
       "set_num_threads",
       [](py::handle n_obj) {
-        if (py::isinstance<py::bool_>(n_obj) || !py::hasattr(n_obj, "__index__")) {
+        py::object index = py::isinstance<py::bool_>(n_obj)
+                               ? py::object()
+                               : py::reinterpret_steal<py::object>(PyNumber_Index(n_obj.ptr()));
+        if (!index) {
+          PyErr_Clear();
           throw py::type_error("set_num_threads expects an int, got " + py::repr(n_obj).cast<std::string>());
         }
-        const long n = py::int_(py::reinterpret_borrow<py::object>(n_obj)).cast<long>();
+        int overflow = 0;
+        const long long n = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+        if (overflow > 0 || n > 4096) throw py::value_error("set_num_threads expects n <= 4096, got " + py::repr(n_obj).cast<std::string>());
         if (n < 1) throw py::value_error("set_num_threads expects n >= 1, got " + std::to_string(n));
         lrk::set_num_threads(static_cast<std::size_t>(n));
       },

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "lrkernels/dispatch.h"
+#include "lrkernels/fp_mode.h"
 #include "lrkernels/gemm.h"
 #include "lrkernels/threadpool.h"
 
@@ -291,6 +292,7 @@ Conv2dLayer::Conv2dLayer(const float* weight, std::size_t cout, std::size_t cin,
 
 void Conv2dLayer::forward(const ConvInput& in, float* y) const {
   check_input("Conv2d", in, cin_, g_, y);
+  const ScopedFlushDenormals ftz;  // see fp_mode.h
   const GemmKernels& ks = active_gemm_kernels();
   const PackedWeights& w = w_.packed_for(ks);
   const std::size_t cout = out_channels(), ho = g_.out_h(in.h), wo = g_.out_w(in.w);
@@ -338,6 +340,7 @@ TuckerConv2dLayer::TuckerConv2dLayer(const float* first, std::size_t r_in, std::
 
 void TuckerConv2dLayer::forward(const ConvInput& in, float* y) const {
   check_input("TuckerConv2d", in, in_channels(), g_, y);
+  const ScopedFlushDenormals ftz;  // see fp_mode.h
   const GemmKernels& ks = active_gemm_kernels();
   const PackedWeights& core = core_.packed_for(ks);
   const std::size_t r_in = rank_in(), r_out = rank_out(), wo = g_.out_w(in.w);
@@ -385,24 +388,33 @@ CPConv2dLayer::CPConv2dLayer(const float* first, std::size_t rank, std::size_t c
 void CPConv2dLayer::forward(const ConvInput& in, float* y) const {
   const std::size_t rank = this->rank();
   check_input("CPConv2d", in, in_channels(), g_, y);
+  const ScopedFlushDenormals ftz;  // see fp_mode.h
   const GemmKernels& ks = active_gemm_kernels();
   const std::size_t wo = g_.out_w(in.w), wp = in.w + 2 * g_.pw;
   const std::size_t row_floats = (wp * rank + 15) / 16 * 16;
   const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
-  const double depthwise_flops = 2.0 * g_.out_h(in.h) * (wp * g_.kh + wo * g_.kw) * rank;
+  const double depthwise_flops = 2.0 * g_.out_h(in.h) * (in.w * g_.kh + wo * g_.kw) * rank;
   factorized_conv(
       ks, g_, in, y, first_.packed_for(ks), last_.packed_for(ks), depthwise_flops,
       row_floats + g_.kw * pointer_floats, [&](const ConvScratch& s) {
-        float* vertical_out = s.extra;  // one vertically filtered, still padded, row: wp x rank
+        // One vertically filtered row, wp x rank. Only its interior is filtered: its padding
+        // columns stay exactly zero, as the staged definition pads the vertical stage's output
+        // (filtering padding would turn 0 * inf weights into NaN there).
+        float* vertical_out = s.extra;
+        std::memset(vertical_out, 0, wp * rank * sizeof(float));
         const float** horizontal_src = reinterpret_cast<const float**>(s.extra + row_floats);
         for (std::size_t kx = 0; kx < g_.kw; ++kx) {
           horizontal_src[kx] = vertical_out + kx * g_.dw * rank;
         }
         return [&, vertical_out, horizontal_src](const float* const* src, std::size_t rows,
                                                  float* out) {
+          const float* vertical_src[kMaxTaps];
           for (std::size_t r = 0; r < rows; ++r) {
-            ks.depthwise(wp, rank, g_.kh, src + r * g_.kh, rank, vertical_taps_.data(),
-                         vertical_out, rank);
+            for (std::size_t ky = 0; ky < g_.kh; ++ky) {
+              vertical_src[ky] = src[r * g_.kh + ky] + g_.pw * rank;
+            }
+            ks.depthwise(in.w, rank, g_.kh, vertical_src, rank, vertical_taps_.data(),
+                         vertical_out + g_.pw * rank, rank);
             ks.depthwise(wo, rank, g_.kw, horizontal_src, g_.sw * rank, horizontal_taps_.data(),
                          out + r * wo * rank, rank);
           }

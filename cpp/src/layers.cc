@@ -4,6 +4,7 @@
 #include <string>
 
 #include "lrkernels/dispatch.h"
+#include "lrkernels/fp_mode.h"
 
 namespace lrk {
 namespace {
@@ -51,6 +52,7 @@ LinearLayer::LinearLayer(const float* w, std::size_t out_features, std::size_t i
 void LinearLayer::forward(std::size_t batch, const float* x, std::size_t ldx, float* y,
                           std::size_t ldy) const {
   check_io("Linear", batch, x, ldx, in_features(), y, ldy, out_features());
+  const ScopedFlushDenormals ftz;  // see fp_mode.h
   const GemmKernels& ks = active_gemm_kernels();
   gemm(batch, x, ldx, weight_.packed_for(ks), y, ldy);
   record_used_isa(static_cast<Isa>(ks.isa));
@@ -63,6 +65,7 @@ LowRankLinearLayer::LowRankLinearLayer(const float* u, std::size_t out_features,
 void LowRankLinearLayer::forward(std::size_t batch, const float* x, std::size_t ldx, float* y,
                                  std::size_t ldy) const {
   check_io("LowRankLinear", batch, x, ldx, in_features(), y, ldy, out_features());
+  const ScopedFlushDenormals ftz;  // see fp_mode.h
   const GemmKernels& ks = active_gemm_kernels();
   lowrank_gemm(batch, x, ldx, v_.packed_for(ks), u_.packed_for(ks), y, ldy);
   record_used_isa(static_cast<Isa>(ks.isa));

@@ -1,5 +1,7 @@
 #include "lrkernels/threadpool.h"
 
+#include "lrkernels/fp_mode.h"
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -56,6 +58,7 @@ struct Job {
 };
 
 void work_on(Job& job) {
+  const ScopedFlushDenormals ftz;  // the same FP mode on every thread: identical results
   const bool outer = t_in_pool_job;
   t_in_pool_job = true;
   for (;;) {
