@@ -64,3 +64,47 @@ def _one_thread_for_scratch_counts(request):
         yield
     finally:
         lrkernels.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------------
+# Hypothesis profiles (tests/test_properties.py): HYPOTHESIS_PROFILE=ci (the default) or thorough
+# --------------------------------------------------------------------------------------------
+
+try:
+    import os as _os
+
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is in the `test` extra; without it test_properties.py skips
+    pass
+else:
+    # ci: reproducible (derandomize: the same examples on every run, no example database), fast.
+    settings.register_profile(
+        "ci",
+        max_examples=50,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    # thorough: a long random search for local runs (failures are saved in .hypothesis/).
+    settings.register_profile(
+        "thorough",
+        max_examples=2000,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    settings.load_profile(_os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+    # On a failure hypothesis's pytest plugin imports its patch writer (libcst when installed),
+    # whose import can warn (mypy_extensions DeprecationWarning); under filterwarnings=error that
+    # turns a test failure into an INTERNALERROR. Import it once here, warnings ignored.
+    import warnings as _warnings
+
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        try:
+            import hypothesis.extra._patching  # noqa: F401
+        except Exception:  # noqa: BLE001 - optional; the plugin copes without it
+            pass

@@ -9,7 +9,8 @@
 # QEMU_CPU defaults to cortex-a72 (aarch64) / cortex-a15 (armv7); e.g. cortex-a53 for the plainest
 # ARMv8.0 core, or cortex-a76 / max for ARMv8.2 builds. The tests run from a temporary copy of tests/
 # (with pyproject.toml for the pytest settings) so the in-tree python/ folder cannot shadow the
-# installed package. LRKERNELS_NO_SUBPROCESS=1 is set: emulated python cannot exec itself here.
+# installed package. LRKERNELS_NO_SUBPROCESS=1 is set (emulated python cannot exec itself here) and
+# LRKERNELS_NO_TIMING=1 (timing under emulation means nothing).
 # Exit status: pytest's; "no tests collected" (pytest's 5) is reported as a failure.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -67,7 +68,7 @@ step_end
 run_target() {
   (cd "$WORK" && env -u PYTHONHOME -u PYTHONSTARTUP \
      PYTHONPATH="$WORK/site:$LRK_TARGET_SITE" PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 \
-     LRKERNELS_NO_SUBPROCESS=1 \
+     LRKERNELS_NO_SUBPROCESS=1 LRKERNELS_NO_TIMING=1 \
      "$LRK_QEMU" -cpu "$QEMU_CPU" -L "$LRK_SYSROOT_DIR" "$LRK_TARGET_PYTHON" "$@")
 }
 
