@@ -205,10 +205,11 @@ def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation
             f"first {first.shape} expects {first.shape[1]}"
         )
     bias = _check_bias(bias, last.shape[0])
-    one = ((1, 1), (0, 0), (1, 1))  # stride, padding, dilation of the 1x1 stages
-    t = _conv2d_nchw(x, first[:, :, None, None], *one)
+    # The 1x1 stages are per-pixel channel mixes (valid on an empty image too, which the middle
+    # stage's padding may still turn into a non-empty output).
+    t = np.einsum("rc,nchw->nrhw", first, x)
     u = _conv2d_nchw(t, core, stride, padding, dilation)
-    y = _conv2d_nchw(u, last[:, :, None, None], *one)
+    y = np.einsum("or,nrhw->nohw", last, u)
     if bias is not None:
         y = y + bias[None, :, None, None]
     return _from_nchw(y, layout)
