@@ -428,6 +428,14 @@ class _Calib:
         return self._features_fit(T, features)[0]
 
 
+def _make_calib(calibration, shape, stride, padding, dilation, layout, reg):
+    """The calibration of a conv weight of `shape`, or None without calibration data."""
+    if calibration is None:
+        return None
+    return _Calib(calibration, shape, _pair(stride, "stride"), _pair(padding, "padding"),
+                  _pair(dilation, "dilation"), layout, reg)
+
+
 def _tucker2_64(T, r_in, r_out, method, n_iter_max, tol, calib):
     if calib is None:
         first, last, info = _hooi(T, r_in, r_out, method, n_iter_max, tol)
@@ -484,17 +492,7 @@ def tucker2(
     r_in, r_out = _check_ranks(ranks, cin, cout)
     _check_method(method)
     n_iter_max, tol = _check_iter(n_iter_max, tol)
-    calib = None
-    if calibration is not None:
-        calib = _Calib(
-            calibration,
-            T.shape,
-            _pair(stride, "stride"),
-            _pair(padding, "padding"),
-            _pair(dilation, "dilation"),
-            layout,
-            reg,
-        )
+    calib = _make_calib(calibration, T.shape, stride, padding, dilation, layout, reg)
     first, core, last, info = _tucker2_64(T, r_in, r_out, method, n_iter_max, tol, calib)
     out = tuple(a.astype(np.float32) for a in (first, core, last))
     return (out + (info,)) if return_info else out
@@ -718,17 +716,7 @@ def cp(
         rank, "rank", 1, _max_cp_rank(T.shape), f"the largest CP rank of a {T.shape} tensor"
     )
     n_iter_max, tol = _check_iter(n_iter_max, tol)
-    calib = None
-    if calibration is not None:
-        calib = _Calib(
-            calibration,
-            T.shape,
-            _pair(stride, "stride"),
-            _pair(padding, "padding"),
-            _pair(dilation, "dilation"),
-            layout,
-            reg,
-        )
+    calib = _make_calib(calibration, T.shape, stride, padding, dilation, layout, reg)
     factors, info = _cp_64(T, R, n_iter_max, tol, seed, calib)
     out = tuple(f.astype(np.float32) for f in factors)
     return (out + (info,)) if return_info else out
@@ -834,17 +822,7 @@ def tucker2_factors(
     which = _criterion("TuckerConv2d.from_dense", "ranks", ranks, energy, ratio, vbmf)
     _check_method(method)
     n_iter_max, tol = _check_iter(n_iter_max, tol)
-    calib = None
-    if calibration is not None:
-        calib = _Calib(
-            calibration,
-            T.shape,
-            _pair(stride, "stride"),
-            _pair(padding, "padding"),
-            _pair(dilation, "dilation"),
-            layout,
-            reg,
-        )
+    calib = _make_calib(calibration, T.shape, stride, padding, dilation, layout, reg)
     A = T if calib is None else calib.whiten(T)
     if which == "ranks":
         choice = RankChoice(_check_ranks(ranks, T.shape[1], T.shape[0]), "given ranks", {})
@@ -972,17 +950,7 @@ def cp_factors(
     T = _array(weight, "weight", 4)
     which = _criterion("CPConv2d.from_dense", "rank", rank, energy, ratio, vbmf, allow_vbmf=False)
     n_iter_max, tol = _check_iter(n_iter_max, tol)
-    calib = None
-    if calibration is not None:
-        calib = _Calib(
-            calibration,
-            T.shape,
-            _pair(stride, "stride"),
-            _pair(padding, "padding"),
-            _pair(dilation, "dilation"),
-            layout,
-            reg,
-        )
+    calib = _make_calib(calibration, T.shape, stride, padding, dilation, layout, reg)
     if which == "energy":
         energy = _rank._check_energy(energy)
         factors, info, choice = _cp_energy_search(T, energy, n_iter_max, tol, seed, calib)
