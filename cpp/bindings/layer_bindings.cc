@@ -22,7 +22,16 @@ constexpr std::size_t kNumKinds = 5;
 
 // The layer of `self`; TypeError for an object made with __new__ and never initialised.
 const lrk::Layer& layer_of(py::handle self) {
-  auto* h = self.cast<const LayerHandle*>();
+  if (!py::isinstance<LayerHandle>(self)) {
+    throw py::type_error("expected an lrkernels layer, got " +
+                         py::str(py::type::of(self).attr("__name__")).cast<std::string>());
+  }
+  // The holder exists only after __init__: casting an instance made by __new__ alone reads an
+  // unset value pointer (a crash), so look at the instance's state first.
+  auto* inst = reinterpret_cast<py::detail::instance*>(self.ptr());
+  const auto v_h = inst->get_value_and_holder();
+  const auto* h = v_h && v_h.holder_constructed() ? static_cast<const LayerHandle*>(v_h.value_ptr())
+                                                  : nullptr;
   if (h == nullptr || !h->layer) {
     throw py::type_error(py::str(py::type::of(self).attr("__name__")).cast<std::string>() +
                          " object is not initialized (created with __new__ without __init__)");
@@ -185,12 +194,18 @@ void def_common(py::class_<LayerHandle>& base) {
 template <std::size_t K>
 void bind_kind(py::module_& m, const lrk::LayerKind& kind) {
   py::class_<KindHandle<K>, LayerHandle> cls(m, kind.name, kind.doc);
+  // pybind ignores a second __init__ on an initialized object; lrkernels/__init__.py refuses it.
   cls.def(py::init([&kind](py::args args, py::kwargs kwargs) {
             auto h = std::make_unique<KindHandle<K>>();
             h->layer = construct(kind, std::move(args), std::move(kwargs));
             return h;
           }),
           "See the class docstring for the arguments.");
+  cls.def_property_readonly("_initialized", [](py::handle self) {
+    auto* inst = reinterpret_cast<py::detail::instance*>(self.ptr());
+    const auto v_h = inst->get_value_and_holder();
+    return static_cast<bool>(v_h && v_h.holder_constructed());
+  });
   py::tuple names(kind.factors.size());
   for (std::size_t i = 0; i < kind.factors.size(); ++i) {
     const lrk::FactorSpec& f = kind.factors[i];
