@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <exception>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +38,24 @@ CallInput call_input(py::handle obj, bool conv);
 
 // An int or a pair of ints, each >= minimum and <= lrk::kMaxGeometry (operator.index semantics).
 std::pair<std::size_t, std::size_t> int_pair(py::handle obj, const char* what, long minimum);
+
+// Runs f() with the GIL released. Not gil_scoped_release: re-taking the GIL in a destructor is
+// fatal when the interpreter is exiting, because CPython then ends a daemon thread with
+// pthread_exit, whose forced unwinding may not pass a noexcept destructor (std::terminate). Here
+// the GIL is re-taken in a plain frame that unwinding may leave; exceptions of f() are rethrown
+// once the GIL is held again.
+template <class F>
+void without_gil(F&& f) {
+  std::exception_ptr error;
+  PyThreadState* state = PyEval_SaveThread();
+  try {
+    f();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  PyEval_RestoreThread(state);
+  if (error) std::rethrow_exception(error);
+}
 
 // Binds the layer classes, one per row of lrk::layer_kinds().
 void bind_layers(py::module_& m);

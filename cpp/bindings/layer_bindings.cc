@@ -155,10 +155,7 @@ py::array_t<float> call(py::handle self, py::handle x_obj) {
   lrk::checked_elements(y_shape, l.kind().c_str());
   py::array_t<float> y(std::vector<py::ssize_t>(y_shape.begin(), y_shape.end()));
   float* yp = y.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    l.run(in.data, in.shape, in.ld, yp);
-  }
+  without_gil([&] { l.run(in.data, in.shape, in.ld, yp); });
   return y;
 }
 

@@ -116,9 +116,9 @@ PYBIND11_MODULE(_core, m) {
         const lrk::FmaProbeConfig* probe = lrk::kernel_set_for(isa_or_raise(name)).fma_probe;
         if (probe == nullptr) return py::none();
         alignas(64) float sink[16];
-        py::gil_scoped_release nogil;
         std::size_t iters = 1 << 14;
         double best = 0.0;
+        lrk_py::without_gil([&] {
         const auto stop = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
         while (std::chrono::steady_clock::now() < stop) {
           const auto t0 = std::chrono::steady_clock::now();
@@ -127,7 +127,7 @@ PYBIND11_MODULE(_core, m) {
           if (dt < 1e-3) { iters *= 2; continue; }
           best = std::max(best, iters * static_cast<double>(probe->flops_per_iteration) / dt / 1e9);
         }
-        py::gil_scoped_acquire gil;
+        });
         return py::float_(best);
       },
       py::arg("isa"), py::arg("seconds") = 0.2,
@@ -144,19 +144,28 @@ PYBIND11_MODULE(_core, m) {
         }
         int overflow = 0;
         const long long n = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
-        if (overflow > 0 || n > 4096) throw py::value_error("set_num_threads expects n <= 4096, got " + py::repr(n_obj).cast<std::string>());
-        if (n < 1) throw py::value_error("set_num_threads expects n >= 1, got " + std::to_string(n));
+        if (overflow < 0 || (overflow == 0 && n < 1)) {
+          throw py::value_error("set_num_threads expects n >= 1, got " + py::repr(n_obj).cast<std::string>());
+        }
+        if (overflow > 0 || static_cast<unsigned long long>(n) > lrk::max_num_threads()) {
+          throw py::value_error("set_num_threads expects n <= " + std::to_string(lrk::max_num_threads()) +
+                                " (4 threads per CPU of this machine, at least 16), got " +
+                                py::repr(n_obj).cast<std::string>());
+        }
         lrk::set_num_threads(static_cast<std::size_t>(n));
       },
       py::arg("n"), "Threads a layer call may use (>= 1). Results do not depend on it.");
   m.def("get_num_threads", &lrk::num_threads, "Threads a layer call may use.");
+  m.def("max_num_threads", &lrk::max_num_threads,
+        "The most threads set_num_threads accepts (4 per CPU of this machine, at least 16).");
   m.def("default_num_threads", &lrk::default_num_threads,
         "The CPUs this process may run on (sched affinity): the default thread count.");
   m.def(
       "measure_read_bandwidth",
       [](std::size_t bytes, double seconds, std::size_t threads) {
-        py::gil_scoped_release nogil;
-        return lrk::measure_read_bandwidth(bytes, seconds, threads);
+        double gbps = 0.0;
+        lrk_py::without_gil([&] { gbps = lrk::measure_read_bandwidth(bytes, seconds, threads); });
+        return gbps;
       },
       py::arg("bytes") = std::size_t(256) << 20, py::arg("seconds") = 0.3, py::arg("threads") = 1,
       "Streaming-read bandwidth in GB/s (best of repeated passes over a `bytes` buffer).");
@@ -176,6 +185,8 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("kc") = 0, py::arg("nc") = 0, py::arg("mc") = 0, py::arg("mb") = 0,
         "Testing hook: shrink the cache blocks (0 = default) so small shapes cross block edges.");
+  m.def("_scratch_held", [] { return lrk::thread_scratch_held(); },
+        "Testing hook: bytes of scratch the calling thread holds between calls.");
   m.def("_scratch_allocations", &lrk::scratch_allocation_count,
         "Testing hook: times a per-thread scratch buffer had to grow.");
 }

@@ -165,7 +165,11 @@ void* thread_scratch_bytes(std::size_t bytes) {
   return t_scratch.data();
 }
 
-void release_thread_scratch() { t_scratch.resize_bytes(0); }
+void trim_thread_scratch(std::size_t keep_bytes) {
+  if (t_scratch.size_bytes() > keep_bytes) t_scratch.resize_bytes(0);
+}
+
+std::size_t thread_scratch_held() { return t_scratch.size_bytes(); }
 
 std::size_t scratch_allocation_count() { return g_scratch_allocations.load(); }
 

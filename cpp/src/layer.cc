@@ -115,7 +115,12 @@ void Layer::run(const float* x, const Shape& x_shape, std::size_t ldx, float* y)
   }
   const ScopedFlushDenormals ftz;  // see fp_mode.h
   const KernelSet& ks = active_kernel_set();
-  if (!empty) run_stages(ks, x, x_shape, ldx, y);
+  if (!empty) {
+    struct Trim {  // also when a stage throws
+      ~Trim() { trim_thread_scratch(); }
+    } trim;
+    run_stages(ks, x, x_shape, ldx, y);
+  }
   record_used_isa(ks.isa);
 }
 

@@ -15,7 +15,7 @@ double measure_read_bandwidth(std::size_t bytes, double seconds, std::size_t thr
   const std::size_t count = std::max<std::size_t>(bytes / sizeof(float), 1 << 16);
   AlignedBuffer buffer(count, sizeof(float));  // the byte size is checked before allocating
   float* data = buffer.as<float>();
-  threads = std::max<std::size_t>(1, threads);
+  threads = std::min(std::max<std::size_t>(1, threads), max_num_threads());
   // First touch on the threads that will read, so pages are spread as they will be used.
   parallel_for(threads, threads, [&](std::size_t part) {
     std::memset(data + count * part / threads, 0, (count * (part + 1) / threads - count * part / threads) * sizeof(float));

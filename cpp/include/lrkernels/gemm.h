@@ -73,7 +73,13 @@ T* thread_scratch(std::size_t count) {
 }
 // How many times any thread's scratch had to grow (tests check that repeated calls do not allocate).
 std::size_t scratch_allocation_count();
-// Frees this thread's scratch (the next call grows it again).
-void release_thread_scratch();
+// Scratch a thread keeps between calls. A larger workspace (a wide convolution) is freed when its
+// call ends, so one such call does not pin tens of MB per thread for the life of the process; its
+// allocation costs microseconds against the milliseconds such a call computes.
+constexpr std::size_t kScratchKeepBytes = std::size_t(8) << 20;
+// Frees this thread's scratch when it holds more than keep_bytes.
+void trim_thread_scratch(std::size_t keep_bytes = kScratchKeepBytes);
+// Bytes of scratch this thread holds now (tests).
+std::size_t thread_scratch_held();
 
 }  // namespace lrk
