@@ -113,3 +113,48 @@ def test_wide_convolution_does_not_keep_its_workspace():
     finally:
         lrkernels.set_num_threads(previous)
     assert _core._scratch_held() <= 8 << 20
+
+
+def test_masked_array_is_refused_not_silently_unmasked():
+    layer = lrkernels.Linear(np.ones((2, 3)))
+    x = np.ma.masked_array(np.ones(3), mask=[True, False, False])
+    with pytest.raises(TypeError, match="masked"):
+        layer(x)
+    with pytest.raises(TypeError, match="masked"):
+        lrkernels.Linear(np.ma.masked_array(np.ones((2, 3))))
+
+
+def test_conversion_failure_keeps_its_cause():
+    class Unconvertible:
+        def __array__(self, *args, **kwargs):
+            raise RuntimeError("no numpy view of this object")
+
+    layer = lrkernels.Linear(np.ones((2, 3)))
+    with pytest.raises(TypeError, match="no numpy view") as info:
+        layer(Unconvertible())
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_torch_like_tensor_failure_says_what_to_do():
+    # torch raises from __array__ for a tensor that requires grad (and for bfloat16).
+    Tensor = type("Tensor", (), {"__array__": lambda self, *a, **k: (_ for _ in ()).throw(
+        RuntimeError("Can't call numpy() on Tensor that requires grad."))})
+    with pytest.raises(TypeError, match=r"detach\(\)\.float\(\)"):
+        lrkernels.Linear(np.ones((2, 3)))(Tensor())
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_float64_weights_beyond_float32_range_are_an_error():
+    with pytest.raises(ValueError, match="float32 range"):
+        lrkernels.LowRankLinear(np.full((2, 2), 1e300), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="bias.*float32 range"):
+        lrkernels.Linear(np.ones((2, 3)), bias=np.array([1e300, 0.0]))
+    # Infinity given as such is the user's value, not an overflow: accepted (as numpy would).
+    lrkernels.Linear(np.array([[np.inf, 0.0, 0.0]]))
+
+
+def test_float64_input_beyond_float32_range_converts_as_numpy_does():
+    layer = lrkernels.Linear(np.ones((1, 2)))
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        y = layer(np.array([1e300, 0.0]))
+    assert np.isinf(y).all()

@@ -24,9 +24,42 @@ FloatArray float32_c_aligned(const py::array& a) {
   return py::reinterpret_steal<FloatArray>(r);
 }
 
+namespace {
+
+// numpy.ma.MaskedArray, looked up once and kept for the life of the process.
+bool is_masked_array(py::handle obj) {
+  static PyObject* masked = [] {
+    py::object t = py::module_::import("numpy.ma").attr("MaskedArray");
+    return t.release().ptr();
+  }();
+  return PyObject_IsInstance(obj.ptr(), masked) == 1;
+}
+
+}  // namespace
+
 py::array as_real_float_array(py::handle obj, const char* what) {
-  py::array arr = py::array::ensure(obj);
-  if (!arr) throw py::type_error(std::string(what) + " must be array-like");
+  if (is_masked_array(obj)) {
+    throw py::type_error(std::string(what) +
+                         " is a numpy masked array; a layer cannot honour a mask: pass "
+                         "x.filled(value) (or np.asarray(x) to use the data under the mask)");
+  }
+  auto& api = py::detail::npy_api::get();
+  PyObject* converted = api.PyArray_FromAny_(obj.ptr(), nullptr, 0, 0,
+                                             py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_, nullptr);
+  if (converted == nullptr) {
+    // Keep the cause: a tensor that requires grad, a bfloat16 tensor, an __array__ that raised.
+    py::error_already_set cause;
+    std::string type = py::str(py::type::of(obj).attr("__name__")).cast<std::string>();
+    const std::string cause_text =
+        py::str(cause.type().attr("__name__")).cast<std::string>() + ": " +
+        py::str(cause.value()).cast<std::string>();
+    std::string text = std::string(what) + " must be array-like (anything np.asarray accepts), "
+                       "but converting the " + type + " failed: " + cause_text;
+    if (type == "Tensor") text += "; for a torch tensor pass t.detach().float().cpu().numpy()";
+    py::raise_from(cause, PyExc_TypeError, text.c_str());
+    throw py::error_already_set();
+  }
+  py::array arr = py::reinterpret_steal<py::array>(converted);
   if (arr.dtype().kind() != 'f') {
     throw py::type_error(std::string(what) + " must have a real floating-point dtype, got " +
                          py::str(arr.dtype()).cast<std::string>() + " with shape " + shape_str(arr));

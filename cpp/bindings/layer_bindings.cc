@@ -61,6 +61,19 @@ lrk::Layout parse_layout(py::handle obj) {
   throw py::value_error("layout must be \"NCHW\" or \"NHWC\", got " + py::repr(obj).cast<std::string>());
 }
 
+// Weights are converted to float32 once, here: a finite value beyond the float32 range would
+// silently become inf in every output, so it is an error. (Inputs of a call are converted as
+// numpy's astype does; README, "Inputs".)
+void check_float32_range(const py::array& source, const FloatArray& converted, const char* what) {
+  if (source.dtype().itemsize() <= 4) return;
+  py::module_ np = py::module_::import("numpy");
+  py::object overflow = np.attr("isinf")(converted).attr("__and__")(np.attr("isfinite")(source));
+  if (overflow.attr("any")().cast<bool>()) {
+    throw py::value_error(std::string(what) + " has finite values beyond the float32 range "
+                          "(|x| > 3.4e38) that would become inf; rescale the weights");
+  }
+}
+
 // Constructor arguments by the table: factors (positional or keyword), bias, and for the
 // convolutions the keyword-only stride, padding, dilation and layout.
 std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args, py::kwargs kwargs) {
@@ -105,6 +118,7 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
     factors[i].shape = shape_of(a);
     if (a.ndim() == static_cast<py::ssize_t>(kind.factors[i].ndim) && a.size() > 0) {
       FloatArray c = float32_c_aligned(a);
+      check_float32_range(a, c, kind.factors[i].name);
       factors[i].data.assign(c.data(), c.data() + c.size());
     }
   }
@@ -115,6 +129,7 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
     py::array b = as_real_float_array(values[nf], "bias");
     bias_shape = shape_of(b);
     bias = float32_c_aligned(b);
+    check_float32_range(b, bias, "bias");
   }
   if (kind.conv) {
     auto& g = params.geometry;
