@@ -17,6 +17,11 @@ import pytest
 import lrkernels
 from lrkernels import _core
 
+no_subprocess = pytest.mark.skipif(
+    bool(os.environ.get("LRKERNELS_NO_SUBPROCESS")),
+    reason="LRKERNELS_NO_SUBPROCESS is set (e.g. under qemu user emulation)",
+)
+
 LAYER_CLASSES = [lrkernels.LowRankLinear, lrkernels.Linear, lrkernels.Conv2d,
                  lrkernels.TuckerConv2d, lrkernels.CPConv2d]
 
@@ -40,6 +45,7 @@ def test_read_bandwidth_probe_rejects_an_impossible_size():
         _core.measure_read_bandwidth(2**64 - 1, 0.01, 1)
 
 
+@no_subprocess
 def test_daemon_thread_calling_layers_at_interpreter_exit_exits_cleanly():
     # CPython ends a daemon thread that re-takes the GIL during finalization; that must not abort.
     code = """
@@ -62,6 +68,7 @@ def test_daemon_thread_calling_layers_at_interpreter_exit_exits_cleanly():
         assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
 
 
+@no_subprocess
 @pytest.mark.parametrize("cls", LAYER_CLASSES, ids=lambda c: c.__name__)
 def test_uninitialized_object_raises_type_error(cls):
     code = f"""
