@@ -54,7 +54,7 @@ from . import _core
 
 # Decompositions, rank selection and reports (numpy only). Importing `decompose` adds the
 # `from_dense` classmethods to LowRankLinear, TuckerConv2d and CPConv2d.
-from . import decompose, rank, report
+from . import decompose, layer_specs, rank, report
 
 __all__ = [
     "Conv2d",
@@ -73,6 +73,7 @@ __all__ = [
     "__version__",
     # decomposition and rank selection
     "decompose",
+    "layer_specs",
     "rank",
     "report",
 ]

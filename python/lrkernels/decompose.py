@@ -778,7 +778,8 @@ def linear_factors(
 
 
 def lowrank_linear_from_dense(
-    W, bias=None, *, rank=None, energy=None, ratio=None, vbmf=False, calibration=None
+    W, bias=None, *, rank=None, energy=None, ratio=None, vbmf=False, calibration=None,
+    layer_class=None,
 ):
     """LowRankLinear(U, V, bias) from a dense weight W (out, in), by exactly one criterion.
 
@@ -791,7 +792,7 @@ def lowrank_linear_from_dense(
     U, V, _ = linear_factors(
         W, rank=rank, energy=energy, ratio=ratio, vbmf=vbmf, calibration=calibration
     )
-    return _core.LowRankLinear(U, V, bias)
+    return (layer_class or _core.LowRankLinear)(U, V, bias)
 
 
 def tucker2_factors(
@@ -855,6 +856,7 @@ def tucker_conv2d_from_dense(
     dilation=1,
     layout="NCHW",
     method="hooi",
+    layer_class=None,
 ):
     """TuckerConv2d from a dense conv weight (Cout, Cin, kh, kw), by exactly one criterion.
 
@@ -877,7 +879,7 @@ def tucker_conv2d_from_dense(
         layout=layout,
         method=method,
     )
-    return _core.TuckerConv2d(
+    return (layer_class or _core.TuckerConv2d)(
         first, core, last, bias, stride=stride, padding=padding, dilation=dilation, layout=layout
     )
 
@@ -989,6 +991,7 @@ def cp_conv2d_from_dense(
     tol=1e-9,
     seed=0,
     vbmf=False,
+    layer_class=None,
 ):
     """CPConv2d from a dense conv weight (Cout, Cin, kh, kw), by exactly one criterion.
 
@@ -1012,7 +1015,7 @@ def cp_conv2d_from_dense(
         seed=seed,
         vbmf=vbmf,
     )
-    return _core.CPConv2d(
+    return (layer_class or _core.CPConv2d)(
         first,
         vertical,
         horizontal,
@@ -1033,11 +1036,12 @@ def cp_conv2d_from_dense(
 def _as_classmethod(func, cls_name):
     @functools.wraps(func)
     def method(cls, *args, **kwargs):
-        return func(*args, **kwargs)
+        return func(*args, layer_class=cls, **kwargs)
 
     sig = inspect.signature(func)
     cls_param = inspect.Parameter("cls", inspect.Parameter.POSITIONAL_ONLY)
-    method.__signature__ = sig.replace(parameters=[cls_param, *sig.parameters.values()])
+    params = [p for p in sig.parameters.values() if p.name != "layer_class"]
+    method.__signature__ = sig.replace(parameters=[cls_param, *params])
     method.__qualname__ = f"{cls_name}.from_dense"
     method.__name__ = "from_dense"
     return classmethod(method)
