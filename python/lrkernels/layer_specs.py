@@ -325,6 +325,16 @@ _BY_CLASS = {s.cls: s for s in SPECS}
 _BY_NAME = {s.name: s for s in SPECS}
 
 
+def _install():
+    # LowRankLinear.from_dense, TuckerConv2d.from_dense, CPConv2d.from_dense: from the table.
+    from .decompose.from_dense import install_from_dense
+
+    install_from_dense(SPECS)
+
+
+_install()
+
+
 def spec_for(obj) -> LayerSpec:
     """The LayerSpec of a layer instance, a layer class (user subclasses resolve to their nearest
     lrkernels base) or a kind name ("TuckerConv2d"); TypeError for anything else."""
