@@ -379,3 +379,15 @@ def test_allocate_budget_errors(rng):
         rank.allocate_budget(layers, ratio=0.0)
     with pytest.raises(ValueError):
         rank.allocate_budget(layers, budget=100, weighting="l2")
+
+
+def test_kind_accepts_the_layer_class_names():
+    for cls_name, short, shape, r in (
+        ("LowRankLinear", "linear", (30, 20), 4),
+        ("TuckerConv2d", "tucker2", (16, 12, 3, 3), (3, 5)),
+        ("CPConv2d", "cp", (16, 12, 3, 3), 4),
+    ):
+        assert rank.factorized_params(shape, r, cls_name) == rank.factorized_params(shape, r, short)
+        assert rank.by_ratio(shape, 0.3, cls_name).rank == rank.by_ratio(shape, 0.3, short).rank
+    with pytest.raises(ValueError, match="kind must be one of .*LowRankLinear"):
+        rank.by_ratio((3, 4), 0.5, "Linear")

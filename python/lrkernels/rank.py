@@ -16,6 +16,9 @@ vbmf_tucker2(weight)               the same on the mode-1 (-> r_in) and mode-0 (
 by_score(score_fn, ranks, tol)     smallest rank whose score is within tol of the best score
 allocate_budget(layers, budget)    ranks over many layers under one total parameter budget
 
+``kind`` (by_ratio, factorized_params) is the layer class name ("LowRankLinear", "TuckerConv2d",
+"CPConv2d"), the one name of a kind across lrkernels, or its short name below.
+
 Parameter counts (:func:`factorized_params`) are weights only, without the bias:
 
     linear  (out, in), rank r:                  r (out + in)                 dense out * in
@@ -52,6 +55,21 @@ __all__ = [
 ]
 
 KINDS = ("linear", "tucker2", "cp")
+# The layer class names (the one name of each kind across lrkernels, see layer_specs) are
+# accepted for `kind` as well; the short names stay for compatibility.
+_KIND_OF_CLASS = {"LowRankLinear": "linear", "TuckerConv2d": "tucker2", "CPConv2d": "cp"}
+
+
+def _canonical_kind(kind) -> str:
+    """kind as one of KINDS, from a short name or a layer class name (ValueError otherwise)."""
+    if isinstance(kind, str) and kind in _KIND_OF_CLASS:
+        return _KIND_OF_CLASS[kind]
+    if kind not in KINDS:
+        raise ValueError(
+            f"kind must be one of {tuple(_KIND_OF_CLASS)} (or {', '.join(map(repr, KINDS))}), "
+            f"got {kind!r}"
+        )
+    return kind
 
 
 class RankWarning(UserWarning):
@@ -121,8 +139,7 @@ def _check_ratio(ratio) -> float:
 
 
 def _check_shape(shape, kind: str) -> tuple:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    kind = _canonical_kind(kind)
     try:
         shape = tuple(_index(v) for v in shape)
     except TypeError:
@@ -161,6 +178,7 @@ def dense_params(shape) -> int:
 
 def factorized_params(shape, rank, kind: str) -> int:
     """Weights (no bias) of the factorized layer; see the module docstring for the formulas."""
+    kind = _canonical_kind(kind)
     shape = _check_shape(shape, kind)
     if kind == "linear":
         out, inp = shape
@@ -307,6 +325,7 @@ def by_ratio(shape, ratio: float, kind: str = "linear") -> RankChoice:
     A ratio large enough for the largest rank returns that rank (the reason says so).
     """
     ratio = _check_ratio(ratio)
+    kind = _canonical_kind(kind)
     shape = _check_shape(shape, kind)
     dense = dense_params(shape)
     limit = ratio * dense

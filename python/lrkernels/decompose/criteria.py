@@ -115,7 +115,8 @@ def tucker2_factors(
     rank (or ranks, the same keyword; not both): (r_in, r_out) (an int: both). energy:
     `rank.by_energy_tucker2` (the HOSVD bound, so the kept fraction of ||weight||^2 is >= energy;
     with calibration applied to the Cin-whitened weight). ratio: `rank.by_ratio(shape, ratio,
-    "tucker2")` (r_in/r_out ~ Cin/Cout). vbmf=True: `rank.vbmf_tucker2` (with calibration on the whitened weight). See `tucker2`.
+    "tucker2")` (r_in/r_out ~ Cin/Cout). vbmf=True: `rank.vbmf_tucker2` (with calibration on the
+    whitened weight). See `tucker2`.
     """
     where = "TuckerConv2d.from_dense"
     ranks, rank_name = _tucker_rank_keyword(where, rank, ranks)
