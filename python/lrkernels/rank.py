@@ -270,7 +270,12 @@ def by_energy_tucker2(weight, energy: float) -> RankChoice:
         return np.concatenate([np.cumsum(e[::-1])[::-1], [0.0]])
 
     t0, t1 = tails(s0, cout), tails(s1, cin)
-    allowed = (1.0 - energy) * total
+    # The tails of singular values at rounding level (s ~ s_max eps) are ~ eps^2 total, not 0: with
+    # energy = 1 every pair would fail by that much and full ranks would be chosen even for a
+    # tensor of ranks (1, 1). A relative tolerance of (unfolding width) eps absorbs the rounding
+    # of the singular values and of the sums, as the numerical rank does in `by_energy`.
+    rtol = max(cout, cin) * kh * kw * np.finfo(np.float64).eps
+    allowed = (1.0 - energy) * total + rtol * total
     best = None
     for r_out in range(1, cout + 1):
         slack = allowed - t0[r_out]
