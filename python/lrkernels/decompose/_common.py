@@ -22,21 +22,31 @@ _array = _rank._real_array
 _check_int = _rank._check_int
 
 
-def _pair(value, name):
-    """An int >= 0 or a pair of them (stride/padding/dilation are re-checked by the layers)."""
+def _pair(value, name, minimum=0):
+    """An int >= minimum or a pair of them (the layers re-check stride/padding/dilation; the
+    calibration needs them first: stride and dilation >= 1, else a division by zero)."""
     if np.ndim(value) == 0:
-        v = _check_int(value, name, 0)
+        v = _check_int(value, name, minimum)
         return (v, v)
     items = tuple(value)
     if len(items) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return tuple(_check_int(v, name, 0) for v in items)
+    return tuple(_check_int(v, name, minimum) for v in items)
 
 
 def _check_layout(layout):
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     return layout
+
+
+def _check_reg(reg):
+    """reg (the ridge of the calibration statistics) as a float, finite and >= 0."""
+    if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, numbers.Real):
+        raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+    if not (reg >= 0 and math.isfinite(reg)):
+        raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+    return float(reg)
 
 
 def _check_iter(n_iter_max, tol):

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..reference import output_size
-from ._common import _array, _check_layout, _leading_left, _pair
+from ._common import _array, _check_layout, _check_reg, _leading_left, _pair
 
 __all__ = ["channel_second_moment", "patch_second_moment"]
 
@@ -20,6 +20,10 @@ __all__ = ["channel_second_moment", "patch_second_moment"]
 def _calibration_rows(X, in_features):
     """Calibration inputs of a linear layer as float64 (n, in_features)."""
     X = _array(X, "calibration")
+    if X.ndim == 0:  # a scalar has no feature axis
+        raise ValueError(
+            f"calibration must be an array of inputs (n, {in_features}), got a scalar {X.item()!r}"
+        )
     if X.shape[-1] != in_features:
         raise ValueError(
             f"calibration has {X.shape[-1]} features in its last axis (shape {X.shape}), "
@@ -86,12 +90,12 @@ def patch_second_moment(X, kernel_size, stride=1, padding=0, dilation=1, layout=
     X = _array(X, "calibration", 4)
     X = X if layout == "NCHW" else X.transpose(0, 3, 1, 2)
     geo = [
-        _pair(v, nm)
-        for v, nm in (
-            (kernel_size, "kernel_size"),
-            (stride, "stride"),
-            (padding, "padding"),
-            (dilation, "dilation"),
+        _pair(v, nm, lo)
+        for v, nm, lo in (
+            (kernel_size, "kernel_size", 1),
+            (stride, "stride", 1),
+            (padding, "padding", 0),
+            (dilation, "dilation", 1),
         )
     ]
     d = X.shape[1] * geo[0][0] * geo[0][1]
@@ -129,7 +133,7 @@ class _Calib:
         cout, cin, kh, kw = weight_shape
         self.X = _calibration_images(X, cin, _check_layout(layout))
         self.geo = ((kh, kw), stride, padding, dilation)
-        self.reg = reg
+        self.reg = _check_reg(reg)
         pix = self.X.transpose(0, 2, 3, 1).reshape(-1, cin)
         self.C = _ridge(pix.T @ pix / pix.shape[0], reg)
         self.S, self.Sinv = _sqrt_and_inv_sqrt(self.C)
@@ -204,5 +208,5 @@ def _make_calib(calibration, shape, stride, padding, dilation, layout, reg):
     """The calibration of a conv weight of `shape`, or None without calibration data."""
     if calibration is None:
         return None
-    return _Calib(calibration, shape, _pair(stride, "stride"), _pair(padding, "padding"),
-                  _pair(dilation, "dilation"), layout, reg)
+    return _Calib(calibration, shape, _pair(stride, "stride", 1), _pair(padding, "padding"),
+                  _pair(dilation, "dilation", 1), layout, reg)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ._common import _array, _check_int, _leading_left
+from ._common import _array, _check_int, _check_reg, _leading_left
 from .calibration import _calibration_rows
 
 __all__ = ["svd"]
@@ -15,13 +15,18 @@ __all__ = ["svd"]
 def _linear_target(W, X, reg):
     """A with A A^T = W (C + ridge) W^T, C = X^T X / n: the matrix whose leading left singular
     vectors span the output subspace that keeps most of E||W x||^2."""
+    reg = _check_reg(reg)
     n, d = X.shape
     C0 = X.T @ X / n
-    lam = reg * float(np.trace(C0)) / d
-    if not lam > 0:
+    scale = float(np.trace(C0)) / d
+    if not scale > 0:
         raise ValueError("calibration inputs are all zero: no output error to minimize")
+    lam = reg * scale
     if n <= d:
         return np.hstack([W @ X.T / math.sqrt(n), math.sqrt(lam) * W])
+    if lam == 0:  # reg=0: no ridge, C0 may be singular (no Cholesky): its symmetric square root
+        e, Q = np.linalg.eigh(C0)
+        return W @ (Q * np.sqrt(np.maximum(e, 0.0)))
     L = np.linalg.cholesky(C0 + lam * np.eye(d))
     return W @ L
 
@@ -56,7 +61,8 @@ def svd(W, rank, *, calibration=None, reg=1e-6):
     or [W X^T / sqrt(n), sqrt(ridge) W] when n <= in): nothing is inverted. U and V are balanced
     (equal column/row norms).
 
-    rank must be an integer in [1, min(out, in)] (ValueError otherwise).
+    rank must be an integer in [1, min(out, in)] (ValueError otherwise); reg a finite number >= 0
+    (0: no ridge).
     """
     W = _array(W, "W", 2)
     rank = _check_int(rank, "rank", 1, min(W.shape), f"the matrix rank bound min{W.shape}")
