@@ -1,5 +1,6 @@
 """Bad arguments to the Python layer (decompositions, from_dense, report) raise ValueError or
-TypeError naming the argument, not an IndexError or ZeroDivisionError from deep inside (issue 11)."""
+TypeError naming the argument, not an IndexError or ZeroDivisionError from deep inside (issue
+11)."""
 
 from __future__ import annotations
 
