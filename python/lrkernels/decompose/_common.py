@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from .. import rank as _rank
+from ..rank import _base as _rank
 
 _TINY = 1e-300
 

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from .. import rank as _rank
+from ..rank._base import _check_energy
 from ..rank import RankChoice
 from ._common import ConvergenceWarning, _array, _check_int, _check_iter
 from .calibration import _calibration_rows, _make_calib
@@ -174,7 +175,7 @@ def cp_factors(
     n_iter_max, tol = _check_iter(n_iter_max, tol)
     calib = _make_calib(calibration, T.shape, stride, padding, dilation, layout, reg)
     if which == "energy":
-        energy = _rank._check_energy(energy)
+        energy = _check_energy(energy)
         factors, info, choice = _cp_energy_search(T, energy, n_iter_max, tol, seed, calib)
         if info["diverged"]:
             warnings.warn(
