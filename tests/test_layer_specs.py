@@ -4,6 +4,8 @@ and user subclasses."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import lrkernels
 import numpy as np
 import pytest
@@ -52,8 +54,8 @@ def test_table_has_the_five_kinds_by_class_name():
         assert s.factorized == (s.name not in ("Linear", "Conv2d"))
         assert (s.decomposer is None) == (not s.factorized)
         assert len(s.factor_dims) == len(s.factor_names)
-    with pytest.raises(Exception):
-        SPECS[0].name = "x"  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SPECS[0].name = "x"
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

@@ -78,3 +78,10 @@ def test_report_unsupported_layer_names_the_type():
         report.layer_report({}, np.ones((2, 2)))
     with pytest.raises(TypeError, match="reconstruct: unsupported layer type"):
         report.reconstruct(3)
+
+
+def test_report_conv_calibration_must_be_images(rng):
+    T = rng.standard_normal((6, 5, 3, 3))
+    layer = lrkernels.TuckerConv2d.from_dense(T, rank=2, layout="NHWC")
+    with pytest.raises(ValueError, match="calibration must be images \\(NHWC\\)"):
+        report.layer_report(layer, T, rng.standard_normal((4, 5)))

@@ -80,6 +80,9 @@ def layer_report(layer, dense_weight, calibration=None, *, input_hw=None) -> dic
     X = None
     if calibration is not None:
         X = np.asarray(calibration)
+        if spec.conv and X.ndim != 4:
+            layout = spec.geometry(layer)["layout"]
+            raise ValueError(f"calibration must be images ({layout}) for a {kind}, got {X.shape}")
         if hw is None and spec.conv:
             hw = X.shape[2:4] if spec.geometry(layer)["layout"] == "NCHW" else X.shape[1:3]
     flops, dense_flops, basis = spec.flops(layer, hw)
