@@ -17,7 +17,7 @@ horizontal, bias, rank, ranks, kernel_size, stride, padding, dilation, layout, i
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -174,14 +174,15 @@ class LayerSpec:
     factor_dims: tuple
     reference: Callable
     decomposer: Callable | None
+    # The per-kind computations behind the methods (not part of the interface):
     # (factors) -> float64 dense weight
-    _dense: Callable = None
+    _dense: Callable = field(default=None, repr=False)
     # (in_dim, out_dim, ranks, (kh, kw)) -> factor shapes
-    _shapes: Callable = None
-    # (layer, ranks, geometry counts) -> multiply-adds
-    _macs: Callable = None
+    _shapes: Callable = field(default=None, repr=False)
+    # (layer, ranks, position counts) -> multiply-adds
+    _macs: Callable = field(default=None, repr=False)
     # how many ranks the kind has: 0 dense, 1 LowRankLinear/CP, 2 Tucker
-    _num_ranks: int = 0
+    _num_ranks: int = field(default=0, repr=False)
 
     def __repr__(self):
         return f"LayerSpec({self.name})"
@@ -291,32 +292,45 @@ class LayerSpec:
 
 
 def _make_specs():
-    # The decomposers live in lrkernels.decompose (numpy only); it does not import this module.
+    # The decomposers live in lrkernels.decompose (numpy only), which does not import this module.
     from . import decompose as d
 
-    lin, rank1 = ("(out_features, rank)", "(rank, in_features)"), (
-        "(R, in_channels)",
-        "(R, kh)",
-        "(R, kw)",
-        "(out_channels, R)",
-    )
     return (
-        LayerSpec("LowRankLinear", _core.LowRankLinear, False, True, ("U", "V"), lin,
-                  reference.lowrank_linear, d.lowrank_linear_from_dense,
-                  _dense_lowrank, _shapes_lowrank, _macs_lowrank, 1),
-        LayerSpec("Linear", _core.Linear, False, False, ("W",), ("(out_features, in_features)",),
-                  reference.linear, None, _dense_single, _shapes_linear, _macs_linear, 0),
-        LayerSpec("TuckerConv2d", _core.TuckerConv2d, True, True, ("first", "core", "last"),
-                  ("(R_in, in_channels)", "(R_out, R_in, kh, kw)", "(out_channels, R_out)"),
-                  reference.tucker_conv2d, d.tucker_conv2d_from_dense,
-                  _dense_tucker, _shapes_tucker, _macs_tucker, 2),
-        LayerSpec("CPConv2d", _core.CPConv2d, True, True,
-                  ("first", "vertical", "horizontal", "last"), rank1,
-                  reference.cp_conv2d, d.cp_conv2d_from_dense,
-                  _dense_cp, _shapes_cp, _macs_cp, 1),
-        LayerSpec("Conv2d", _core.Conv2d, True, False, ("weight",),
-                  ("(out_channels, in_channels, kh, kw)",),
-                  reference.conv2d, None, _dense_single, _shapes_conv, _macs_conv, 0),
+        LayerSpec(
+            name="LowRankLinear", cls=_core.LowRankLinear, conv=False, factorized=True,
+            factor_names=("U", "V"),
+            factor_dims=("(out_features, rank)", "(rank, in_features)"),
+            reference=reference.lowrank_linear, decomposer=d.lowrank_linear_from_dense,
+            _dense=_dense_lowrank, _shapes=_shapes_lowrank, _macs=_macs_lowrank, _num_ranks=1,
+        ),
+        LayerSpec(
+            name="Linear", cls=_core.Linear, conv=False, factorized=False,
+            factor_names=("W",),
+            factor_dims=("(out_features, in_features)",),
+            reference=reference.linear, decomposer=None,
+            _dense=_dense_single, _shapes=_shapes_linear, _macs=_macs_linear, _num_ranks=0,
+        ),
+        LayerSpec(
+            name="TuckerConv2d", cls=_core.TuckerConv2d, conv=True, factorized=True,
+            factor_names=("first", "core", "last"),
+            factor_dims=("(R_in, in_channels)", "(R_out, R_in, kh, kw)", "(out_channels, R_out)"),
+            reference=reference.tucker_conv2d, decomposer=d.tucker_conv2d_from_dense,
+            _dense=_dense_tucker, _shapes=_shapes_tucker, _macs=_macs_tucker, _num_ranks=2,
+        ),
+        LayerSpec(
+            name="CPConv2d", cls=_core.CPConv2d, conv=True, factorized=True,
+            factor_names=("first", "vertical", "horizontal", "last"),
+            factor_dims=("(R, in_channels)", "(R, kh)", "(R, kw)", "(out_channels, R)"),
+            reference=reference.cp_conv2d, decomposer=d.cp_conv2d_from_dense,
+            _dense=_dense_cp, _shapes=_shapes_cp, _macs=_macs_cp, _num_ranks=1,
+        ),
+        LayerSpec(
+            name="Conv2d", cls=_core.Conv2d, conv=True, factorized=False,
+            factor_names=("weight",),
+            factor_dims=("(out_channels, in_channels, kh, kw)",),
+            reference=reference.conv2d, decomposer=None,
+            _dense=_dense_single, _shapes=_shapes_conv, _macs=_macs_conv, _num_ranks=0,
+        ),
     )  # fmt: skip
 
 
