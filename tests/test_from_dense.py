@@ -464,6 +464,6 @@ def test_from_dense_keyword_set_is_shared():
     for cls in (lrkernels.LowRankLinear, lrkernels.TuckerConv2d, lrkernels.CPConv2d):
         params = list(inspect.signature(cls.from_dense).parameters)
         assert params[: len(common)] == common, (cls.__name__, params)
-        assert "layer_class" not in params
+        assert "layer_class" not in params and "layer_class" not in cls.from_dense.__doc__
     with pytest.raises(TypeError, match="layer_class"):
         lrkernels.LowRankLinear.from_dense(np.ones((3, 3)), rank=1, layer_class=lrkernels.Linear)

@@ -41,7 +41,8 @@ def lowrank_linear_from_dense(
     calibration=X (n, in): minimize the output error on X instead of the weight error (energy and
     vbmf then apply to the output spectrum). None or several criteria: ValueError. The rank and
     its reason: `linear_factors`; errors and costs: `lrkernels.report.layer_report`.
-    layer_class: the class to build (a subclass of LowRankLinear); default LowRankLinear.
+
+    layer_class: the class to build (a subclass of LowRankLinear; default LowRankLinear).
     """
     U, V, _ = linear_factors(
         weight, rank=rank, energy=energy, ratio=ratio, vbmf=vbmf, calibration=calibration
@@ -73,8 +74,9 @@ def tucker_conv2d_from_dense(
     bound keeps e of ||weight||^2); ratio=q (largest ranks, r_in/r_out ~ Cin/Cout, with <= q x
     the dense parameters); vbmf=True (EVBMF on the two unfoldings). calibration=X: images in
     `layout` for the data-aware fit. stride, padding, dilation, layout: the layer's. method:
-    "hooi" (default) or "hosvd". layer_class: the class to build (default TuckerConv2d). See
-    `tucker2_factors`.
+    "hooi" (default) or "hosvd". See `tucker2_factors`.
+
+    layer_class: the class to build (a subclass of TuckerConv2d; default TuckerConv2d).
     """
     first, core, last, _ = tucker2_factors(
         weight,
@@ -118,8 +120,9 @@ def cp_conv2d_from_dense(
     rank=R; ratio=q (largest R with R (Cin + kh + kw + Cout) <= q x the dense parameters);
     energy=e (smallest R whose CP-ALS fit keeps e of ||weight||^2, searched). vbmf=True is refused
     (ValueError): no analytic VBMF exists for a CP rank. calibration=X: images in `layout` for
-    the data-aware fit. n_iter_max, tol, seed: CP-ALS (see `cp`). layer_class: the class to build
-    (default CPConv2d). See `cp_factors`.
+    the data-aware fit. n_iter_max, tol, seed: CP-ALS (see `cp`). See `cp_factors`.
+
+    layer_class: the class to build (a subclass of CPConv2d; default CPConv2d).
     """
     first, vertical, horizontal, last, _ = cp_factors(
         weight,
@@ -168,6 +171,9 @@ def as_classmethod(func, cls_name):
     cls_param = inspect.Parameter("cls", inspect.Parameter.POSITIONAL_ONLY)
     params = [p for p in sig.parameters.values() if p.name != "layer_class"]
     from_dense.__signature__ = sig.replace(parameters=[cls_param, *params])
+    # The classmethod builds the class it is called on: its doc drops the layer_class paragraph.
+    doc = (func.__doc__ or "").split("\n\n")
+    from_dense.__doc__ = "\n\n".join(p for p in doc if not p.strip().startswith("layer_class"))
     from_dense.__qualname__ = f"{cls_name}.from_dense"
     from_dense.__name__ = "from_dense"
     return classmethod(from_dense)
