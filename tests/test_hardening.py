@@ -165,3 +165,14 @@ def test_float64_input_beyond_float32_range_converts_as_numpy_does():
     with pytest.warns(RuntimeWarning, match="overflow"):
         y = layer(np.array([1e300, 0.0]))
     assert np.isinf(y).all()
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES, ids=lambda c: c.__name__)
+def test_second_init_is_refused(cls):
+    spec = lrkernels.layer_specs.spec_for(cls)
+    shapes = spec.factor_shapes(3, 4, ranks=(2, 2) if cls is lrkernels.TuckerConv2d
+                                else (2,) if spec.factorized else (), kernel=(1, 1))
+    layer = cls(*[np.ones(s, np.float32) for s in shapes])
+    with pytest.raises(TypeError, match="already initialized"):
+        layer.__init__(*[np.ones(s, np.float32) for s in shapes])
+    assert layer._initialized and isinstance(layer, lrkernels.Layer)

@@ -57,11 +57,46 @@ from ._core import (
 )
 from . import _core
 
+Layer = _core.Layer  # the base class of every layer
+
+
+def _python_init(cls):
+    """Wraps the native __init__: a second call is an error (pybind would ignore it silently), and
+    help() shows the real signature, from the class's factor names."""
+    import inspect
+
+    native_init = cls.__init__
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD)]
+    params += [P(name, P.POSITIONAL_OR_KEYWORD) for name in cls.factor_names]
+    params.append(P("bias", P.POSITIONAL_OR_KEYWORD, default=None))
+    if "in_channels" in dir(cls):
+        params += [P("stride", P.KEYWORD_ONLY, default=1), P("padding", P.KEYWORD_ONLY, default=0),
+                   P("dilation", P.KEYWORD_ONLY, default=1),
+                   P("layout", P.KEYWORD_ONLY, default="NCHW")]
+
+    def __init__(self, *args, **kwargs):
+        if self._initialized:
+            raise TypeError(f"{type(self).__name__} is already initialized; layers are immutable "
+                            "once created: create a new one")
+        native_init(self, *args, **kwargs)
+
+    __init__.__signature__ = inspect.Signature(params)
+    __init__.__doc__ = cls.__doc__
+    __init__.__qualname__ = f"{cls.__name__}.__init__"
+    cls.__init__ = __init__
+
+
+for _cls in (LowRankLinear, Linear, Conv2d, TuckerConv2d, CPConv2d):
+    _python_init(_cls)
+del _cls
+
 # Decompositions, rank selection and reports (numpy only). Importing `layer_specs` adds the
 # `from_dense` classmethods to LowRankLinear, TuckerConv2d and CPConv2d (from its table).
 from . import decompose, layer_specs, rank, report
 
 __all__ = [
+    "Layer",
     "Conv2d",
     "CPConv2d",
     "Linear",
