@@ -20,64 +20,59 @@ void check_bias(const Shape& bias_shape, std::size_t out, const Factor& carrier)
   }
 }
 
-ConvGeometry with_kernel(ConvGeometry g, std::size_t kh, std::size_t kw) {
+// The chain [factors[first]] -> middle -> [factors[last]] (index -1: no such stage), kernel kh x kw.
+// Element addresses survive the move of the vector into the layer, so they are taken first.
+std::unique_ptr<Layer> conv_chain(const char* kind, std::vector<Factor> f, const float* bias,
+                                  const ConvParams& p, int first, const ConvMiddle& middle,
+                                  int last, std::size_t kh, std::size_t kw) {
+  ConvGeometry g = p.geometry;
   g.kh = kh;
   g.kw = kw;
-  return g;
+  const Factor* first_stage = first >= 0 ? &f[first] : nullptr;
+  const Factor* last_stage = last >= 0 ? &f[last] : nullptr;
+  return std::make_unique<ConvChain>(kind, std::move(f), bias, first_stage, middle, last_stage, g,
+                                     p.layout);
 }
 
 std::unique_ptr<Layer> build_lowrank_linear(std::vector<Factor> f, const float* bias,
-                                            const Shape& bias_shape, const ConvParams&) {
+                                            const ConvParams&) {
   const Factor &u = f[0], &v = f[1];
   if (u.shape[1] != v.shape[0]) {
     rank_mismatch("U has shape " + shape_str(u.shape) + " (out_features, rank) but V has shape " +
                   shape_str(v.shape) + " (rank, in_features)");
   }
-  if (bias) check_bias(bias_shape, u.shape[0], u);
-  // Element addresses survive the move of the vector into the layer: take them first.
   const std::vector<const Factor*> stages = {&f[1], &f[0]};  // x -> V -> U
   return std::make_unique<LinearChain>("LowRankLinear", std::move(f), bias, stages);
 }
 
-std::unique_ptr<Layer> build_linear(std::vector<Factor> f, const float* bias, const Shape& bias_shape,
-                                    const ConvParams&) {
-  if (bias) check_bias(bias_shape, f[0].shape[0], f[0]);
+std::unique_ptr<Layer> build_linear(std::vector<Factor> f, const float* bias, const ConvParams&) {
   const std::vector<const Factor*> stages = {&f[0]};
   return std::make_unique<LinearChain>("Linear", std::move(f), bias, stages);
 }
 
-std::unique_ptr<Layer> build_conv2d(std::vector<Factor> f, const float* bias, const Shape& bias_shape,
-                                    const ConvParams& p) {
-  const Factor& w = f[0];
-  if (bias) check_bias(bias_shape, w.shape[0], w);
-  const ConvGeometry g = with_kernel(p.geometry, w.shape[2], w.shape[3]);
+std::unique_ptr<Layer> build_conv2d(std::vector<Factor> f, const float* bias, const ConvParams& p) {
   ConvMiddle middle;
-  middle.kind = ConvMiddle::kxk_conv;
   middle.weight = &f[0];
-  return std::make_unique<ConvChain>("Conv2d", std::move(f), bias, nullptr, middle, nullptr, g,
-                                     p.layout);
+  const std::size_t kh = f[0].shape[2], kw = f[0].shape[3];
+  return conv_chain("Conv2d", std::move(f), bias, p, -1, middle, -1, kh, kw);
 }
 
 std::unique_ptr<Layer> build_tucker_conv2d(std::vector<Factor> f, const float* bias,
-                                           const Shape& bias_shape, const ConvParams& p) {
+                                           const ConvParams& p) {
   const Factor &first = f[0], &core = f[1], &last = f[2];
   if (core.shape[1] != first.shape[0] || last.shape[1] != core.shape[0]) {
     rank_mismatch("first " + shape_str(first.shape) + " is (R_in, in_channels), core " +
                   shape_str(core.shape) + " must be (R_out, R_in, kh, kw), last " +
                   shape_str(last.shape) + " must be (out_channels, R_out)");
   }
-  if (bias) check_bias(bias_shape, last.shape[0], last);
-  const ConvGeometry g = with_kernel(p.geometry, core.shape[2], core.shape[3]);
   ConvMiddle middle;
-  middle.kind = ConvMiddle::kxk_conv;
   middle.weight = &f[1];
-  const Factor *first_stage = &f[0], *last_stage = &f[2];
-  return std::make_unique<ConvChain>("TuckerConv2d", std::move(f), bias, first_stage, middle,
-                                     last_stage, g, p.layout);
+  const std::size_t kh = core.shape[2], kw = core.shape[3];
+  return conv_chain("TuckerConv2d", std::move(f), bias, p, 0, middle, 2, kh, kw);
 }
 
 std::unique_ptr<Layer> build_cp_conv2d(std::vector<Factor> f, const float* bias,
-                                       const Shape& bias_shape, const ConvParams& p) {
+                                       const ConvParams& p) {
   const Factor &first = f[0], &vertical = f[1], &horizontal = f[2], &last = f[3];
   const std::size_t r = first.shape[0];
   if (vertical.shape[0] != r || horizontal.shape[0] != r || last.shape[1] != r) {
@@ -86,15 +81,12 @@ std::unique_ptr<Layer> build_cp_conv2d(std::vector<Factor> f, const float* bias,
                   shape_str(horizontal.shape) + " must be (R, kw), last " +
                   shape_str(last.shape) + " must be (out_channels, R)");
   }
-  if (bias) check_bias(bias_shape, last.shape[0], last);
-  const ConvGeometry g = with_kernel(p.geometry, vertical.shape[1], horizontal.shape[1]);
   ConvMiddle middle;
   middle.kind = ConvMiddle::depthwise_hv;
   middle.vertical = &f[1];
   middle.horizontal = &f[2];
-  const Factor *first_stage = &f[0], *last_stage = &f[3];
-  return std::make_unique<ConvChain>("CPConv2d", std::move(f), bias, first_stage, middle,
-                                     last_stage, g, p.layout);
+  const std::size_t kh = vertical.shape[1], kw = horizontal.shape[1];
+  return conv_chain("CPConv2d", std::move(f), bias, p, 0, middle, 3, kh, kw);
 }
 
 }  // namespace
@@ -103,6 +95,7 @@ const std::vector<LayerKind>& layer_kinds() {
   static const std::vector<LayerKind> kinds = {
       {"LowRankLinear", false,
        {{"U", 2, "(out_features, rank)"}, {"V", 2, "(rank, in_features)"}},
+       0,
        "(rank,)",
        R"doc(Low-rank linear layer y = U (V x) + bias, run as one fused operation.
 
@@ -120,6 +113,7 @@ dtype and any strides, returns a new float32 array of shape (out_features,) or
        build_lowrank_linear},
       {"Linear", false,
        {{"W", 2, "(out_features, in_features)"}},
+       0,
        "()",
        R"doc(Dense linear layer y = W x + bias on the same kernels as LowRankLinear (the baseline).
 
@@ -131,6 +125,7 @@ bias : array_like, shape (out_features,), optional
        build_linear},
       {"Conv2d", true,
        {{"weight", 4, "(out_channels, in_channels, kh, kw)"}},
+       0,
        "()",
        R"doc(Dense 2-D convolution (groups=1, cross-correlation as in PyTorch) on the lrkernels engine: the
 baseline a factorized convolution is compared with, and the kernel that runs the Tucker core.
@@ -152,6 +147,7 @@ returns a new float32 array (N, out_channels, Ho, Wo) (or (N, Ho, Wo, out_channe
        {{"first", 2, "(R_in, in_channels)"},
         {"core", 4, "(R_out, R_in, kh, kw)"},
         {"last", 2, "(out_channels, R_out)"}},
+       2,
        "(R_in, R_out)",
        R"doc(Tucker-2 factorized convolution run as one fused operation: a 1x1 convolution in_channels -> R_in,
 a kh x kw "core" convolution R_in -> R_out with the layer's stride, padding and dilation, and a 1x1
@@ -172,6 +168,7 @@ layout : "NCHW" or "NHWC"
         {"vertical", 2, "(R, kh)"},
         {"horizontal", 2, "(R, kw)"},
         {"last", 2, "(out_channels, R)"}},
+       3,
        "(R,)",
        R"doc(CP-factorized convolution (Lebedev et al. 2015) run as one fused operation: a 1x1 convolution
 in_channels -> R, a kh x 1 depthwise convolution (the H-axis stride, padding and dilation), a
@@ -229,7 +226,12 @@ std::unique_ptr<Layer> create_layer(const LayerKind& kind, std::vector<Factor> f
     }
   }
   if (bias == nullptr && !bias_shape.empty()) throw std::invalid_argument("bias: null data");
-  return kind.build(std::move(factors), bias, bias_shape, params);
+  // The bias belongs to the output: the first dimension of the factor that produces it.
+  if (bias != nullptr) {
+    const Factor& carrier = factors[kind.bias_factor];
+    check_bias(bias_shape, carrier.shape[0], carrier);
+  }
+  return kind.build(std::move(factors), bias, params);
 }
 
 }  // namespace lrk

@@ -168,12 +168,13 @@ struct LayerKind {
   const char* name;  // the class name, e.g. "TuckerConv2d"
   bool conv;
   std::vector<FactorSpec> factors;  // constructor order, bias excluded
+  std::size_t bias_factor;          // the factor whose first dimension the bias must match
   const char* rank_names;  // how ranks() reads: "" (dense), "rank", "(R_in, R_out)"
   const char* doc;         // the class docstring (Python)
-  // Builds the layer from factors whose count, ndim and non-emptiness create_layer has checked;
-  // checks what is specific to the kind (rank agreement) and the bias shape.
+  // Builds the layer's stage chain from factors whose count, ndim, non-emptiness and bias shape
+  // create_layer has checked; checks what is specific to the kind (rank agreement).
   std::unique_ptr<Layer> (*build)(std::vector<Factor> factors, const float* bias,
-                                  const Shape& bias_shape, const ConvParams& params);
+                                  const ConvParams& params);
 };
 
 const std::vector<LayerKind>& layer_kinds();
