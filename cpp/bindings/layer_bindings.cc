@@ -203,9 +203,31 @@ void def_common(py::class_<LayerHandle>& base) {
       .def("__repr__", &repr);
 }
 
+// The class docstring: the table's summary, then the parameters from the factors.
+std::string docstring(const lrk::LayerKind& kind) {
+  std::string d = std::string(kind.doc) + "\n\nParameters\n----------\n";
+  for (const auto& f : kind.factors) d += std::string(f.name) + " : array_like, shape " + f.dims + "\n";
+  const std::string out = kind.conv ? "out_channels" : "out_features";
+  d += "bias : array_like, shape (" + out + ",), optional\n";
+  if (kind.conv) {
+    d += "stride, padding, dilation : int or (int, int), keyword-only\n"
+         "    Padding is symmetric per axis (rows top and bottom, columns left and right).\n"
+         "layout : \"NCHW\" (default) or \"NHWC\", keyword-only\n"
+         "    Layout of the input and of the returned output.\n";
+  }
+  d += "\nThe factors are converted to float32 and packed once, here, for the active ISA. Calling the\n"
+       "layer with x of shape ";
+  d += kind.conv ? "(N, C, H, W) (or (N, H, W, C)), any real float dtype and strides, returns a\n"
+                   "new float32 array (N, out_channels, Ho, Wo) (or (N, Ho, Wo, out_channels)).\n"
+                 : "(in_features,) or (batch, in_features), any real float dtype and strides,\n"
+                   "returns a new float32 array (out_features,) or (batch, out_features).\n";
+  return d;
+}
+
 template <std::size_t K>
 void bind_kind(py::module_& m, const lrk::LayerKind& kind) {
-  py::class_<KindHandle<K>, LayerHandle> cls(m, kind.name, kind.doc);
+  static const std::string doc = docstring(kind);  // pybind keeps the pointer
+  py::class_<KindHandle<K>, LayerHandle> cls(m, kind.name, doc.c_str());
   // pybind ignores a second __init__ on an initialized object; lrkernels/__init__.py refuses it.
   cls.def(py::init([&kind](py::args args, py::kwargs kwargs) {
             auto h = std::make_unique<KindHandle<K>>();

@@ -92,56 +92,27 @@ std::unique_ptr<Layer> build_cp_conv2d(std::vector<Factor> f, const float* bias,
 }  // namespace
 
 const std::vector<LayerKind>& layer_kinds() {
+  // The docstrings hold the summary; the parameters and the calling convention are generated
+  // from the factors (cpp/bindings/layer_bindings.cc).
   static const std::vector<LayerKind> kinds = {
       {"LowRankLinear", false,
        {{"U", 2, "(out_features, rank)"}, {"V", 2, "(rank, in_features)"}},
        0,
        "(rank,)",
-       R"doc(Low-rank linear layer y = U (V x) + bias, run as one fused operation.
-
-Parameters
-----------
-U : array_like, shape (out_features, rank)
-V : array_like, shape (rank, in_features)
-bias : array_like, shape (out_features,), optional
-
-The weights are converted to float32 and packed once, here, for the active ISA.
-Calling the layer with x of shape (in_features,) or (batch, in_features), of any real float
-dtype and any strides, returns a new float32 array of shape (out_features,) or
-(batch, out_features).
-)doc",
+       "Low-rank linear layer y = U (V x) + bias, run as one fused operation.",
        build_lowrank_linear},
       {"Linear", false,
        {{"W", 2, "(out_features, in_features)"}},
        0,
        "()",
-       R"doc(Dense linear layer y = W x + bias on the same kernels as LowRankLinear (the baseline).
-
-Parameters
-----------
-W : array_like, shape (out_features, in_features)
-bias : array_like, shape (out_features,), optional
-)doc",
+       "Dense linear layer y = W x + bias on the same kernels as LowRankLinear (the baseline).",
        build_linear},
       {"Conv2d", true,
        {{"weight", 4, "(out_channels, in_channels, kh, kw)"}},
        0,
        "()",
-       R"doc(Dense 2-D convolution (groups=1, cross-correlation as in PyTorch) on the lrkernels engine: the
-baseline a factorized convolution is compared with, and the kernel that runs the Tucker core.
-
-Parameters
-----------
-weight : array_like, shape (out_channels, in_channels, kh, kw)
-bias : array_like, shape (out_channels,), optional
-stride, padding, dilation : int or (int, int)
-    Padding is symmetric per axis (rows top and bottom, columns left and right).
-layout : "NCHW" or "NHWC"
-    Layout of the input and of the returned output.
-
-Calling the layer with x of shape (N, C, H, W) (or (N, H, W, C)), any real float dtype and strides,
-returns a new float32 array (N, out_channels, Ho, Wo) (or (N, Ho, Wo, out_channels)).
-)doc",
+       "Dense 2-D convolution (groups=1, cross-correlation as in PyTorch) on the lrkernels engine:\n"
+       "the baseline a factorized convolution is compared with.",
        build_conv2d},
       {"TuckerConv2d", true,
        {{"first", 2, "(R_in, in_channels)"},
@@ -149,19 +120,10 @@ returns a new float32 array (N, out_channels, Ho, Wo) (or (N, Ho, Wo, out_channe
         {"last", 2, "(out_channels, R_out)"}},
        2,
        "(R_in, R_out)",
-       R"doc(Tucker-2 factorized convolution run as one fused operation: a 1x1 convolution in_channels -> R_in,
-a kh x kw "core" convolution R_in -> R_out with the layer's stride, padding and dilation, and a 1x1
-convolution R_out -> out_channels carrying the bias. No full intermediate tensor is written.
-
-Parameters
-----------
-first : array_like, shape (R_in, in_channels)
-core : array_like, shape (R_out, R_in, kh, kw)
-last : array_like, shape (out_channels, R_out)
-bias : array_like, shape (out_channels,), optional
-stride, padding, dilation : int or (int, int)
-layout : "NCHW" or "NHWC"
-)doc",
+       "Tucker-2 factorized convolution run as one fused operation: a 1x1 convolution in_channels\n"
+       "-> R_in, a kh x kw core convolution R_in -> R_out with the layer's stride, padding and\n"
+       "dilation, and a 1x1 convolution R_out -> out_channels carrying the bias. No full\n"
+       "intermediate tensor is written.",
        build_tucker_conv2d},
       {"CPConv2d", true,
        {{"first", 2, "(R, in_channels)"},
@@ -170,21 +132,11 @@ layout : "NCHW" or "NHWC"
         {"last", 2, "(out_channels, R)"}},
        3,
        "(R,)",
-       R"doc(CP-factorized convolution (Lebedev et al. 2015) run as one fused operation: a 1x1 convolution
-in_channels -> R, a kh x 1 depthwise convolution (the H-axis stride, padding and dilation), a
-1 x kw depthwise convolution (the W-axis ones) and a 1x1 convolution R -> out_channels with the bias.
-Equivalent to the dense weight W[o, c, y, x] = sum_r last[o, r] vertical[r, y] horizontal[r, x] first[r, c].
-
-Parameters
-----------
-first : array_like, shape (R, in_channels)
-vertical : array_like, shape (R, kh)
-horizontal : array_like, shape (R, kw)
-last : array_like, shape (out_channels, R)
-bias : array_like, shape (out_channels,), optional
-stride, padding, dilation : int or (int, int)
-layout : "NCHW" or "NHWC"
-)doc",
+       "CP-factorized convolution (Lebedev et al. 2015) run as one fused operation: a 1x1\n"
+       "convolution in_channels -> R, a kh x 1 depthwise convolution (the H-axis stride, padding\n"
+       "and dilation), a 1 x kw depthwise convolution (the W-axis ones) and a 1x1 convolution\n"
+       "R -> out_channels with the bias. Equivalent to the dense weight\n"
+       "W[o, c, y, x] = sum_r last[o, r] vertical[r, y] horizontal[r, x] first[r, c].",
        build_cp_conv2d},
   };
   return kinds;

@@ -6,42 +6,49 @@
 namespace lrk {
 namespace {
 
-void fill_transpose(ConfigTable<F32TransposeConfig>& t) {
-  auto row = [&](Isa isa, const char* name, unsigned features, F32TransposeFn fn) {
-    F32TransposeConfig& c = t.add(isa);
-    c.name = name;
-    c.required_features = features;
-    c.transpose = fn;
-  };
-  row(Isa::scalar, "f32-transpose-8x8-scalar", 0, f32_transpose_8x8__scalar);
+// The convolutions' helper kernels of each ISA: a transpose and a depthwise-taps loop.
+struct HelperRow {
+  Isa isa;
+  unsigned features;
+  const char* transpose_name;
+  F32TransposeFn transpose;
+  const char* dwconv_name;
+  F32DwconvFn dwconv;
+};
+
+const HelperRow kHelperRows[] = {
+    {Isa::scalar, 0, "f32-transpose-8x8-scalar", f32_transpose_8x8__scalar,
+     "f32-dwconv-taps-scalar", f32_dwconv_taps__scalar},
 #if defined(LRK_HAVE_NEON)
-  row(Isa::neon, "f32-transpose-4x4-neon", kCpuNeon, f32_transpose_4x4__neon);
+    {Isa::neon, kCpuNeon, "f32-transpose-4x4-neon", f32_transpose_4x4__neon, "f32-dwconv-taps-neon",
+     f32_dwconv_taps__neon},
 #endif
 #if defined(LRK_HAVE_AVX2)
-  row(Isa::avx2, "f32-transpose-8x8-avx2", kCpuAvx2Fma, f32_transpose_8x8__avx2);
+    {Isa::avx2, kCpuAvx2Fma, "f32-transpose-8x8-avx2", f32_transpose_8x8__avx2,
+     "f32-dwconv-taps-avx2", f32_dwconv_taps__avx2},
 #endif
 #if defined(LRK_HAVE_AVX512)
-  row(Isa::avx512, "f32-transpose-8x8-avx512", kCpuAvx512f, f32_transpose_8x8__avx512);
+    {Isa::avx512, kCpuAvx512f, "f32-transpose-8x8-avx512", f32_transpose_8x8__avx512,
+     "f32-dwconv-taps-avx512", f32_dwconv_taps__avx512},
 #endif
+};
+
+void fill_transpose(ConfigTable<F32TransposeConfig>& t) {
+  for (const HelperRow& r : kHelperRows) {
+    F32TransposeConfig& c = t.add(r.isa);
+    c.name = r.transpose_name;
+    c.required_features = r.features;
+    c.transpose = r.transpose;
+  }
 }
 
 void fill_dwconv(ConfigTable<F32DwconvConfig>& t) {
-  auto row = [&](Isa isa, const char* name, unsigned features, F32DwconvFn fn) {
-    F32DwconvConfig& c = t.add(isa);
-    c.name = name;
-    c.required_features = features;
-    c.depthwise = fn;
-  };
-  row(Isa::scalar, "f32-dwconv-taps-scalar", 0, f32_dwconv_taps__scalar);
-#if defined(LRK_HAVE_NEON)
-  row(Isa::neon, "f32-dwconv-taps-neon", kCpuNeon, f32_dwconv_taps__neon);
-#endif
-#if defined(LRK_HAVE_AVX2)
-  row(Isa::avx2, "f32-dwconv-taps-avx2", kCpuAvx2Fma, f32_dwconv_taps__avx2);
-#endif
-#if defined(LRK_HAVE_AVX512)
-  row(Isa::avx512, "f32-dwconv-taps-avx512", kCpuAvx512f, f32_dwconv_taps__avx512);
-#endif
+  for (const HelperRow& r : kHelperRows) {
+    F32DwconvConfig& c = t.add(r.isa);
+    c.name = r.dwconv_name;
+    c.required_features = r.features;
+    c.depthwise = r.dwconv;
+  }
 }
 
 // No scalar row: the compiler decides how scalar code is vectorized, so it has no meaningful peak.
