@@ -211,14 +211,23 @@ def test_x_too_small_for_the_dilated_kernel(kind):
     assert layer(np.ones((1, CIN, 7, 7), F32)).shape == (1, COUT, 1, 1)  # exactly fits
 
 
+X_OF_A_BAD_DTYPE = {  # id: (x from a good input, a text the message must hold)
+    **{np.dtype(d).name: (lambda x, d=d: x.astype(d), np.dtype(d).name)
+       for d in (np.int64, np.int32, np.uint8, bool, np.complex64, np.complex128, object)},
+    "list-of-ints": (lambda x: x.astype(int).tolist(), "int"),
+    "list-of-bools": (lambda x: x.astype(bool).tolist(), "bool"),
+    "strings": (lambda x: x.astype(int).astype(str), "U"),
+}
+
+
 @every_kind
-@pytest.mark.parametrize(
-    "dtype", [np.int64, np.int32, np.uint8, bool, np.complex64, np.complex128, object], ids=str
-)
-def test_x_bad_dtype(kind, dtype):
+@pytest.mark.parametrize("what", X_OF_A_BAD_DTYPE)
+def test_x_bad_dtype(kind, what):
+    """TypeError naming the dtype; the layer stays usable."""
+    make, text = X_OF_A_BAD_DTYPE[what]
     layer = layer_for(kind)
-    with raises(TypeError, np.dtype(dtype).name):
-        layer(good_input(kind).astype(dtype))
+    with raises(TypeError, text):
+        layer(make(good_input(kind)))
     assert_still_usable(layer, kind)
 
 
@@ -269,18 +278,24 @@ def test_bias_of_a_wrong_length(kind):
             continue
         args = ones_args(kind)
         args["bias"] = np.ones(length, F32)
-        with raises(ValueError, f"({length},)"):
+        with raises(ValueError, f"({length},)", f"({COUT},)"):
             SPEC[kind].cls(**args)
 
 
 @every_kind
-@pytest.mark.parametrize("dtype", [np.int64, bool, np.complex64, np.complex128], ids=str)
+@pytest.mark.parametrize(
+    "dtype", [np.int64, np.int32, bool, np.complex64, np.complex128, "list of ints"], ids=str
+)
 def test_factor_bad_dtype(kind, dtype):
-    """TypeError naming the dtype, for each factor and the bias."""
+    """TypeError naming the argument and the dtype, for each factor and the bias. Complex
+    factors are refused even with every imaginary part zero (no silent discard)."""
     for name in arg_names(kind):
         args = ones_args(kind)
-        args[name] = args[name].astype(dtype)
-        with raises(TypeError, np.dtype(dtype).name):
+        if dtype == "list of ints":
+            args[name], text = args[name].astype(int).tolist(), "int"
+        else:
+            args[name], text = args[name].astype(dtype), np.dtype(dtype).name
+        with raises(TypeError, name, text):
             SPEC[kind].cls(**args)
 
 
