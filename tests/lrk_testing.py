@@ -9,6 +9,7 @@ the table in layer_table.py.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from lrkernels import reference
 
-from layer_table import SPEC, N_RANKS
+from layer_table import LAYOUTS, N_RANKS, SPEC  # noqa: F401 - LAYOUTS re-exported
 
 EPS32 = float(np.finfo(np.float32).eps)
 # Products of tiny numbers can land in float32 subnormals, where the rounding error is absolute.
@@ -176,6 +177,21 @@ def check_output_array(y, expected_shape, case: str = "") -> None:
     assert y.flags.c_contiguous, f"{case}: result is not C-contiguous"
     assert y.flags.writeable, f"{case}: result is read-only"
 
+
+
+def raises(exc, *texts):
+    """pytest.raises(exc) with a message that holds every text (case-insensitive, any order):
+    the essentials (argument names, shapes, dtypes), not the wording."""
+    return pytest.raises(exc, match="(?is)" + "".join(f"(?=.*{re.escape(t)})" for t in texts))
+
+
+def window_counts(rows, cols, per_pixel, biases, layout="NCHW"):
+    """The exact output of a convolution with all-ones factors on an all-ones image: per output
+    channel o, biases[o] + per_pixel * rows[i] * cols[j], where rows and cols count the kernel
+    taps that land inside the image."""
+    counts = per_pixel * np.outer(rows, cols).astype(np.float32)
+    y = np.stack([counts + b for b in biases])[None]
+    return y if layout == "NCHW" else y.transpose(0, 2, 3, 1)
 
 # --------------------------------------------------------------------------------------------
 # A layer of any kind with its factors, the float64 oracle and the error bound

@@ -8,14 +8,13 @@ conformance is in test_conformance.py; what only one kind has stays in its own f
 from __future__ import annotations
 
 import gc
-import re
 
 import lrkernels
 import numpy as np
 import pytest
 
 from layer_table import CONV_KINDS, KINDS, LAYOUTS, N_RANKS, SPEC
-from lrk_testing import CONV_DEFAULTS, image_shape
+from lrk_testing import CONV_DEFAULTS, image_shape, raises
 
 F32 = np.float32
 CIN, COUT, RANKS, KERNEL = 4, 3, (2, 5), (3, 3)
@@ -51,11 +50,6 @@ def expected_ones_output(kind):
     spec = SPEC[kind]
     taps = CIN * (KERNEL[0] * KERNEL[1] if spec.conv else 1)
     return 1.0 + float(np.prod(RANKS[: N_RANKS[kind]])) * taps
-
-
-def raises(exc, *texts):
-    """pytest.raises(exc) with a message that contains every text (case-insensitive)."""
-    return pytest.raises(exc, match="(?is)" + "".join(f"(?=.*{re.escape(t)})" for t in texts))
 
 
 def layer_for(kind, layout="NCHW", **kwargs):

@@ -21,33 +21,25 @@ import contextlib
 import os
 import platform
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 import lrkernels
 import numpy as np
 import pytest
-from lrkernels import reference
 
+from layer_table import CONV_KINDS, KINDS, LINEAR_KINDS, SPEC
 from lrk_testing import (
+    BOUNDS,
     LAYOUTS,
+    Model,
     assert_within_bound,
-    conv2d_bound,
     conv_output_hw,
-    cp_conv2d_bound,
-    cp_conv2d_reference,
     image_shape,
-    linear_bound,
-    lowrank_bound,
+    make_model,
     pair,
     run_in_thread,
-    tucker_conv2d_bound,
 )
 
 F32 = np.float32
-LINEAR_KINDS = ("LowRankLinear", "Linear")
-CONV_KINDS = ("Conv2d", "TuckerConv2d", "CPConv2d")
-KINDS = LINEAR_KINDS + CONV_KINDS
 TINY = 1e-39  # a float32 subnormal scale (the smallest normal float32 is 1.18e-38)
 
 
@@ -56,33 +48,22 @@ TINY = 1e-39  # a float32 subnormal scale (the smallest normal float32 is 1.18e-
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Spec:
-    """A layer kind with its weights (float32 arrays, may be edited before `layer()`)."""
+def make_spec(kind, rng, *, cin=5, cout=4, r1=3, r2=2, kernel=3, geometry=None, bias=True,
+              scales=None) -> Model:
+    """Random float32 factors (standard normal, times scales[name] if given) for a layer; the
+    factors may be edited before `build()`."""
+    conv = SPEC[kind].conv
+    m = make_model(rng, kind, cin, cout, (r1, r2), kernel if conv else 1, bias=bias,
+                   **((geometry or {}) if conv else {}))
+    for name, scale in (scales or {}).items():
+        if m.weights[name] is not None:
+            m.weights[name][...] *= F32(scale)
+    return m
 
-    kind: str
-    weights: dict
-    geometry: dict
 
-    def layer(self):
-        return getattr(lrkernels, self.kind)(**self.weights, **self.geometry)
-
-    def _call(self, fn, x, weights):
-        with np.errstate(all="ignore"):  # NaN and Inf are the point here
-            return fn(x, *weights.values(), **self.geometry)
-
-    def reference(self, x):
-        return self._call(_REFERENCES[self.kind], x, self.weights)
-
-    def bound(self, x):
-        """The float32 error bound, with non-finite values taken as 0: exact wherever the
-        reference is finite (no non-finite value reached that output)."""
-        clean = {k: _finite_or_zero(v) for k, v in self.weights.items()}
-        return self._call(_BOUNDS[self.kind], _finite_or_zero(x), clean)
-
-    def describe(self):
-        shapes = {k: (None if v is None else v.shape) for k, v in self.weights.items()}
-        return f"{self.kind}({shapes}, {self.geometry})"
+def reference_of(spec, x):
+    with np.errstate(all="ignore"):  # NaN and Inf are the point here
+        return spec.reference(x)
 
 
 def _finite_or_zero(a):
@@ -92,44 +73,12 @@ def _finite_or_zero(a):
     return np.where(np.isfinite(a), a, 0.0)
 
 
-_REFERENCES = {
-    "LowRankLinear": reference.lowrank_linear,
-    "Linear": reference.linear,
-    "Conv2d": reference.conv2d,
-    "TuckerConv2d": reference.tucker_conv2d,
-    "CPConv2d": cp_conv2d_reference,
-}
-_BOUNDS = {
-    "LowRankLinear": lowrank_bound,
-    "Linear": linear_bound,
-    "Conv2d": conv2d_bound,
-    "TuckerConv2d": tucker_conv2d_bound,
-    "CPConv2d": cp_conv2d_bound,
-}
-
-
-def make_spec(kind, rng, *, cin=5, cout=4, r1=3, r2=2, kernel=3, geometry=None, bias=True,
-              scales=None):
-    """Random float32 weights (standard normal, times scales[name] if given) for a layer."""
-    kh, kw = pair(kernel)
-    shapes = {
-        "LowRankLinear": {"U": (cout, r1), "V": (r1, cin)},
-        "Linear": {"W": (cout, cin)},
-        "Conv2d": {"weight": (cout, cin, kh, kw)},
-        "TuckerConv2d": {"first": (r1, cin), "core": (r2, r1, kh, kw), "last": (cout, r2)},
-        "CPConv2d": {"first": (r1, cin), "vertical": (r1, kh), "horizontal": (r1, kw),
-                     "last": (cout, r1)},
-    }[kind]
-    scales = scales or {}
-    weights = {
-        name: (rng.standard_normal(shape) * scales.get(name, 1.0)).astype(F32)
-        for name, shape in shapes.items()
-    }
-    weights["bias"] = (rng.standard_normal(cout) * scales.get("bias", 1.0)).astype(F32) \
-        if bias else None
-    if kind in LINEAR_KINDS:
-        geometry = {}
-    return Spec(kind, weights, dict(geometry or {}))
+def finite_bound(spec, x):
+    """The float32 error bound, with non-finite values taken as 0: exact wherever the reference
+    is finite (no non-finite value reached that output)."""
+    clean = [_finite_or_zero(a) for a in spec.factors]
+    return BOUNDS[spec.kind](_finite_or_zero(x), *clean, _finite_or_zero(spec.bias),
+                             **spec.geometry)
 
 
 def call(layer, x, isa):
@@ -157,7 +106,7 @@ def pattern(a):
 def assert_ieee_like_reference(y, spec, x, case=""):
     """The NaN/+Inf/-Inf pattern of y is the reference's; the finite part is within the bound."""
     case = f"{case} {spec.describe()}".strip()
-    ref = spec.reference(x)
+    ref = reference_of(spec, x)
     assert y.shape == ref.shape, f"{case}: shape {y.shape}, expected {ref.shape}"
     py, pr = pattern(y), pattern(ref)
     if not np.array_equal(py, pr):
@@ -171,7 +120,7 @@ def assert_ieee_like_reference(y, spec, x, case=""):
         )
     finite = pr == 0
     assert_within_bound(np.where(finite, y, 0.0), np.where(finite, ref, 0.0),
-                        np.where(finite, spec.bound(x), 0.0), case)
+                        np.where(finite, finite_bound(spec, x), 0.0), case)
     return ref
 
 
@@ -201,7 +150,7 @@ def test_nonfinite_input_linear(isa, rng, kind, value, batch):
     """One non-finite x element per chosen row: those rows (only) become non-finite; a NaN row is
     all NaN; with Linear an Inf gives +-Inf with the sign of the weight times the Inf."""
     spec = make_spec(kind, rng, cin=19, cout=37, r1=5)
-    layer = spec.layer()
+    layer = spec.build()
     shape = (19,) if batch is None else (batch, 19)
     x = rng.standard_normal(shape).astype(F32)
     x2 = x.reshape(-1, 19)
@@ -234,7 +183,7 @@ def test_inf_minus_inf_and_inf_times_zero_linear(isa, rng, kind):
     x[0, 0], x[0, 1] = np.inf, -np.inf  # opposite Infs into every output of stage 1: NaN
     x[1, 2] = np.inf  # only into the zero column: NaN
     x[2, 0] = np.inf  # +Inf times positive weights
-    y = call(spec.layer(), x, isa)
+    y = call(spec.build(), x, isa)
     assert_ieee_like_reference(y, spec, x)
     assert np.isnan(y[0]).all() and np.isnan(y[1]).all()
     assert np.isfinite(y[3]).all()
@@ -252,7 +201,7 @@ def test_nonfinite_weights_linear(isa, rng, kind, value):
         w = spec.weights[name]
         index = tuple(int(rng.integers(n)) for n in w.shape)
         w[index] = value
-        layer = spec.layer()
+        layer = spec.build()
         for x in (rng.standard_normal((9, 21)).astype(F32), rng.standard_normal(21).astype(F32)):
             y = call(layer, x, isa)
             assert_ieee_like_reference(y, spec, x, f"{name}{list(index)} = {value}")
@@ -301,7 +250,7 @@ def test_nonfinite_pixel_spreads_to_its_receptive_field(isa, rng, kind, layout, 
     Infs as the reference says. Pixels a stride skips change nothing."""
     spec, hw = _conv_spec(kind, rng, g, layout, cin=3, cout=4)
     kernel, stride, padding, dilation, _ = g
-    layer = spec.layer()
+    layer = spec.build()
     out_hw = conv_output_hw(hw, kernel, stride, padding, dilation)
     h, w = hw
     pixels = [(0, 0), (h - 1, w - 1), (h // 2, w // 2), (1, w - 2)]
@@ -345,7 +294,7 @@ def test_nonfinite_weights_conv(isa, rng, kind, layout, g):
             index = tuple(int(rng.integers(n)) for n in w.shape)
             w[index] = value
             x = rng.standard_normal(image_shape(2, 3, hw, layout)).astype(F32)
-            y = call(spec.layer(), x, isa)
+            y = call(spec.build(), x, isa)
             ref = assert_ieee_like_reference(y, spec, x, f"{name}{list(index)} = {value}")
             if np.isnan(value) and name in ("weight", "bias", "last"):
                 o = index[0]
@@ -369,9 +318,9 @@ def test_cp_nonfinite_vertical_factor_skips_padding_columns(isa, rng, layout, va
     spec = make_spec("CPConv2d", rng, cin=3, cout=4, r1=3, kernel=(3, 1), geometry=g)
     spec.weights["vertical"][1, 0] = value
     x = rng.standard_normal(image_shape(1, 3, (5, 6), layout)).astype(F32)
-    ref = spec.reference(x)
+    ref = reference_of(spec, x)
     assert np.isfinite(ref).any()  # the padding-only columns (wo = 6 with pw = 3, stride 2)
-    y = call(spec.layer(), x, isa)
+    y = call(spec.build(), x, isa)
     assert_ieee_like_reference(y, spec, x, f"vertical[1, 0] = {value}")
 
 
@@ -387,7 +336,7 @@ def test_scattered_nans_large_image_threads(isa, rng, kind, layout):
         spec = make_spec(kind, rng, cin=8, cout=16, r1=8, r2=8, kernel=3, geometry=g)
         x = rng.standard_normal(image_shape(2, 8, (70, 23), layout)).astype(F32)
         x[rng.random(x.shape) < 0.02 / 8] = np.nan  # ~2% of pixels hold a NaN channel
-        y = call(spec.layer(), x, isa)
+        y = call(spec.build(), x, isa)
         assert_ieee_like_reference(y, spec, x)
         assert np.isnan(y).any() and np.isfinite(y).any()
     finally:
@@ -408,15 +357,15 @@ def test_nan_does_not_leak_into_later_calls(isa, rng, kind):
             for w in big.weights.values():
                 if w is not None:
                     w[...] = np.nan
-            nan_layer = big.layer()
+            nan_layer = big.build()
             small = [make_spec(kind, rng, cin=c, cout=o, r1=r, r2=r, kernel=k, geometry=g)
                      for c, o, r, k in ((3, 5, 2, 1), (17, 9, 7, 3), (40, 48, 24, 3))]
 
             def x_for(spec, n, hw):
                 if kind in LINEAR_KINDS:
-                    return np.full((n * hw[0], _cin(spec)), np.nan, F32) if spec is big else \
-                        rng.standard_normal((n * hw[0], _cin(spec))).astype(F32)
-                shape = image_shape(n, _cin(spec), hw, "NHWC")
+                    return np.full((n * hw[0], spec.in_dim), np.nan, F32) if spec is big else \
+                        rng.standard_normal((n * hw[0], spec.in_dim)).astype(F32)
+                shape = image_shape(n, spec.in_dim, hw, "NHWC")
                 return np.full(shape, np.nan, F32) if spec is big else \
                     rng.standard_normal(shape).astype(F32)
 
@@ -425,17 +374,11 @@ def test_nan_does_not_leak_into_later_calls(isa, rng, kind):
                 assert np.isnan(y_nan).all()
                 for n, hw in ((1, (5, 4)), (2, (24, 19))):
                     x = x_for(spec, n, hw)
-                    y = call(spec.layer(), x, isa)
+                    y = call(spec.build(), x, isa)
                     assert np.isfinite(y).all(), f"{spec.describe()}: NaN leaked from scratch"
                     assert_within_bound(y, spec.reference(x), spec.bound(x), spec.describe())
     finally:
         lrkernels.set_num_threads(before)
-
-
-def _cin(spec):
-    """in_features / in_channels of a Spec."""
-    name = {"LowRankLinear": "V", "Linear": "W", "Conv2d": "weight"}.get(spec.kind, "first")
-    return spec.weights[name].shape[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,7 +443,7 @@ def test_large_values_do_not_overflow(isa, rng, kind, x_scale):
     bounds = _intermediate_bounds(spec, x)
     assert max(bounds) < limit, f"test set-up: intermediates up to {bounds} exceed {limit:g}"
     assert max(bounds) > 1e30 or x_scale < 1, bounds
-    y = call(spec.layer(), x, isa)
+    y = call(spec.build(), x, isa)
     assert np.isfinite(y).all(), f"{kind}: non-finite output, intermediates bounded by {bounds}"
     assert_within_bound(y, spec.reference(x), spec.bound(x), f"{kind} x ~ {x_scale:g}")
 
@@ -518,7 +461,7 @@ def test_values_near_float32_max(isa, rng, kind):
         spec.weights["U"][...] = np.sign(spec.weights["U"]) * 1e-2
     ref = spec.reference(x)
     assert np.all(np.abs(ref) < np.finfo(F32).max)
-    y = call(spec.layer(), x, isa)
+    y = call(spec.build(), x, isa)
     assert np.isfinite(y).all()
     assert_within_bound(y, ref, spec.bound(x), kind)
 
@@ -573,7 +516,7 @@ def test_flush_to_zero_behaviour(isa, rng, kind):
     spec, x = _exact_subnormal_case(kind, rng)
     ref = spec.reference(x)
     assert (ref != 0).any() and (np.abs(ref[ref != 0]) < np.finfo(F32).tiny).all()
-    y = call(spec.layer(), x, isa)
+    y = call(spec.build(), x, isa)
     if subnormals_flushed(isa):
         np.testing.assert_array_equal(y, np.zeros_like(y))
     else:
@@ -664,7 +607,7 @@ def test_callers_flush_to_zero_mode_does_not_depend_on_thread_count(isa, rng, ki
         spec = make_spec(kind, rng, cin=96, cout=96, r1=48, r2=48, kernel=3, geometry=g,
                          bias=False)
         x = rng.standard_normal(image_shape(2, 96, (24, 24), "NHWC")).astype(F32)
-    layer = spec.layer()
+    layer = spec.build()
     x_sub = (x * TINY).astype(F32)
     try:
         lrkernels.set_num_threads(3)
@@ -698,7 +641,7 @@ def test_layer_calls_restore_the_callers_floating_point_mode(isa, rng, kind):
     caller that runs with flush-to-zero itself (and after a call that raised)."""
     env = CallerFlushToZero()
     spec, x = _exact_subnormal_case(kind, rng)
-    layer = spec.layer()
+    layer = spec.build()
 
     def body():
         words = []
@@ -771,7 +714,7 @@ def test_subnormal_data_is_not_orders_of_magnitude_slower(isa, rng, kind):
             x = rng.standard_normal((64, c)).astype(F32)
         else:
             x = rng.standard_normal(image_shape(1, c, (16, 16), "NHWC")).astype(F32)
-        layer = spec.layer()
+        layer = spec.build()
         t_normal = _seconds_per_call(lambda: layer(x), 1, 3)
         reps = max(1, int(1e-3 / max(t_normal, 1e-7)))  # ~1 ms per timed run
         t_normal = _seconds_per_call(lambda: layer(x), reps, 7)
@@ -782,7 +725,7 @@ def test_subnormal_data_is_not_orders_of_magnitude_slower(isa, rng, kind):
         for w in sub_spec.weights.values():
             if w is not None:
                 w[...] = (w * TINY).astype(F32)
-        sub_layer = sub_spec.layer()
+        sub_layer = sub_spec.build()
         stop = 3 * SLOWDOWN_LIMIT * t_normal  # clearly too slow: no need for more runs
         ratios = {
             "subnormal x": _seconds_per_call(lambda: layer(x_sub), reps, 5, stop) / t_normal,
