@@ -368,3 +368,53 @@ def run_concurrently(calls) -> list:
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "worker threads hung"
     return errors
+
+
+# --------------------------------------------------------------------------------------------
+# Numerical edge cases (test_numerics.py, test_subnormals.py)
+# --------------------------------------------------------------------------------------------
+
+
+def make_spec(kind, rng, *, cin=5, cout=4, r1=3, r2=2, kernel=3, geometry=None, bias=True,
+              scales=None) -> Model:
+    """Random float32 factors (standard normal, times scales[name] if given) for a layer; the
+    factors may be edited before `build()`."""
+    conv = SPEC[kind].conv
+    m = make_model(rng, kind, cin, cout, (r1, r2), kernel if conv else 1, bias=bias,
+                   **((geometry or {}) if conv else {}))
+    for name, scale in (scales or {}).items():
+        if m.weights[name] is not None:
+            m.weights[name][...] *= np.float32(scale)
+    return m
+
+
+def reference_of(spec, x):
+    with np.errstate(all="ignore"):  # NaN and Inf are the point here
+        return spec.reference(x)
+
+
+def _finite_or_zero(a):
+    if a is None:
+        return None
+    a = np.asarray(a, dtype=np.float64)
+    return np.where(np.isfinite(a), a, 0.0)
+
+
+def finite_bound(spec, x):
+    """The float32 error bound, with non-finite values taken as 0: exact wherever the reference
+    is finite (no non-finite value reached that output)."""
+    clean = [_finite_or_zero(a) for a in spec.factors]
+    return BOUNDS[spec.kind](_finite_or_zero(x), *clean, _finite_or_zero(spec.bias),
+                             **spec.geometry)
+
+
+def call(layer, x, isa):
+    """layer(x) in a worker thread with a timeout (a hang fails); checks the ISA that ran."""
+
+    def body():
+        y = layer(x)
+        return y, lrkernels.last_used_isa()
+
+    y, used = run_in_thread(body)
+    assert used == isa, f"last_used_isa() == {used!r}, expected {isa!r}"
+    return y
