@@ -12,7 +12,6 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import assume, example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-import lrkernels  # noqa: E402
 from layer_table import CONV_KINDS, LINEAR_KINDS, N_RANKS, SPEC  # noqa: E402
 from property_strategies import (  # noqa: E402
     active,
