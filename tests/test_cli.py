@@ -33,14 +33,22 @@ def test_bench_table_and_json(tiny_bench, tmp_path, capsys):
     assert len(results) == 2 * (2 + 2)
     assert peaks["read_bandwidth_gbs"] > 0
     for fact, dense in zip(results[0::2], results[1::2]):
-        assert (fact.kind, dense.kind) == ("factorized", "dense")
+        # kind: the layer class name (the one naming scheme); factorized: the role in the pair
+        assert (fact.kind, dense.kind) in (("LowRankLinear", "Linear"), ("TuckerConv2d", "Conv2d"))
+        assert fact.factorized and not dense.factorized
         assert fact.layer == dense.layer and fact.batch == dense.batch
         assert fact.seconds > 0 and dense.seconds > 0
         assert fact.speedup_vs_dense == pytest.approx(dense.seconds / fact.seconds)
         assert 0 < fact.fraction_of_peak and fact.peak_basis
     assert results[0].peak_basis == "read bandwidth"  # batch-1 linear
+    # FLOPs from the layer table: the stride-2 conv (16ch 12x12 3x3, pad 1, rank 4) -> 6x6 output
+    s2 = [r for r in results if r.layer == "tiny s2"]
+    assert s2[1].flops == 2 * 6 * 6 * 16 * 16 * 9
+    assert s2[0].flops == 2 * (12 * 12 * 16 * 4 + 6 * 6 * 4 * 4 * 9 + 6 * 6 * 4 * 16)
+    assert s2[0].weight_bytes == 4 * (4 * 16 * 2 + 4 * 4 * 9)
     table = bench.format_table(peaks, results)
     assert "tiny linear" in table and "tiny conv" in table and "speed-up" in table
+    assert "TuckerConv2d" in table and "LowRankLinear" in table
 
 
 def test_bench_cli_json(tiny_bench, tmp_path, monkeypatch, capsys):

@@ -214,7 +214,7 @@ def test_cp_components_are_balanced(rng):
 
 def test_cp_divergence_returns_best_iterate(rng, monkeypatch):
     T = rng.standard_normal((8, 6, 3, 3))
-    real = decompose._cp_solve
+    real = decompose.cp_als._cp_solve
     calls = {"n": 0}
 
     def failing(G, MT):
@@ -222,7 +222,7 @@ def test_cp_divergence_returns_best_iterate(rng, monkeypatch):
         out = real(G, MT)
         return out * np.nan if calls["n"] > 4 * 5 else out  # NaN from the 6th sweep on
 
-    monkeypatch.setattr(decompose, "_cp_solve", failing)
+    monkeypatch.setattr(decompose.cp_als, "_cp_solve", failing)
     with pytest.warns(ConvergenceWarning, match="non-finite"):
         f, v, h, la, info = decompose.cp(T, 4, tol=0.0, return_info=True)
     assert info["diverged"] and len(info["errors"]) == 6
@@ -233,7 +233,7 @@ def test_cp_divergence_returns_best_iterate(rng, monkeypatch):
 
 def test_cp_rising_error_is_divergence(rng, monkeypatch):
     T = rng.standard_normal((8, 6, 3, 3))
-    real = decompose._cp_solve
+    real = decompose.cp_als._cp_solve
     calls = {"n": 0}
 
     def noisy(G, MT):  # from sweep 4 on, each update is worse than the last
@@ -242,7 +242,7 @@ def test_cp_rising_error_is_divergence(rng, monkeypatch):
         sweep = (calls["n"] - 1) // 4
         return out * (1 + 0.5 * max(0, sweep - 2)) if sweep >= 3 else out
 
-    monkeypatch.setattr(decompose, "_cp_solve", noisy)
+    monkeypatch.setattr(decompose.cp_als, "_cp_solve", noisy)
     with pytest.warns(ConvergenceWarning, match="rose"):
         *_, info = decompose.cp(T, 4, tol=0.0, return_info=True)
     assert info["diverged"]

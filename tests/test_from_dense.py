@@ -124,7 +124,7 @@ def test_linear_bad_weight():
 
 
 TUCKER_BAD = [
-    ({}, "exactly one criterion of ranks=, energy=, ratio=, vbmf=True \\(got none\\)"),
+    ({}, "exactly one criterion of rank=, energy=, ratio=, vbmf=True \\(got none\\)"),
     ({"ranks": (2, 2), "ratio": 0.5}, "got ranks, ratio"),
     ({"ranks": (9, 2)}, "r_in"),  # Cin = 8
     ({"ranks": (2, 11)}, "r_out"),  # Cout = 10
@@ -400,3 +400,37 @@ def test_print_report(rng):
         report.print_report([("x", entries[0][1])], file=buf)
     with pytest.raises(ValueError, match="shape"):
         report.layer_report(entries[0][1], T)
+
+
+# --------------------------------------------------------------------------------------------
+# one keyword set: rank= for every kind (TuckerConv2d also takes ranks=, the same keyword)
+# --------------------------------------------------------------------------------------------
+
+
+def test_tucker_rank_is_ranks(rng):
+    T = rng.standard_normal((10, 8, 3, 3))
+    Tk = lrkernels.TuckerConv2d
+    assert Tk.from_dense(T, rank=(3, 5)).ranks == (3, 5)
+    assert Tk.from_dense(T, rank=4).ranks == (4, 4)
+    a, b = Tk.from_dense(T, rank=(3, 5)), Tk.from_dense(T, ranks=(3, 5))
+    np.testing.assert_array_equal(a.core, b.core)
+    *_, choice = decompose.tucker2_factors(T, rank=(2, 3))
+    assert choice.rank == (2, 3)
+    with pytest.raises(ValueError, match="rank= and ranks= are the same criterion"):
+        Tk.from_dense(T, rank=2, ranks=2)
+    with pytest.raises(ValueError, match="got rank, energy"):
+        Tk.from_dense(T, rank=2, energy=0.5)
+    with pytest.raises(ValueError, match="rank must be an int or a pair"):
+        Tk.from_dense(T, rank=(1, 2, 3))
+
+
+def test_from_dense_keyword_set_is_shared():
+    import inspect
+
+    common = ["weight", "bias", "rank", "energy", "ratio", "vbmf", "calibration"]
+    for cls in (lrkernels.LowRankLinear, lrkernels.TuckerConv2d, lrkernels.CPConv2d):
+        params = list(inspect.signature(cls.from_dense).parameters)
+        assert params[: len(common)] == common, (cls.__name__, params)
+        assert "layer_class" not in params and "layer_class" not in cls.from_dense.__doc__
+    with pytest.raises(TypeError, match="layer_class"):
+        lrkernels.LowRankLinear.from_dense(np.ones((3, 3)), rank=1, layer_class=lrkernels.Linear)

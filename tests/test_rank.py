@@ -379,3 +379,28 @@ def test_allocate_budget_errors(rng):
         rank.allocate_budget(layers, ratio=0.0)
     with pytest.raises(ValueError):
         rank.allocate_budget(layers, budget=100, weighting="l2")
+
+
+def test_kind_accepts_the_layer_class_names():
+    for cls_name, short, shape, r in (
+        ("LowRankLinear", "linear", (30, 20), 4),
+        ("TuckerConv2d", "tucker2", (16, 12, 3, 3), (3, 5)),
+        ("CPConv2d", "cp", (16, 12, 3, 3), 4),
+    ):
+        assert rank.factorized_params(shape, r, cls_name) == rank.factorized_params(shape, r, short)
+        assert rank.by_ratio(shape, 0.3, cls_name).rank == rank.by_ratio(shape, 0.3, short).rank
+    with pytest.raises(ValueError, match="kind must be one of .*LowRankLinear"):
+        rank.by_ratio((3, 4), 0.5, "Linear")
+
+
+def test_by_energy_tucker2_energy_one_gives_the_numerical_ranks(rng):
+    # Rounding-level singular values used to make every pair fail at energy=1 (full ranks).
+    import lrkernels
+
+    assert lrkernels.TuckerConv2d.from_dense(np.ones((4, 3, 3, 3)), energy=1.0).ranks == (1, 1)
+    assert rank.by_energy_tucker2(np.ones((4, 3, 3, 3)), 1.0).rank == (1, 1)
+    first, core, last = (rng.standard_normal(s) for s in [(2, 6), (3, 2, 3, 3), (8, 3)])
+    T = np.einsum("os,sryx,rc->ocyx", last, core, first)  # ranks (r_in, r_out) = (2, 3)
+    assert rank.by_energy_tucker2(T, 1.0).rank == (2, 3)
+    full = rng.standard_normal((6, 5, 3, 3))
+    assert rank.by_energy_tucker2(full, 1.0).rank == (5, 6)

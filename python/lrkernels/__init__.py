@@ -23,11 +23,16 @@ info()            build and CPU facts
 
 From trained dense weights
 --------------------------
-LowRankLinear.from_dense(W, bias, *, rank= | energy= | ratio= | vbmf=True, calibration=None)
-TuckerConv2d.from_dense(weight, bias, *, ranks= | energy= | ratio= | vbmf=True, calibration, ...)
+LowRankLinear.from_dense(weight, bias, *, rank= | energy= | ratio= | vbmf=True, calibration=None)
+TuckerConv2d.from_dense(weight, bias, *, rank= | energy= | ratio= | vbmf=True, calibration, ...)
+                  rank=(r_in, r_out) or an int; ranks= is the same keyword
 CPConv2d.from_dense(weight, bias, *, rank= | energy= | ratio=, calibration=None, ...)
-``lrkernels.decompose`` (svd, tucker2, cp), ``lrkernels.rank`` (the criteria, each with its
-reason), ``lrkernels.report`` (parameters, FLOPs, compression, weight and output error).
+All build ``cls``: a subclass's from_dense returns the subclass. ``lrkernels.decompose`` (svd,
+tucker2, cp), ``lrkernels.rank`` (the criteria, each with its reason), ``lrkernels.report``
+(parameters, FLOPs, compression, weight and output error).
+
+``lrkernels.layer_specs`` is the one table of the layer kinds (factor names, reference function,
+dense reconstruction, parameter and FLOP counts, decomposer): ``spec_for(layer_or_class_or_name)``.
 """
 
 from __future__ import annotations
@@ -52,9 +57,9 @@ from ._core import (
 )
 from . import _core
 
-# Decompositions, rank selection and reports (numpy only). Importing `decompose` adds the
-# `from_dense` classmethods to LowRankLinear, TuckerConv2d and CPConv2d.
-from . import decompose, rank, report
+# Decompositions, rank selection and reports (numpy only). Importing `layer_specs` adds the
+# `from_dense` classmethods to LowRankLinear, TuckerConv2d and CPConv2d (from its table).
+from . import decompose, layer_specs, rank, report
 
 __all__ = [
     "Conv2d",
@@ -73,6 +78,7 @@ __all__ = [
     "__version__",
     # decomposition and rank selection
     "decompose",
+    "layer_specs",
     "rank",
     "report",
 ]

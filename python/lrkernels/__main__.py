@@ -41,7 +41,7 @@ def demo(args) -> int:
     import numpy as np
 
     import lrkernels
-    from lrkernels import reference
+    from lrkernels.layer_specs import spec_for
 
     info = lrkernels.info()
     isa = lrkernels.get_isa()
@@ -65,18 +65,19 @@ def demo(args) -> int:
         V = (rng.standard_normal((rank, in_f)) / np.sqrt(in_f)).astype(np.float32)
         b = rng.standard_normal(out_f).astype(np.float32)
         layer = lrkernels.LowRankLinear(U, V, b)
-        dense = lrkernels.Linear(U @ V, b)
+        spec = spec_for(layer)  # reference output and FLOPs from the layer table
+        dense = spec.dense_equivalent(layer)
         UT, VT = U.T, V.T
         for batch in args.batches:
             x = rng.standard_normal((batch, in_f)).astype(np.float32)
             y = layer(x)
-            ref = reference.lowrank_linear(x, U, V, b)
+            ref = spec.run_reference(layer, x)
             err = float(np.max(np.abs(y - ref)) / max(np.max(np.abs(ref)), 1e-30))
             worst = max(worst, err)
             t_lr = _median_seconds(lambda: layer(x))
             t_np = _median_seconds(lambda: (x @ VT) @ UT + b)
             t_dense = _median_seconds(lambda: dense(x))
-            gflops = 2 * batch * rank * (in_f + out_f) / t_lr / 1e9
+            gflops = batch * spec.flops(layer)[0] / t_lr / 1e9
             label = f"{name} {out_f}x{in_f} r{rank}"
             print(f"{label:34s} {batch:5d} {err:11.2e} {t_lr * 1e6:10.1f} {t_np * 1e6:12.1f} "
                   f"{t_np / t_lr:7.2f}x {t_dense * 1e6:9.1f} {t_dense / t_lr:7.2f}x {gflops:8.1f}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _core
 from ._core import Conv2d, Linear, LowRankLinear, TuckerConv2d, get_isa, get_num_threads
+from .layer_specs import spec_for
 
 # (out_features, in_features, rank, name): as in benchmarks/test_bench_linear.py
 LINEAR_SHAPES = [
@@ -40,7 +41,7 @@ CONV_SHAPES = [
 @dataclass
 class Result:
     layer: str
-    kind: str  # "factorized" or "dense"
+    kind: str  # the layer class name: "LowRankLinear", "Linear", "TuckerConv2d", "Conv2d"
     shape: str
     batch: int
     rank: str
@@ -53,6 +54,7 @@ class Result:
     peak_basis: str = ""
     speedup_vs_dense: float = 0.0
     extra: dict = field(default_factory=dict)
+    factorized: bool = False  # the factorized layer of a pair (the other is its dense baseline)
 
 
 def _median_seconds(fn, budget: float) -> float:
@@ -96,6 +98,17 @@ def machine_peaks(quick: bool, threads: int, bandwidth_bytes: int = 256 << 20) -
     }
 
 
+def _case(name, shape, batch, layer, x, input_hw=None):
+    """One benchmark case: (name, kind, shape, batch, rank, call, flops, weight bytes), the kind,
+    rank, FLOPs and weight bytes read from the layer table (FLOPs per batch / per image)."""
+    spec = spec_for(layer)
+    flops = spec.flops(layer, input_hw)[0] * (1 if spec.conv else batch)
+    ranks = spec.ranks(layer)
+    rank = "-" if not ranks else str(ranks[0]) if len(ranks) == 1 else str(ranks)
+    return (name, spec.name, shape, batch, rank, lambda: layer(x), float(flops),
+            4 * spec.num_factor_params(layer))
+
+
 def _cases(quick: bool):
     rng = np.random.default_rng(0)
     batches = [1, 8] if quick else [1, 8, 64]
@@ -108,10 +121,8 @@ def _cases(quick: bool):
         for batch in batches:
             x = rng.standard_normal((batch, in_f)).astype(np.float32)
             shape = f"{out_f}x{in_f}"
-            yield (name, "factorized", shape, batch, str(rank), lambda l=lowrank, x=x: l(x),
-                   2.0 * batch * rank * (in_f + out_f), 4 * rank * (in_f + out_f))
-            yield (name, "dense", shape, batch, "-", lambda l=dense, x=x: l(x),
-                   2.0 * batch * out_f * in_f, 4 * out_f * in_f)
+            yield _case(name, shape, batch, lowrank, x)
+            yield _case(name, shape, batch, dense, x)
     for channels, size, k, stride, name in CONV_SHAPES:
         if quick and channels == 512:
             continue
@@ -121,16 +132,11 @@ def _cases(quick: bool):
         core = rng.standard_normal((r, r, k, k)).astype(np.float32)
         last = rng.standard_normal((channels, r)).astype(np.float32)
         tucker = TuckerConv2d(first, core, last, stride=stride, padding=pad, layout="NHWC")
-        dense = Conv2d(np.einsum("or,rsyx,sc->ocyx", last, core, first), stride=stride, padding=pad,
-                       layout="NHWC")
+        dense = spec_for(tucker).dense_equivalent(tucker)
         x = rng.standard_normal((1, size, size, channels)).astype(np.float32)
-        out = (size + 2 * pad - k) // stride + 1
         shape = f"{channels}ch {size}x{size} {k}x{k}" + (f" s{stride}" if stride > 1 else "")
-        t_flops = 2.0 * (size * size * channels * r + out * out * r * r * k * k + out * out * r * channels)
-        yield (name, "factorized", shape, 1, f"({r}, {r})", lambda l=tucker, x=x: l(x), t_flops,
-               4 * (r * channels * 2 + r * r * k * k))
-        yield (name, "dense", shape, 1, "-", lambda l=dense, x=x: l(x),
-               2.0 * out * out * channels * channels * k * k, 4 * channels * channels * k * k)
+        yield _case(name, shape, 1, tucker, x, (size, size))
+        yield _case(name, shape, 1, dense, x, (size, size))
 
 
 def run(quick: bool = False, progress=sys.stderr,
@@ -145,9 +151,10 @@ def run(quick: bool = False, progress=sys.stderr,
         _progress(i, len(cases), f"{name} {shape} batch {batch} {kind}", progress)
         seconds = _median_seconds(fn, budget)
         res = Result(name, kind, shape, batch, rank, seconds, flops, weight_bytes)
+        res.factorized = spec_for(kind).factorized
         res.gflops = flops / seconds / 1e9
         res.gbytes_per_s = weight_bytes / seconds / 1e9
-        if batch == 1 and "ch" not in shape:  # batch-1 linear: bandwidth-bound
+        if batch == 1 and not spec_for(kind).conv:  # batch-1 linear: bandwidth-bound
             # Against the read bandwidth of a buffer as large as the weights, read over and over
             # like the benchmark loop does: the same cache level serves both.
             if weight_bytes not in bandwidth:
@@ -175,17 +182,17 @@ def format_table(peaks: dict, results: list[Result]) -> str:
         f"streaming-read bandwidth (large buffer, {peaks['threads']} thread(s)): "
         f"{peaks['read_bandwidth_gbs']:.1f} GB/s",
         "",
-        f"{'layer':22s} {'shape':24s} {'batch':>5s} {'kind':10s} {'rank':>10s} {'time us':>9s} "
+        f"{'layer':22s} {'shape':24s} {'batch':>5s} {'kind':13s} {'rank':>10s} {'time us':>9s} "
         f"{'GFLOP/s':>8s} {'GB/s':>7s} {'% peak':>7s} {'speed-up':>9s}",
     ]
     lines.append("-" * len(lines[-1]))
     for r in results:
-        speed = f"{r.speedup_vs_dense:8.2f}x" if r.kind == "factorized" else ""
+        speed = f"{r.speedup_vs_dense:8.2f}x" if r.factorized else ""
         bound_by_bandwidth = r.peak_basis == "read bandwidth"
         pct = f"{100 * r.fraction_of_peak:6.1f}%" + ("b" if bound_by_bandwidth else " ")
         gbs = f"{r.gbytes_per_s:7.1f}" if bound_by_bandwidth else f"{'-':>7s}"
         lines.append(
-            f"{r.layer:22s} {r.shape:24s} {r.batch:5d} {r.kind:10s} {r.rank:>10s} "
+            f"{r.layer:22s} {r.shape:24s} {r.batch:5d} {r.kind:13s} {r.rank:>10s} "
             f"{r.seconds * 1e6:9.1f} {r.gflops:8.1f} {gbs} {pct} {speed}")
     lines.append("")
     lines.append("% peak: of the FMA peak, or (b) for batch-1 linear layers, which are bound by "

@@ -3,8 +3,9 @@
 layer_report(layer, dense_weight, calibration=None, *, input_hw=None) -> dict
 print_report(entries, *, input_hw=None, file=None) -> str
 
-Everything is computed from the layer's own factors (``U``/``V``, ``first``/``core``/``last``,
-``first``/``vertical``/``horizontal``/``last``) and geometry, and the dense weight it replaces:
+Everything is computed from the layer's own factors and geometry, read through its
+:class:`lrkernels.layer_specs.LayerSpec` (any of the five layer kinds, user subclasses too), and
+the dense weight it replaces (kind: the class name of the layer kind, e.g. "TuckerConv2d"):
 
 params           factorized weights (bias excluded); dense_params the dense count
 compression      dense_params / params (> 1: smaller)
@@ -23,8 +24,7 @@ import sys
 
 import numpy as np
 
-from . import _core
-from .reference import output_size
+from .layer_specs import spec_for
 
 __all__ = ["layer_report", "print_report", "reconstruct"]
 
@@ -33,118 +33,43 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def _kind(layer):
-    for name in ("LowRankLinear", "Linear", "TuckerConv2d", "CPConv2d", "Conv2d"):
-        cls = getattr(_core, name, None)
-        if cls is not None and isinstance(layer, cls):
-            return name
-    raise TypeError(f"layer_report: unsupported layer type {type(layer).__name__}")
+def _spec(layer, where):
+    """The layer's LayerSpec; TypeError naming `where` and the type for anything else."""
+    try:
+        return spec_for(layer)
+    except TypeError as exc:
+        raise TypeError(f"{where}: {exc}") from None
 
 
 def reconstruct(layer) -> np.ndarray:
     """The dense float64 weight the layer's factors multiply out to ((out, in) or 4-D)."""
-    kind = _kind(layer)
-    if kind == "LowRankLinear":
-        return _f64(layer.U) @ _f64(layer.V)
-    if kind == "Linear":
-        return _f64(layer.W)
-    if kind == "Conv2d":
-        return _f64(layer.weight)
-    if kind == "TuckerConv2d":
-        return np.einsum("os,sryx,rc->ocyx", _f64(layer.last), _f64(layer.core), _f64(layer.first))
-    return np.einsum(
-        "or,ry,rx,rc->ocyx",
-        _f64(layer.last),
-        _f64(layer.vertical),
-        _f64(layer.horizontal),
-        _f64(layer.first),
-    )
+    return _spec(layer, "reconstruct").to_dense(layer)
 
 
-def _rank_of(layer, kind):
-    if kind == "LowRankLinear":
-        return layer.rank
-    if kind == "TuckerConv2d":
-        return tuple(layer.ranks)
-    if kind == "CPConv2d":
-        return layer.rank
-    return None
+def _rank_of(spec, layer):
+    """None for dense kinds, the int rank (LowRankLinear, CPConv2d), the (R_in, R_out) pair."""
+    ranks = spec.ranks(layer)
+    if not ranks:
+        return None
+    return ranks[0] if len(ranks) == 1 else ranks
 
 
-def _params(layer, kind):
-    names = {
-        "LowRankLinear": ("U", "V"),
-        "Linear": ("W",),
-        "Conv2d": ("weight",),
-        "TuckerConv2d": ("first", "core", "last"),
-        "CPConv2d": ("first", "vertical", "horizontal", "last"),
-    }[kind]
-    return int(sum(np.asarray(getattr(layer, n)).size for n in names))
-
-
-def _flops(layer, kind, hw):
-    """(flops, dense_flops, basis) with flops = 2 x multiply-adds."""
-    if kind in ("LowRankLinear", "Linear"):
-        out, inp = layer.out_features, layer.in_features
-        dense = 2 * out * inp
-        f = 2 * layer.rank * (out + inp) if kind == "LowRankLinear" else dense
-        return f, dense, "per sample"
-    cout, cin = layer.out_channels, layer.in_channels
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
-        layer.kernel_size,
-        layer.stride,
-        layer.padding,
-        layer.dilation,
-    )
-    if hw is None:
-        h = w = ho = wo = 1
-        basis = "per output position"
-    else:
-        h, w = (int(v) for v in hw)
-        ho, wo = output_size(h, kh, sh, ph, dh), output_size(w, kw, sw, pw, dw)
-        basis = f"per {h}x{w} image"
-    out_pos, in_pos = ho * wo, h * w
-    dense = 2 * out_pos * cout * cin * kh * kw
-    if kind == "Conv2d":
-        return dense, dense, basis
-    if kind == "TuckerConv2d":
-        r_in, r_out = layer.ranks
-        macs = in_pos * r_in * cin + out_pos * r_out * r_in * kh * kw + out_pos * cout * r_out
-    else:
-        r = layer.rank
-        mid = ho * w if hw is not None else 1  # the kh x 1 stage: Ho rows x all W columns
-        macs = in_pos * r * cin + mid * r * kh + out_pos * r * kw + out_pos * cout * r
-    return 2 * macs, dense, basis
-
-
-def _dense_layer(kind, layer, W):
-    if kind in ("LowRankLinear", "Linear"):
-        return _core.Linear(W.astype(np.float32))
-    return _core.Conv2d(
-        W.astype(np.float32),
-        None,
-        stride=layer.stride,
-        padding=layer.padding,
-        dilation=layer.dilation,
-        layout=layer.layout,
-    )
-
-
-def _without_bias(y, layer, kind):
+def _without_bias(spec, layer, y):
     y = _f64(y)
     if layer.bias is None:
         return y
     b = _f64(layer.bias)
-    if kind in ("LowRankLinear", "Linear") or layer.layout == "NHWC":
-        return y - b
+    if not spec.conv or spec.geometry(layer)["layout"] == "NHWC":
+        return y - b  # the channel axis is last
     return y - b[None, :, None, None]
 
 
 def layer_report(layer, dense_weight, calibration=None, *, input_hw=None) -> dict:
     """The report of one layer against the dense weight it replaces (see the module docstring)."""
-    kind = _kind(layer)
+    spec = _spec(layer, "layer_report")
+    kind = spec.name
     W = _f64(dense_weight)
-    What = reconstruct(layer)
+    What = spec.to_dense(layer)
     if W.shape != What.shape:
         raise ValueError(
             f"dense_weight has shape {W.shape}, the {kind} multiplies out to {What.shape}"
@@ -155,21 +80,24 @@ def layer_report(layer, dense_weight, calibration=None, *, input_hw=None) -> dic
     X = None
     if calibration is not None:
         X = np.asarray(calibration)
-        if hw is None and kind not in ("LowRankLinear", "Linear"):
-            hw = X.shape[2:4] if layer.layout == "NCHW" else X.shape[1:3]
-    flops, dense_flops, basis = _flops(layer, kind, hw)
-    params = _params(layer, kind)
+        if spec.conv and X.ndim != 4:
+            layout = spec.geometry(layer)["layout"]
+            raise ValueError(f"calibration must be images ({layout}) for a {kind}, got {X.shape}")
+        if hw is None and spec.conv:
+            hw = X.shape[2:4] if spec.geometry(layer)["layout"] == "NCHW" else X.shape[1:3]
+    flops, dense_flops, basis = spec.flops(layer, hw)
+    params = spec.num_factor_params(layer)
     dense = int(W.size)
     out_err = None
     if X is not None:
-        y = _f64(_dense_layer(kind, layer, W)(X))
-        yhat = _without_bias(layer(X), layer, kind)
+        y = _f64(spec.dense_equivalent(layer, W, bias=None)(X))
+        yhat = _without_bias(spec, layer, layer(X))
         den = float(np.linalg.norm(y.ravel()))
         out_err = float(np.linalg.norm((yhat - y).ravel()) / den) if den > 0 else 0.0
     return {
         "kind": kind,
         "shape": tuple(W.shape),
-        "rank": _rank_of(layer, kind),
+        "rank": _rank_of(spec, layer),
         "params": params,
         "dense_params": dense,
         "compression": dense / params,
