@@ -363,7 +363,8 @@ def _linear_batches(kind, tile):
 
 
 def _conv_tile_edges(kind, tile):
-    """Cin x Cout over the tile-edge channel counts, 3x3 'same' and 1x1 kernels, ranks cycling."""
+    """Cin x Cout over the tile-edge channel counts, 3x3 'same' and 1x1 kernels, ranks cycling;
+    a factorized kind takes every other pair (its "ranks" sweep crosses the tile edges too)."""
     couts = [1, 3, 8, 9, 16, 17, 31, 33, 64]
     cases = []
     for i, cin in enumerate(CONV_CHANNELS):
@@ -373,7 +374,7 @@ def _conv_tile_edges(kind, tile):
                 1 + (i + j) % 2 * 2, cin, cout, [(5, 7), (9, 6), (4, 4)][(i + 2 * j) % 3], k,
                 stride=2 if (i * j) % 4 == 1 else 1, padding=k[0] // 2, bias=(i + j) % 2 == 0,
                 ranks=(CONV_RANKS[(i + j) % 8], CONV_RANKS[(i + 2 * j + 3) % 8])))
-    return cases
+    return cases[:: 2 if SPEC[kind].factorized else 1]
 
 
 def _conv_geometry(kind, tile):

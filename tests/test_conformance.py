@@ -61,15 +61,15 @@ def small(kind, batch=3):
 
 
 def run_cases(rng, isa, kind, layout, cases, strided=False):
-    """Each case: a fresh layer and input, checked against the reference; with `strided`, also
-    a view of a wider array (last axis + 9, offset 2) as input."""
+    """Each case: a fresh layer and input, checked against the reference; with `strided`, every
+    third case also on a view of a wider array (last axis + 9, offset 2)."""
     results = Cases()
-    for case in cases:
+    for i, case in enumerate(cases):
         with results.case(f"{case} layout={layout}"):
             m = case.model(rng, kind, layout)
             x = case.input(rng, m)
             m.check(x, isa)
-            if strided:
+            if strided and i % 3 == 1:
                 wide = rand(rng, x.shape[:-1] + (x.shape[-1] + 9,))
                 m.check(wide[..., 2 : 2 + x.shape[-1]], isa, "strided view")
     results.check()
