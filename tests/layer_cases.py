@@ -353,7 +353,8 @@ def _linear_batches(kind, tile):
     """Batch 0, 1, 2, 3, odd, mr-1 .. 2*mr+1, 100 and 300 on shapes at the tile edges, with and
     without bias; and shapes larger than the default blocks (K > kc, out > nc, batch > mc)."""
     nr = tile.nr
-    shapes = [(7, 3, 5), (33, nr + 1, 17), (65, 2 * nr - 1, 64), (16, nr, nr), (256, 3 * nr + 5, 33)]
+    shapes = [(7, 3, 5), (33, nr + 1, 17), (65, 2 * nr - 1, 64), (16, nr, nr),
+              (256, 3 * nr + 5, 33)]  # (in, out, rank)
     cases = [
         Case(batch, in_f, out_f, bias=bias, ranks=(rank, rank))
         for in_f, out_f, rank in shapes for batch in [None] + batches_for(tile.mr)

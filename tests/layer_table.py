@@ -11,7 +11,6 @@ SPEC = {spec.name: spec for spec in SPECS}
 KINDS = tuple(SPEC)
 LINEAR_KINDS = tuple(s.name for s in SPECS if not s.conv)
 CONV_KINDS = tuple(s.name for s in SPECS if s.conv)
-FACTORIZED_KINDS = tuple(s.name for s in SPECS if s.factorized)
 # How many ranks a kind's factor_shapes takes: () dense, (r,) LowRankLinear and CP, (r_in, r_out)
 # Tucker.
 N_RANKS = {s.name: (0 if not s.factorized else 2 if s.name == "TuckerConv2d" else 1) for s in SPECS}

@@ -27,7 +27,7 @@ from layer_cases import (
     sweeps_for,
     weight_variants,
 )
-from layer_table import KIND_LAYOUTS, LINEAR_KINDS, SPEC, kind_layout_id, spec_for
+from layer_table import KIND_LAYOUTS, LINEAR_KINDS, N_RANKS, SPEC, kind_layout_id, spec_for
 from lrk_testing import (
     BOUNDS,
     Cases,
@@ -54,7 +54,8 @@ every_kind = pytest.mark.parametrize("kind, layout", kind_layouts())
 
 
 def small(kind, batch=3):
-    """A small layer of each kind: in 4 or 5, out 5 or 6, ranks (3, 2), a 3x3 'same' kernel."""
+    """A small case of each kind: ranks (3, 2); a convolution 4 -> 5 channels, 3x3 'same' on
+    6x7 images; a linear layer 8 -> 6 features."""
     if SPEC[kind].conv:
         return conv(batch, 4, 5, (6, 7), (3, 3), padding=1, ranks=(3, 2))
     return Case(batch, 8, 6, ranks=(3, 2))
@@ -110,9 +111,7 @@ def test_blocked_paths(isa, tile, blocking, rng, kind, layout, config):
 @every_kind
 def test_batch_zero(isa, rng, kind, layout):
     """An empty batch (float32 or float64) gives an empty float32 result of the right shape."""
-    case = small(kind)
-    if SPEC[kind].conv:
-        case = conv(0, 4, 6, (5, 7), (3, 3), stride=2, padding=1)
+    case = conv(0, 4, 6, (5, 7), (3, 3), stride=2, padding=1) if SPEC[kind].conv else small(kind)
     m = case.model(rng, kind, layout)
     for dtype in (F32, np.float64):
         x = m.make_input(rng, 0, case.hw, dtype)
@@ -189,9 +188,8 @@ def _weight_case(kind):
     return Case(9, 11, 19, ranks=(6, 6))
 
 
-def _factors64(rng, kind, case, n_ranks=2):
-    from layer_table import N_RANKS
-
+def _factors64(rng, kind, case):
+    """Random float64 factors and bias for a case."""
     spec = SPEC[kind]
     shapes = spec.factor_shapes(case.in_dim, case.out_dim, case.ranks[: N_RANKS[kind]],
                                 case.kernel)

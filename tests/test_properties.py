@@ -14,18 +14,20 @@ TypeError: never another exception, a crash or a result.
 
 Profiles (registered in conftest.py, chosen by the environment variable HYPOTHESIS_PROFILE):
 
-    python -m pytest tests/test_properties.py
+    python -m pytest tests/test_properties.py tests/test_properties_illegal.py
         "ci", the default: 50 examples per test, derandomized (the same examples on every run,
         so CI is reproducible), no example database; a few seconds.
-    HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_properties.py
+    HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_properties*.py
         2000 random examples per test (a few minutes); failures are saved in .hypothesis/ and
         replayed first on the next run. Add --hypothesis-seed=N for another search.
     ... --hypothesis-show-statistics
         examples run, and their time, per test.
 
 Examples run in the ci profile: CI_EXAMPLES_PER_TEST x N_PROPERTY_TESTS (the `@given` tests
-here and in test_properties_illegal.py; `test_example_count_is_documented` keeps the two numbers honest) = 500, plus the 3
-explicit `@example` cases, which run on every profile.
+here and in test_properties_illegal.py; `test_example_count_is_documented` keeps the two
+numbers honest) = 500, plus the 3 explicit `@example` cases, which run on every profile.
+The illegal-argument tests are in test_properties_illegal.py; the strategies in
+property_strategies.py.
 """
 from __future__ import annotations
 
