@@ -209,7 +209,7 @@ X_OF_A_BAD_DTYPE = {  # id: (x from a good input, a text the message must hold)
        for d in (np.int64, np.int32, np.uint8, bool, np.complex64, np.complex128, object)},
     "list-of-ints": (lambda x: x.astype(int).tolist(), "int"),
     "list-of-bools": (lambda x: x.astype(bool).tolist(), "bool"),
-    "strings": (lambda x: x.astype(int).astype(str), "U"),
+    "strings": (lambda x: x.astype(int).astype("U1"), "U1"),
 }
 
 
