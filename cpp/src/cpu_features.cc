@@ -3,6 +3,7 @@
 #include <string>
 
 #include "lrkernels/dispatch.h"
+#include "lrkernels/kernel_config.h"
 
 #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
 #define LRK_X86 1
@@ -15,8 +16,6 @@
 namespace lrk {
 namespace {
 
-constexpr unsigned bit(Isa isa) { return 1u << static_cast<int>(isa); }
-
 #if LRK_X86
 unsigned long long read_xcr0() {
   unsigned eax = 0, edx = 0;
@@ -26,7 +25,7 @@ unsigned long long read_xcr0() {
 }
 
 unsigned detect() {
-  unsigned mask = bit(Isa::scalar);
+  unsigned mask = 0;
   unsigned eax, ebx, ecx, edx;
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return mask;
   const bool fma = (ecx >> 12) & 1, osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1;
@@ -36,31 +35,48 @@ unsigned detect() {
   const bool os_zmm = (xcr0 & 0xE6) == 0xE6;   // plus opmask, ZMM0-15 high halves, ZMM16-31
   if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return mask;
   const bool avx2 = (ebx >> 5) & 1, avx512f = (ebx >> 16) & 1;
-  if (avx2 && fma && os_ymm) mask |= bit(Isa::avx2);
-  if (avx512f && avx2 && fma && os_zmm) mask |= bit(Isa::avx512);
+  const bool vnni = (ecx >> 11) & 1, fp16 = (edx >> 23) & 1;
+  if (avx2 && fma && os_ymm) mask |= kCpuAvx2Fma;
+  if (avx512f && avx2 && fma && os_zmm) {
+    mask |= kCpuAvx512f;
+    if (vnni) mask |= kCpuAvx512Vnni;
+    if (fp16) mask |= kCpuAvx512Fp16;
+  }
   return mask;
 }
 #elif LRK_ARM
 unsigned detect() {
-  unsigned mask = bit(Isa::scalar);
+  unsigned mask = 0;
+  const unsigned long hw = getauxval(AT_HWCAP);
 #if defined(__aarch64__)
-  // Advanced SIMD is mandatory in ARMv8-A Linux ABIs; HWCAP_ASIMD is bit 1.
-  if (getauxval(AT_HWCAP) & (1ul << 1)) mask |= bit(Isa::neon);
+  // Advanced SIMD is mandatory in ARMv8-A Linux ABIs: HWCAP_ASIMD (bit 1); ARMv8.2 extensions:
+  // HWCAP_ASIMDHP (bit 10, fp16 arithmetic) and HWCAP_ASIMDDP (bit 20, dot product).
+  if (hw & (1ul << 1)) mask |= kCpuNeon;
+  if (hw & (1ul << 10)) mask |= kCpuNeonFp16Arith;
+  if (hw & (1ul << 20)) mask |= kCpuNeonDot;
 #else
   // armv7: HWCAP_NEON (bit 12) and HWCAP_VFPv4 (bit 16, fused multiply-add).
-  const unsigned long hw = getauxval(AT_HWCAP);
-  if ((hw & (1ul << 12)) && (hw & (1ul << 16))) mask |= bit(Isa::neon);
+  if ((hw & (1ul << 12)) && (hw & (1ul << 16))) mask |= kCpuNeon;
 #endif
   return mask;
 }
 #else
-unsigned detect() { return bit(Isa::scalar); }
+unsigned detect() { return 0; }
 #endif
 
 }  // namespace
 
-unsigned cpu_isa_mask() {
+unsigned cpu_feature_mask() {
   static const unsigned mask = detect();
+  return mask;
+}
+
+unsigned cpu_isa_mask() {
+  const unsigned f = cpu_feature_mask();
+  unsigned mask = 1u << static_cast<int>(Isa::scalar);
+  if (f & kCpuNeon) mask |= 1u << static_cast<int>(Isa::neon);
+  if (f & kCpuAvx2Fma) mask |= 1u << static_cast<int>(Isa::avx2);
+  if (f & kCpuAvx512f) mask |= 1u << static_cast<int>(Isa::avx512);
   return mask;
 }
 

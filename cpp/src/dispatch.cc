@@ -8,32 +8,31 @@
 namespace lrk {
 namespace {
 
-// The kernel table for each ISA, or nullptr when this build did not compile it (LRK_HAVE_* come
-// from CMake, one per per-ISA translation unit that is part of the build).
-const GemmKernels* compiled_kernels(Isa isa) {
+// LRK_HAVE_* come from CMake, one per ISA whose kernel files are part of the build.
+bool compiled(Isa isa) {
   switch (isa) {
     case Isa::scalar:
-      return gemm_kernels_scalar();
+      return true;
     case Isa::neon:
 #if defined(LRK_HAVE_NEON)
-      return gemm_kernels_neon();
+      return true;
 #else
-      return nullptr;
+      return false;
 #endif
     case Isa::avx2:
 #if defined(LRK_HAVE_AVX2)
-      return gemm_kernels_avx2();
+      return true;
 #else
-      return nullptr;
+      return false;
 #endif
     case Isa::avx512:
 #if defined(LRK_HAVE_AVX512)
-      return gemm_kernels_avx512();
+      return true;
 #else
-      return nullptr;
+      return false;
 #endif
   }
-  return nullptr;
+  return false;
 }
 
 constexpr const char* kNames[kNumIsas] = {"scalar", "neon", "avx2", "avx512"};
@@ -61,7 +60,7 @@ bool isa_from_name(const char* name, Isa* out) {
 unsigned compiled_isa_mask() {
   unsigned mask = 0;
   for (int i = 0; i < kNumIsas; ++i) {
-    if (compiled_kernels(static_cast<Isa>(i)) != nullptr) mask |= 1u << i;
+    if (compiled(static_cast<Isa>(i))) mask |= 1u << i;
   }
   return mask;
 }
@@ -95,14 +94,39 @@ void set_active_isa(Isa isa) {
   g_active.store(static_cast<int>(isa), std::memory_order_release);
 }
 
-const GemmKernels& gemm_kernels_for(Isa isa) {
-  if (!(available_isa_mask() & (1u << static_cast<int>(isa)))) {
-    throw std::invalid_argument(std::string("ISA '") + isa_name(isa) + "' is not available");
-  }
-  return *compiled_kernels(isa);
+const KernelSet* kernel_set(Isa isa) {
+  // Built once per ISA from the family configs; a set exists only when every family it needs does.
+  static const auto sets = [] {
+    struct Sets {
+      KernelSet set[kNumIsas];
+      bool ok[kNumIsas];
+    } s{};
+    for (int i = 0; i < kNumIsas; ++i) {
+      const Isa isa = static_cast<Isa>(i);
+      KernelSet& k = s.set[i];
+      k.isa = isa;
+      k.f32_gemm = f32_gemm_config(isa);
+      k.f32_transpose = f32_transpose_config(isa);
+      k.f32_dwconv = f32_dwconv_config(isa);
+      k.fma_probe = fma_probe_config(isa);
+      s.ok[i] = compiled(isa) && (cpu_isa_mask() & (1u << i)) && k.f32_gemm && k.f32_transpose &&
+                k.f32_dwconv;
+    }
+    return s;
+  }();
+  const int i = static_cast<int>(isa);
+  return (i >= 0 && i < kNumIsas && sets.ok[i]) ? &sets.set[i] : nullptr;
 }
 
-const GemmKernels& active_gemm_kernels() { return *compiled_kernels(active_isa()); }
+const KernelSet& kernel_set_for(Isa isa) {
+  const KernelSet* k = kernel_set(isa);
+  if (k == nullptr) {
+    throw std::invalid_argument(std::string("ISA '") + isa_name(isa) + "' is not available");
+  }
+  return *k;
+}
+
+const KernelSet& active_kernel_set() { return *kernel_set(active_isa()); }
 
 int last_used_isa() { return t_last_used; }
 void record_used_isa(Isa isa) { t_last_used = static_cast<int>(isa); }

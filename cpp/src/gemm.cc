@@ -28,7 +28,7 @@ std::size_t padded_rank(std::size_t rank) { return (rank + 15) / 16 * 16; }
 
 }  // namespace
 
-Blocking resolve_blocking(const GemmKernels& ks, std::size_t rank_hint) {
+Blocking resolve_blocking(const F32GemmConfig& ks, std::size_t rank_hint) {
   Blocking b;
   b.kc = ks.kc;
   b.nc = round_down_to(kL2WeightBlockBytes / (b.kc * sizeof(float)), ks.nr);
@@ -43,7 +43,7 @@ Blocking resolve_blocking(const GemmKernels& ks, std::size_t rank_hint) {
   return b;
 }
 
-const GemmKernels& kernels_for_width(const GemmKernels& ks, std::size_t n) {
+const F32GemmConfig& config_for_width(const F32GemmConfig& ks, std::size_t n) {
   return (ks.narrow != nullptr && n <= ks.narrow->nr) ? *ks.narrow : ks;
 }
 
@@ -59,7 +59,7 @@ namespace {
 // Rows [m_begin, m_end) x panels [p_begin, p_end) of C, Goto-style: the kc x nr panel stays in L1
 // while the row tiles of an M block pass over it. Every output element sees the same sequence of
 // micro-kernel calls whichever tile range it falls in, so splitting over ranges changes no bit.
-void gemm_tiles(const GemmKernels& ks, const Blocking& blk, std::size_t m_begin, std::size_t m_end,
+void gemm_tiles(const F32GemmConfig& ks, const Blocking& blk, std::size_t m_begin, std::size_t m_end,
                 std::size_t p_begin, std::size_t p_end, const float* a, std::size_t lda,
                 const PackedWeights& w, float* c, std::size_t ldc) {
   const std::size_t n = w.n(), k = w.k(), nr = ks.nr, mr = ks.mr;
@@ -103,7 +103,7 @@ std::size_t threads_for_flops(double flops) {
 void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w, float* c,
           std::size_t ldc) {
   if (m == 0) return;
-  const GemmKernels& ks = w.kernels();
+  const F32GemmConfig& ks = w.config();
   if (a == nullptr || c == nullptr) throw std::invalid_argument("gemm: null input or output");
   const std::size_t n = w.n(), k = w.k(), nr = ks.nr, mr = ks.mr, panels = w.num_panels();
   const std::size_t threads = threads_for_flops(2.0 * m * n * k);
@@ -111,7 +111,7 @@ void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w
   if (m <= mr) {
     // One row tile (batch 1 is the GEMV case): no weight reuse to gain from blocking, so every packed
     // panel is streamed exactly once over the full K and C is written once. Threads split panels.
-    const GemmUkernelFn kernel = ks.ukernel[m];
+    const F32GemmUkernelFn kernel = ks.ukernel[m];
     const std::size_t parts = std::min(threads, panels);
     parallel_for(parts, parts, [&](std::size_t part) {
       const auto range = split_range(panels, parts, part);
@@ -142,10 +142,10 @@ void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWe
   const std::size_t rank = v.n();
   if (u.k() != rank) throw std::logic_error("lowrank_gemm: rank of U and V differ");
   if (m == 0) return;
-  const Blocking blk = resolve_blocking(v.kernels(), rank);
+  const Blocking blk = resolve_blocking(v.config(), rank);
   const std::size_t ldt = padded_rank(rank);
   const std::size_t mb = std::min(m, blk.mb);
-  float* t = thread_scratch(mb * ldt);
+  float* t = thread_scratch<float>(mb * ldt);
   for (std::size_t m0 = 0; m0 < m; m0 += mb) {
     const std::size_t rows = std::min(mb, m - m0);
     gemm(rows, x + m0 * ldx, ldx, v, t, ldt);       // t = x V^T   (rank-sized, in L2)
@@ -153,14 +153,23 @@ void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWe
   }
 }
 
-float* thread_scratch(std::size_t count) {
-  thread_local AlignedBuffer buffer;
-  if (buffer.size() < count) {
-    buffer.resize(count);
+namespace {
+thread_local AlignedBuffer t_scratch;
+}  // namespace
+
+void* thread_scratch_bytes(std::size_t bytes) {
+  if (t_scratch.size_bytes() < bytes) {
+    t_scratch.resize_bytes(bytes);
     g_scratch_allocations.fetch_add(1, std::memory_order_relaxed);
   }
-  return buffer.data();
+  return t_scratch.data();
 }
+
+void trim_thread_scratch(std::size_t keep_bytes) {
+  if (t_scratch.size_bytes() > keep_bytes) t_scratch.resize_bytes(0);
+}
+
+std::size_t thread_scratch_held() { return t_scratch.size_bytes(); }
 
 std::size_t scratch_allocation_count() { return g_scratch_allocations.load(); }
 

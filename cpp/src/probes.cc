@@ -1,5 +1,5 @@
 // Machine probes for `lrkernels bench`: the streaming-read bandwidth that bounds batch-1 layers.
-// (The FMA peak probe lives in each ISA's kernel file, see GemmKernels::fma_probe.)
+// (The FMA peak probes are a kernel family: cpp/kernels/f32-fma-probe/.)
 #include "lrkernels/probes.h"
 
 #include <algorithm>
@@ -13,9 +13,9 @@ namespace lrk {
 
 double measure_read_bandwidth(std::size_t bytes, double seconds, std::size_t threads) {
   const std::size_t count = std::max<std::size_t>(bytes / sizeof(float), 1 << 16);
-  AlignedBuffer buffer(count);
-  float* data = buffer.data();
-  threads = std::max<std::size_t>(1, threads);
+  AlignedBuffer buffer(count, sizeof(float));  // the byte size is checked before allocating
+  float* data = buffer.as<float>();
+  threads = std::min(std::max<std::size_t>(1, threads), max_num_threads());
   // First touch on the threads that will read, so pages are spread as they will be used.
   parallel_for(threads, threads, [&](std::size_t part) {
     std::memset(data + count * part / threads, 0, (count * (part + 1) / threads - count * part / threads) * sizeof(float));

@@ -1,6 +1,7 @@
 #include "lrkernels/threadpool.h"
 
 #include "lrkernels/fp_mode.h"
+#include "lrkernels/gemm.h"  // trim_thread_scratch
 
 #include <algorithm>
 #include <atomic>
@@ -9,6 +10,8 @@
 #include <thread>
 #include <cstdint>
 #include <exception>
+#include <stdexcept>
+#include <string>
 
 #if defined(__linux__)
 #include <pthread.h>
@@ -73,6 +76,7 @@ void work_on(Job& job) {
     job.done.fetch_add(1, std::memory_order_release);
   }
   t_in_pool_job = outer;
+  if (!outer) trim_thread_scratch();
 }
 
 class Pool {
@@ -191,7 +195,18 @@ class Pool {
 }  // namespace
 
 std::size_t num_threads() { return Pool::get().threads(); }
-void set_num_threads(std::size_t n) { Pool::get().set_threads(n); }
+std::size_t max_num_threads() {
+  const unsigned hw = std::thread::hardware_concurrency();
+  return std::max<std::size_t>(16, 4 * std::max<std::size_t>(hw, detect_cpus()));
+}
+void set_num_threads(std::size_t n) {
+  if (n < 1 || n > max_num_threads()) {
+    throw std::invalid_argument("set_num_threads expects 1 <= n <= " +
+                                std::to_string(max_num_threads()) +
+                                " (4 threads per CPU of this machine, at least 16), got " + std::to_string(n));
+  }
+  Pool::get().set_threads(n);
+}
 std::size_t default_num_threads() { return detect_cpus(); }
 
 namespace detail {

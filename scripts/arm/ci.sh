@@ -4,6 +4,9 @@
 # toolchain) and run the pytest suite under qemu (test-emulated.sh):
 #   aarch64 wheel (raspberry-pi-4.cmake) on qemu -cpu cortex-a72 (Pi 4) and -cpu cortex-a53 (ARMv8.0)
 #   armv7   wheel (raspberry-pi-armv7.cmake) on qemu -cpu cortex-a15
+# and, for each architecture, the C++ self-tests (test-selftest.sh: the micro-kernel tester and the
+# layer self-test, cross-built statically with the same board toolchain, ctest under the same qemu
+# CPUs; independent of the wheel and of the sysroot).
 # Every configuration runs even if an earlier one failed; a timing/status summary comes last and the
 # exit status is non-zero if anything failed. LRK_CI_BOARDS=1 also cross-builds the other board
 # toolchains (Pi 5, Jetson Nano/Orin, generic ARMv8-A) into $LRK_CACHE/dist-boards and smoke-tests
@@ -50,6 +53,8 @@ else
   AARCH64_WHEEL=""
   skip "aarch64: pytest (no wheel)"
 fi
+run "aarch64: C++ self-tests (ctest), qemu -cpu cortex-a72, cortex-a53" \
+  "$here/test-selftest.sh" aarch64 cortex-a72 cortex-a53 || true
 
 # ---- armv7 ---------------------------------------------------------------------------------------
 WHEEL=""
@@ -61,6 +66,8 @@ else
   ARMV7_WHEEL=""
   skip "armv7: pytest (no wheel)"
 fi
+run "armv7: C++ self-tests (ctest), qemu -cpu cortex-a15" \
+  "$here/test-selftest.sh" armv7 cortex-a15 || true
 
 # ---- optional: every other board toolchain builds and imports --------------------------------------
 if [ "${LRK_CI_BOARDS:-0}" = 1 ]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Static performance of the NEON micro-kernels without a board: llvm-mca on the compiler's own loops.
 
-For each target (compiler flags as in toolchains/*.cmake) this compiles cpp/kernels/neon/*.cc to
-assembly, finds the inner loop of the full-tile kernel (gemm_ukernel<MR>) and of the GEMV kernel
+For each target (compiler flags as in toolchains/*.cmake) this compiles the target's f32 GEMM kernel
+file (cpp/kernels/f32-gemm/8x8-aarch64-neon.cc or 4x8-aarch32-neon.cc, both instantiating
+neon-template.h) to assembly, finds the inner loop of the full-tile kernel (gemm_ukernel<MR>) and of the GEMV kernel
 (gemm_ukernel<1>) -- the basic block that branches back to itself and holds the most FMAs -- and asks
 llvm-mca for its cycles per iteration on each core. Fraction of peak = the FMA issue cycles the core
 needs at its documented peak (FMAs / vector FMAs per cycle) over the cycles llvm-mca predicts.
@@ -24,17 +25,20 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = ROOT / "cpp/kernels/neon/gemm_ukernel_neon.cc"
+KERNELS = ROOT / "cpp/kernels/f32-gemm"
+AARCH64_SOURCE = KERNELS / "8x8-aarch64-neon.cc"  # f32-gemm-8x8-aarch64-neon
+ARMV7_SOURCE = KERNELS / "4x8-aarch32-neon.cc"    # f32-gemm-4x8-aarch32-neon
 
-# name: (compiler, flags, llvm-mca triple, MR)
+# name: (compiler, flags, llvm-mca triple, MR, kernel source)
 TARGETS = {
     "aarch64 (Pi 4 build, -mcpu=cortex-a72)": (
-        "aarch64-linux-gnu-g++", ["-mcpu=cortex-a72"], "aarch64-linux-gnu", 8),
+        "aarch64-linux-gnu-g++", ["-mcpu=cortex-a72"], "aarch64-linux-gnu", 8, AARCH64_SOURCE),
     "aarch64 (Pi 5 build, -mcpu=cortex-a76)": (
-        "aarch64-linux-gnu-g++", ["-mcpu=cortex-a76"], "aarch64-linux-gnu", 8),
+        "aarch64-linux-gnu-g++", ["-mcpu=cortex-a76"], "aarch64-linux-gnu", 8, AARCH64_SOURCE),
     "armv7 (Pi 32-bit OS, neon-vfpv4)": (
         "arm-linux-gnueabihf-g++",
-        ["-march=armv7-a", "-mfpu=neon-vfpv4", "-mfloat-abi=hard"], "armv7a-linux-gnueabihf", 4),
+        ["-march=armv7-a", "-mfpu=neon-vfpv4", "-mfloat-abi=hard"], "armv7a-linux-gnueabihf", 4,
+        ARMV7_SOURCE),
 }
 # 128-bit FMA instructions each core completes per cycle (Arm's optimization guides): the A53's
 # NEON datapath is 64 bits wide, the A57/A72 have one 128-bit FMA pipe, the A76/A78 two.
@@ -53,11 +57,12 @@ def find_tool(*names):
 
 def kernel_loops(asm: str, rows: int):
     """The self-looping basic blocks of gemm_ukernel<rows>, as (fma_count, block_text)."""
-    arch_tag = "m" if "aarch64" in asm[:2000] or ".arch armv8" in asm[:2000] else "j"
-    mangled = re.compile(rf"^(_ZN3lrk4neon12_GLOBAL__N_112gemm_ukernelIL[mj]{rows}EEEv\w*):", re.M)
+    # lrk::(anonymous namespace)::gemm_ukernel<rows>: std::size_t is unsigned long (m) on aarch64,
+    # unsigned int (j) on armv7.
+    mangled = re.compile(rf"^(_ZN3lrk12_GLOBAL__N_112gemm_ukernelIL[mj]{rows}EEEv\w*):", re.M)
     m = mangled.search(asm)
     if not m:
-        raise SystemExit(f"gemm_ukernel<{rows}> not found in the assembly ({arch_tag})")
+        raise SystemExit(f"lrk::(anonymous namespace)::gemm_ukernel<{rows}> not found in the assembly")
     body = asm[m.end():]
     end = re.search(r"^\s+\.(size|cfi_endproc|fnend)", body, re.M)
     body = body[: end.start()] if end else body
@@ -81,7 +86,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--show-loops", action="store_true", help="print the analysed assembly")
     args = ap.parse_args()
-    mca = find_tool("llvm-mca-16", "llvm-mca-15", "llvm-mca", "llvm-mca-14")
+    mca = find_tool("llvm-mca-19", "llvm-mca-18", "llvm-mca-17", "llvm-mca-16", "llvm-mca-15", "llvm-mca",
+                    "llvm-mca-14")
     if mca is None:
         print("llvm-mca not found (Debian: apt-get install llvm-16): no NEON estimates")
         return 0
@@ -91,13 +97,13 @@ def main() -> int:
           f"fraction of the core's FMA peak\n")
     print(f"{'build':42s} {'kernel':10s} {'FMAs':>4s} {'core':11s} {'cycles':>7s} {'peak %':>7s}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (cxx, flags, triple, mr) in TARGETS.items():
+        for name, (cxx, flags, triple, mr, source) in TARGETS.items():
             if not shutil.which(cxx):
                 print(f"{name:42s} skipped: {cxx} not installed")
                 continue
             asm_path = Path(tmp) / "k.s"
             subprocess.run([cxx, "-std=c++17", "-O3", *flags, f"-I{ROOT / 'cpp/include'}", "-S",
-                            str(SOURCE), "-o", str(asm_path)], check=True)
+                            str(source), "-o", str(asm_path)], check=True)
             asm = asm_path.read_text()
             for rows, label in ((mr, f"{mr}x8"), (1, "1x8 GEMV")):
                 fmas, loop = kernel_loops(asm, rows)[0]

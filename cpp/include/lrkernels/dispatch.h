@@ -1,10 +1,10 @@
-// Run-time choice of the kernel set: compiled into this build AND supported by this CPU.
+// Run-time choice of the kernels: an ISA compiled into this build AND supported by this CPU.
 #pragma once
 
 #include <string>
 
 #include "lrkernels/isa.h"
-#include "lrkernels/ukernel.h"
+#include "lrkernels/kernel_config.h"
 
 namespace lrk {
 
@@ -17,8 +17,10 @@ Isa best_available_isa();
 Isa active_isa();
 // Throws std::invalid_argument when `isa` is not available.
 void set_active_isa(Isa isa);
-const GemmKernels& active_gemm_kernels();
-const GemmKernels& gemm_kernels_for(Isa isa);  // throws when not available
+// The kernel families of the active ISA (what a layer call uses).
+const KernelSet& active_kernel_set();
+// The kernel families of an available ISA; throws std::invalid_argument otherwise.
+const KernelSet& kernel_set_for(Isa isa);
 
 // The ISA of the last layer call made on this thread (for tests: proof that a path really ran).
 // Returns -1 when no layer has run on this thread yet.

@@ -5,53 +5,56 @@
 #include <cstddef>
 
 #include "lrkernels/aligned_buffer.h"
-#include "lrkernels/ukernel.h"
+#include "lrkernels/kernel_config.h"
 
 namespace lrk {
 
-// A weight matrix W (n x k, y = x W^T + bias) packed for micro-kernels of panel width nr:
-// ceil(n / nr) panels, each [nr bias floats][k rows of nr floats], zero-padded past column n.
-// The bias leads its panel so the micro-kernel's first store needs no second stream.
+// A weight matrix W (n x k, y = x W^T + bias) packed for one GEMM family config: ceil(n / nr)
+// panels, each [nr bias elements][k rows of nr elements], zero-padded past column n, stored as
+// bytes with the config's weight element size. The bias leads its panel so the micro-kernel's
+// first store needs no second stream.
 class PackedWeights {
  public:
-  // Packs for the kernel set `ks` or, when n fits in it, its narrow variant (kernels_for_width).
+  // Packs for `config` or, when n fits in it, its narrow variant (config_for_width).
   PackedWeights(const float* w, std::size_t n, std::size_t k, const float* bias,
-                const GemmKernels& ks);
-  // The kernel set the panels were packed for: the one every GEMM on these weights must use.
-  const GemmKernels& kernels() const { return *kernels_; }
+                const F32GemmConfig& config);
+  // The config the panels were packed for: the one every GEMM on these weights must use.
+  const F32GemmConfig& config() const { return *config_; }
 
   std::size_t n() const { return n_; }
   std::size_t k() const { return k_; }
   std::size_t nr() const { return nr_; }
   std::size_t num_panels() const { return (n_ + nr_ - 1) / nr_; }
-  const float* panel_bias(std::size_t p) const { return data_.data() + p * panel_stride(); }
+  const float* panel_bias(std::size_t p) const {
+    return reinterpret_cast<const float*>(data_.as<char>() + p * panel_bytes_);
+  }
   const float* panel_weights(std::size_t p) const { return panel_bias(p) + nr_; }
-  std::size_t bytes() const { return data_.size() * sizeof(float); }
+  std::size_t bytes() const { return data_.size_bytes(); }
 
  private:
-  std::size_t panel_stride() const { return (k_ + 1) * nr_; }
-  const GemmKernels* kernels_;
+  const F32GemmConfig* config_;
   std::size_t n_, k_, nr_;
+  std::size_t panel_bytes_;
   AlignedBuffer data_;
 };
 
-// Cache blocking of the driver. Zero fields take the defaults derived from the kernel set.
+// Cache blocking of the driver. Zero fields take the defaults derived from the config.
 struct Blocking {
   std::size_t kc = 0;  // K block: a kc x NR weight panel stays in L1 across the row tiles
   std::size_t nc = 0;  // N block: kc x nc of packed weights stays in L2
   std::size_t mc = 0;  // M block: mc x kc of the input stays in L2
   std::size_t mb = 0;  // low-rank fusion: rows whose rank-sized intermediate is kept in L2
 };
-Blocking resolve_blocking(const GemmKernels& ks, std::size_t rank_hint);
-// `ks`, or its narrow variant when an operand with n output columns fits in the narrower panel.
-const GemmKernels& kernels_for_width(const GemmKernels& ks, std::size_t n);
+Blocking resolve_blocking(const F32GemmConfig& config, std::size_t rank_hint);
+// `config`, or its narrow variant when an operand with n output columns fits in the narrower panel.
+const F32GemmConfig& config_for_width(const F32GemmConfig& config, std::size_t n);
 // For tests: shrink the blocks so that small shapes cross every block edge. All zero restores defaults.
 void set_blocking_override(const Blocking& b);
 
 // Threads worth using for a call of this many flops (at most num_threads()).
 std::size_t threads_for_flops(double flops);
 
-// C (m x n) = A (m x k, row stride lda) * W^T + bias, on the kernels W was packed for; split over
+// C (m x n) = A (m x k, row stride lda) * W^T + bias, on the config W was packed for; split over
 // output tiles on up to threads_for_flops() threads.
 void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w, float* c,
           std::size_t ldc);
@@ -61,9 +64,22 @@ void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w
 void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWeights& v,
                   const PackedWeights& u, float* y, std::size_t ldy);
 
-// Per-thread scratch, grown on demand and reused: no heap allocation in steady state.
-float* thread_scratch(std::size_t count);
+// Per-thread scratch of at least `bytes` (64-byte aligned), grown on demand and reused: no heap
+// allocation in steady state. Valid until this thread's next request.
+void* thread_scratch_bytes(std::size_t bytes);
+template <class T>
+T* thread_scratch(std::size_t count) {
+  return static_cast<T*>(thread_scratch_bytes(checked_bytes(count, sizeof(T), "scratch")));
+}
 // How many times any thread's scratch had to grow (tests check that repeated calls do not allocate).
 std::size_t scratch_allocation_count();
+// Scratch a thread keeps between calls. A larger workspace (a wide convolution) is freed when its
+// call ends, so one such call does not pin tens of MB per thread for the life of the process; its
+// allocation costs microseconds against the milliseconds such a call computes.
+constexpr std::size_t kScratchKeepBytes = std::size_t(8) << 20;
+// Frees this thread's scratch when it holds more than keep_bytes.
+void trim_thread_scratch(std::size_t keep_bytes = kScratchKeepBytes);
+// Bytes of scratch this thread holds now (tests).
+std::size_t thread_scratch_held();
 
 }  // namespace lrk

@@ -12,7 +12,10 @@ namespace lrk {
 
 // Threads a layer call may use (>= 1). Default: the CPUs this process may run on.
 std::size_t num_threads();
+// std::invalid_argument unless 1 <= n <= max_num_threads(): more threads than that only
+// oversubscribe the cores (each worker spins, then sleeps) and cost memory per thread.
 void set_num_threads(std::size_t n);
+std::size_t max_num_threads();  // 4 per CPU, at least 16
 std::size_t default_num_threads();
 
 namespace detail {

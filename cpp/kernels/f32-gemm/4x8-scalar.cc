@@ -4,13 +4,10 @@
 // tests use numpy). 4x8 = 32 accumulators: enough independent sums to hide FP latency on an
 // in-order core, few enough that the compiler keeps them in registers on 16-register ISAs
 // (it may vectorize this with the baseline SSE2 / VFP it is allowed).
-#include "lrkernels/ukernel.h"
+#include "lrkernels/microkernels.h"
 
 namespace lrk {
-namespace scalar {
 namespace {
-
-#include "../depthwise_generic.h"  // this ISA's own copy, built with this file's flags
 
 constexpr std::size_t kMr = 4;
 constexpr std::size_t kNr = 8;
@@ -41,36 +38,10 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
   }
 }
 
-// 8 x 8 tiles so both sides are touched a cache line at a time.
-void transpose(const float* src, std::size_t rows, std::size_t cols, std::size_t lds, float* dst,
-               std::size_t ldd) {
-  for (std::size_t i0 = 0; i0 < rows; i0 += 8) {
-    const std::size_t in = rows - i0 < 8 ? rows - i0 : 8;
-    for (std::size_t j0 = 0; j0 < cols; j0 += 8) {
-      const std::size_t jn = cols - j0 < 8 ? cols - j0 : 8;
-      for (std::size_t i = 0; i < in; ++i)
-        for (std::size_t j = 0; j < jn; ++j) dst[(j0 + j) * ldd + i0 + i] = src[(i0 + i) * lds + j0 + j];
-    }
-  }
-}
-
-const GemmKernels kKernels = {
-    0,  // Isa::scalar
-    "f32-gemm-4x8-scalar",
-    kMr,
-    kNr,
-    512,  // kc: a 512 x 8 panel is 16 KiB, half of the smallest L1D we target
-    {nullptr, gemm_ukernel<1>, gemm_ukernel<2>, gemm_ukernel<3>, gemm_ukernel<4>},
-    nullptr,  // no meaningful peak: the compiler decides how this code is vectorized
-    0,
-    nullptr,  // no narrow variant
-    transpose,
-    depthwise_taps,
-};
 
 }  // namespace
-}  // namespace scalar
 
-const GemmKernels* gemm_kernels_scalar() { return &scalar::kKernels; }
+extern const F32GemmUkernelFn f32_gemm_4x8__scalar[5] = {
+    nullptr, gemm_ukernel<1>, gemm_ukernel<2>, gemm_ukernel<3>, gemm_ukernel<4>};
 
 }  // namespace lrk

@@ -1,4 +1,5 @@
-// NEON GEMM micro-kernels: aarch64 8 rows x 8 columns, armv7 4 rows x 8 columns.
+// The NEON GEMM micro-kernel template (MR x 8). Included inside an anonymous namespace by
+// 8x8-aarch64-neon.cc and 4x8-aarch32-neon.cc.
 //
 // aarch64 (32 q registers): 16 accumulators + 8 row vectors of A + 2 weight vectors = 26 registers.
 // A is read 4 k-steps at a time per row (one 128-bit load) and used by lane, so per 4 k-steps the
@@ -7,15 +8,6 @@
 // armv7 (16 q registers): 8 accumulators + 4 row vectors + 2 weight vectors = 14 registers, with
 // VMLA by lane (A32 NEON has no fused multiply-add by scalar).
 // Rows 1..3 split the lanes over 2-4 accumulator sets to keep enough independent chains (GEMV).
-#include <arm_neon.h>
-
-#include "lrkernels/ukernel.h"
-
-namespace lrk {
-namespace neon {
-namespace {
-
-#include "../depthwise_generic.h"  // this ISA's own copy, built with this file's flags
 
 #if defined(__aarch64__)
 constexpr std::size_t kMr = 8;
@@ -148,84 +140,3 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
     }
   }
 }
-
-#if defined(__aarch64__)
-constexpr int kProbeChains = 16;
-#else
-constexpr int kProbeChains = 8;
-#endif
-
-// Independent FMA chains: enough to fill the FMA pipes for their latency on every target core.
-void fma_probe(std::size_t iterations, float* sink) {
-  float32x4_t acc[kProbeChains];
-  const float32x4_t x = vdupq_n_f32(0.999f), y = vdupq_n_f32(1e-7f);
-#pragma GCC unroll 16
-  for (int i = 0; i < kProbeChains; ++i) acc[i] = vdupq_n_f32(static_cast<float>(i));
-  for (std::size_t it = 0; it < iterations; ++it) {
-#pragma GCC unroll 16
-    for (int i = 0; i < kProbeChains; ++i) {
-#if defined(__aarch64__)
-      acc[i] = vfmaq_f32(y, acc[i], x);
-#else
-      acc[i] = vmlaq_f32(y, acc[i], x);
-#endif
-    }
-  }
-  float32x4_t sum = acc[0];
-#pragma GCC unroll 16
-  for (int i = 1; i < kProbeChains; ++i) sum = vaddq_f32(sum, acc[i]);
-  vst1q_f32(sink, sum);
-}
-
-// 4 x 4 tiles through q registers, scalar edges.
-void transpose(const float* src, std::size_t rows, std::size_t cols, std::size_t lds, float* dst,
-               std::size_t ldd) {
-  std::size_t i0 = 0;
-  for (; i0 + 4 <= rows; i0 += 4) {
-    std::size_t j0 = 0;
-    for (; j0 + 4 <= cols; j0 += 4) {
-      const float* s = src + i0 * lds + j0;
-      const float32x4x2_t p01 = vtrnq_f32(vld1q_f32(s), vld1q_f32(s + lds));
-      const float32x4x2_t p23 = vtrnq_f32(vld1q_f32(s + 2 * lds), vld1q_f32(s + 3 * lds));
-      float* d = dst + j0 * ldd + i0;
-      vst1q_f32(d, vcombine_f32(vget_low_f32(p01.val[0]), vget_low_f32(p23.val[0])));
-      vst1q_f32(d + ldd, vcombine_f32(vget_low_f32(p01.val[1]), vget_low_f32(p23.val[1])));
-      vst1q_f32(d + 2 * ldd, vcombine_f32(vget_high_f32(p01.val[0]), vget_high_f32(p23.val[0])));
-      vst1q_f32(d + 3 * ldd, vcombine_f32(vget_high_f32(p01.val[1]), vget_high_f32(p23.val[1])));
-    }
-    for (std::size_t i = i0; i < i0 + 4; ++i)
-      for (std::size_t j = j0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
-  }
-  for (std::size_t i = i0; i < rows; ++i)
-    for (std::size_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
-}
-
-const GemmKernels kKernels = {
-    1,  // Isa::neon
-#if defined(__aarch64__)
-    "f32-gemm-8x8-aarch64-neonfma",
-#else
-    "f32-gemm-4x8-aarch32-neon",
-#endif
-    kMr,
-    kNr,
-    512,  // kc: a 512 x 8 panel is 16 KiB, half of a 32 KiB L1D (Cortex-A53/A57/A72)
-#if defined(__aarch64__)
-    {nullptr, gemm_ukernel<1>, gemm_ukernel<2>, gemm_ukernel<3>, gemm_ukernel<4>, gemm_ukernel<5>,
-     gemm_ukernel<6>, gemm_ukernel<7>, gemm_ukernel<8>},
-#else
-    {nullptr, gemm_ukernel<1>, gemm_ukernel<2>, gemm_ukernel<3>, gemm_ukernel<4>},
-#endif
-    fma_probe,
-    kProbeChains * 4 * 2,
-    nullptr,  // no narrow variant
-    transpose,
-    depthwise_taps,
-};
-
-}  // namespace
-}  // namespace neon
-
-const GemmKernels* gemm_kernels_neon() { return &neon::kKernels; }
-
-}  // namespace lrk

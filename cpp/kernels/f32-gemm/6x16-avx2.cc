@@ -6,13 +6,10 @@
 // Rows 1..3 split K over 2-4 accumulator sets to keep at least 8 FMA chains in flight (GEMV).
 #include <immintrin.h>
 
-#include "lrkernels/ukernel.h"
+#include "lrkernels/microkernels.h"
 
 namespace lrk {
-namespace avx2 {
 namespace {
-
-#include "../depthwise_generic.h"  // this ISA's own copy, built with this file's flags
 
 constexpr std::size_t kMr = 6;
 constexpr std::size_t kNr = 16;
@@ -109,42 +106,10 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
 }
 
 
-// 12 independent ymm FMA chains: enough to fill 2 FMA ports x 5 cycles of latency (Haswell).
-void fma_probe(std::size_t iterations, float* sink) {
-  __m256 acc[12];
-  const __m256 x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(1e-7f);
-#pragma GCC unroll 12
-  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i));
-  for (std::size_t it = 0; it < iterations; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
-  }
-  __m256 sum = acc[0];
-#pragma GCC unroll 12
-  for (int i = 1; i < 12; ++i) sum = _mm256_add_ps(sum, acc[i]);
-  _mm256_storeu_ps(sink, sum);
-}
-
-#include "../transpose_avx.h"  // transpose(): this ISA's own copy
-
-const GemmKernels kKernels = {
-    2,  // Isa::avx2
-    "f32-gemm-6x16-avx2",
-    kMr,
-    kNr,
-    384,  // kc: a 384 x 16 panel is 24 KiB, about half of a 32-48 KiB L1D
-    {nullptr, gemm_ukernel<1>, gemm_ukernel<2>, gemm_ukernel<3>, gemm_ukernel<4>, gemm_ukernel<5>,
-     gemm_ukernel<6>},
-    fma_probe,
-    12 * 8 * 2,
-    nullptr,  // no narrow variant
-    transpose,
-    depthwise_taps,
-};
-
 }  // namespace
-}  // namespace avx2
 
-const GemmKernels* gemm_kernels_avx2() { return &avx2::kKernels; }
+extern const F32GemmUkernelFn f32_gemm_6x16__avx2[7] = {
+    nullptr,         gemm_ukernel<1>, gemm_ukernel<2>, gemm_ukernel<3>,
+    gemm_ukernel<4>, gemm_ukernel<5>, gemm_ukernel<6>};
 
 }  // namespace lrk

@@ -1,0 +1,283 @@
+// The layer classes, generated from the table of layer kinds (lrk::layer_kinds()): constructor
+// arguments, factor properties, docstrings and repr all come from the table. Only conversion
+// between Python objects and arrays lives here; every check on shapes and geometry is the core's.
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <utility>
+
+#include "arrays.h"
+
+namespace lrk_py {
+namespace {
+
+// The Python-side object of every layer class.
+struct LayerHandle {
+  std::unique_ptr<lrk::Layer> layer;
+};
+// One C++ type per kind, so that each kind is its own Python class.
+template <std::size_t K>
+struct KindHandle : LayerHandle {};
+constexpr std::size_t kNumKinds = 5;
+
+// The layer of `self`; TypeError for an object made with __new__ and never initialised.
+const lrk::Layer& layer_of(py::handle self) {
+  if (!py::isinstance<LayerHandle>(self)) {
+    throw py::type_error("expected an lrkernels layer, got " +
+                         py::str(py::type::of(self).attr("__name__")).cast<std::string>());
+  }
+  // The holder exists only after __init__: casting an instance made by __new__ alone reads an
+  // unset value pointer (a crash), so look at the instance's state first.
+  auto* inst = reinterpret_cast<py::detail::instance*>(self.ptr());
+  const auto v_h = inst->get_value_and_holder();
+  const auto* h = v_h && v_h.holder_constructed() ? static_cast<const LayerHandle*>(v_h.value_ptr())
+                                                  : nullptr;
+  if (h == nullptr || !h->layer) {
+    throw py::type_error(py::str(py::type::of(self).attr("__name__")).cast<std::string>() +
+                         " object is not initialized (created with __new__ without __init__)");
+  }
+  return *h->layer;
+}
+const lrk::ConvChain& conv_of(py::handle self) {
+  return static_cast<const lrk::ConvChain&>(layer_of(self));
+}
+
+py::tuple as_tuple(const lrk::Shape& s) {
+  py::tuple t(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) t[i] = py::int_(s[i]);
+  return t;
+}
+
+std::string pair_str(std::size_t a, std::size_t b) {
+  return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+}
+
+lrk::Layout parse_layout(py::handle obj) {
+  if (py::isinstance<py::str>(obj)) {
+    const std::string v = obj.cast<std::string>();
+    if (v == "NCHW") return lrk::Layout::nchw;
+    if (v == "NHWC") return lrk::Layout::nhwc;
+  }
+  throw py::value_error("layout must be \"NCHW\" or \"NHWC\", got " + py::repr(obj).cast<std::string>());
+}
+
+// Weights are converted to float32 once, here: a finite value beyond the float32 range would
+// silently become inf in every output, so it is an error. (Inputs of a call are converted as
+// numpy's astype does; README, "Inputs".)
+void check_float32_range(const py::array& source, const FloatArray& converted, const char* what) {
+  if (source.dtype().itemsize() <= 4) return;
+  py::module_ np = py::module_::import("numpy");
+  py::object overflow = np.attr("isinf")(converted).attr("__and__")(np.attr("isfinite")(source));
+  if (overflow.attr("any")().cast<bool>()) {
+    throw py::value_error(std::string(what) + " has finite values beyond the float32 range "
+                          "(|x| > 3.4e38) that would become inf; rescale the weights");
+  }
+}
+
+// Constructor arguments by the table: factors (positional or keyword), bias, and for the
+// convolutions the keyword-only stride, padding, dilation and layout.
+std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args, py::kwargs kwargs) {
+  const std::size_t nf = kind.factors.size();
+  std::vector<std::string> names;
+  for (const auto& f : kind.factors) names.emplace_back(f.name);
+  names.emplace_back("bias");
+  const std::vector<std::string> keyword_only =
+      kind.conv ? std::vector<std::string>{"stride", "padding", "dilation", "layout"}
+                : std::vector<std::string>{};
+  const std::string where = std::string(kind.name) + "()";
+  if (args.size() > names.size()) {
+    throw py::type_error(where + " takes at most " + std::to_string(names.size()) +
+                         " positional arguments (" + std::to_string(args.size()) + " given)");
+  }
+  std::vector<py::object> values(names.size());
+  for (std::size_t i = 0; i < args.size(); ++i) values[i] = args[i];
+  py::object stride = py::int_(1), padding = py::int_(0), dilation = py::int_(1),
+             layout = py::str("NCHW");
+  for (auto item : kwargs) {
+    const std::string key = item.first.cast<std::string>();
+    bool found = false;
+    for (std::size_t i = 0; i < names.size() && !found; ++i) {
+      if (key != names[i]) continue;
+      if (values[i]) throw py::type_error(where + " got multiple values for argument '" + key + "'");
+      values[i] = py::reinterpret_borrow<py::object>(item.second);
+      found = true;
+    }
+    if (!found && kind.conv) {
+      py::object* slot = key == "stride" ? &stride : key == "padding" ? &padding
+                       : key == "dilation" ? &dilation : key == "layout" ? &layout : nullptr;
+      if (slot != nullptr) *slot = py::reinterpret_borrow<py::object>(item.second), found = true;
+    }
+    if (!found) throw py::type_error(where + " got an unexpected keyword argument '" + key + "'");
+  }
+  lrk::ConvParams params;
+  if (kind.conv) params.layout = parse_layout(layout);
+  std::vector<lrk::Factor> factors(nf);
+  for (std::size_t i = 0; i < nf; ++i) {
+    if (!values[i]) throw py::type_error(where + " missing required argument '" + names[i] + "'");
+    py::array a = as_real_float_array(values[i], kind.factors[i].name);
+    factors[i].shape = shape_of(a);
+    if (a.ndim() == static_cast<py::ssize_t>(kind.factors[i].ndim) && a.size() > 0) {
+      FloatArray c = float32_c_aligned(a);
+      check_float32_range(a, c, kind.factors[i].name);
+      factors[i].data.assign(c.data(), c.data() + c.size());
+    }
+  }
+  FloatArray bias;
+  const bool has_bias = values[nf] && !values[nf].is_none();
+  lrk::Shape bias_shape;
+  if (has_bias) {
+    py::array b = as_real_float_array(values[nf], "bias");
+    bias_shape = shape_of(b);
+    bias = float32_c_aligned(b);
+    check_float32_range(b, bias, "bias");
+  }
+  if (kind.conv) {
+    auto& g = params.geometry;
+    std::tie(g.sh, g.sw) = int_pair(stride, "stride", 1);
+    std::tie(g.ph, g.pw) = int_pair(padding, "padding", 0);
+    std::tie(g.dh, g.dw) = int_pair(dilation, "dilation", 1);
+  }
+  return lrk::create_layer(kind, std::move(factors), has_bias ? bias.data() : nullptr, bias_shape,
+                           params);
+}
+
+std::string repr(py::handle self) {
+  const lrk::Layer& l = layer_of(self);
+  std::string r = l.kind() + "(";
+  if (!l.is_conv()) {
+    r += "in_features=" + std::to_string(l.in_dim()) + ", out_features=" + std::to_string(l.out_dim());
+    if (!l.ranks().empty()) r += ", rank=" + std::to_string(l.ranks()[0]);
+  } else {
+    const auto& c = static_cast<const lrk::ConvChain&>(l);
+    const auto& g = c.geometry();
+    r += std::to_string(l.in_dim()) + ", " + std::to_string(l.out_dim());
+    if (l.ranks().size() == 2) r += ", ranks=" + pair_str(l.ranks()[0], l.ranks()[1]);
+    if (l.ranks().size() == 1) r += ", rank=" + std::to_string(l.ranks()[0]);
+    r += ", kernel_size=" + pair_str(g.kh, g.kw) + ", stride=" + pair_str(g.sh, g.sw) +
+         ", padding=" + pair_str(g.ph, g.pw) + ", dilation=" + pair_str(g.dh, g.dw);
+  }
+  r += std::string(", bias=") + (l.bias() ? "True" : "False");
+  if (l.is_conv()) {
+    r += std::string(", layout=\"") + lrk::layout_name(static_cast<const lrk::ConvChain&>(l).layout()) + "\"";
+  }
+  return r + ")";
+}
+
+py::array_t<float> call(py::handle self, py::handle x_obj) {
+  const lrk::Layer& l = layer_of(self);
+  CallInput in = call_input(x_obj, l.is_conv());
+  const lrk::Shape y_shape = l.output_shape(in.shape);  // checks x before anything is allocated
+  lrk::checked_elements(y_shape, l.kind().c_str());
+  py::array_t<float> y(std::vector<py::ssize_t>(y_shape.begin(), y_shape.end()));
+  float* yp = y.mutable_data();
+  without_gil([&] { l.run(in.data, in.shape, in.ld, yp); });
+  return y;
+}
+
+// Properties every layer has, on the common base class.
+void def_common(py::class_<LayerHandle>& base) {
+  base.def("__call__", &call, py::arg("x"),
+           "Apply the layer to x: (in_features,) or (batch, in_features) for a linear layer, 4-D in "
+           "the layer's layout for a convolution.")
+      .def_property_readonly("kind", [](py::handle self) { return layer_of(self).kind(); },
+                             "The layer kind: the class name of the built-in layer.")
+      .def_property_readonly(
+          "factors",
+          [](py::handle self) {
+            const auto& fs = layer_of(self).factors();
+            py::tuple t(fs.size());
+            for (std::size_t i = 0; i < fs.size(); ++i) t[i] = readonly_view(self, fs[i].data.data(), fs[i].shape);
+            return t;
+          },
+          "The factors in constructor order (bias excluded), read-only float32.")
+      .def_property_readonly("ranks", [](py::handle self) { return as_tuple(layer_of(self).ranks()); },
+                             "() for a dense layer, (rank,) or (R_in, R_out) for a factorized one.")
+      .def_property_readonly(
+          "bias",
+          [](py::handle self) -> py::object {
+            const lrk::Layer& l = layer_of(self);
+            if (l.bias() == nullptr) return py::none();
+            return readonly_view(self, l.bias(), {l.out_dim()});
+          },
+          "bias (out_features,) or (out_channels,), read-only float32, or None.")
+      .def("__repr__", &repr);
+}
+
+template <std::size_t K>
+void bind_kind(py::module_& m, const lrk::LayerKind& kind) {
+  py::class_<KindHandle<K>, LayerHandle> cls(m, kind.name, kind.doc);
+  // pybind ignores a second __init__ on an initialized object; lrkernels/__init__.py refuses it.
+  cls.def(py::init([&kind](py::args args, py::kwargs kwargs) {
+            auto h = std::make_unique<KindHandle<K>>();
+            h->layer = construct(kind, std::move(args), std::move(kwargs));
+            return h;
+          }),
+          "See the class docstring for the arguments.");
+  cls.def_property_readonly("_initialized", [](py::handle self) {
+    auto* inst = reinterpret_cast<py::detail::instance*>(self.ptr());
+    const auto v_h = inst->get_value_and_holder();
+    return static_cast<bool>(v_h && v_h.holder_constructed());
+  });
+  py::tuple names(kind.factors.size());
+  for (std::size_t i = 0; i < kind.factors.size(); ++i) {
+    const lrk::FactorSpec& f = kind.factors[i];
+    names[i] = py::str(f.name);
+    cls.def_property_readonly(
+        f.name,
+        [i](py::handle self) {
+          const lrk::Factor& factor = layer_of(self).factors()[i];
+          return readonly_view(self, factor.data.data(), factor.shape);
+        },
+        (std::string(f.name) + " " + f.dims + ", read-only float32.").c_str());
+  }
+  cls.attr("factor_names") = names;
+  if (kind.factors.size() == 1 && std::string(kind.factors[0].name) != "weight") {
+    cls.def_property_readonly("weight", [](py::handle self) {
+      const lrk::Factor& factor = layer_of(self).factors()[0];
+      return readonly_view(self, factor.data.data(), factor.shape);
+    }, "The dense weight (an alias of the factor).");
+  }
+  if (std::string(kind.rank_names) == "(rank,)" || std::string(kind.rank_names) == "(R,)") {
+    cls.def_property_readonly("rank", [](py::handle self) { return layer_of(self).ranks()[0]; });
+  }
+  if (!kind.conv) {
+    cls.def_property_readonly("in_features", [](py::handle self) { return layer_of(self).in_dim(); })
+        .def_property_readonly("out_features", [](py::handle self) { return layer_of(self).out_dim(); });
+    return;
+  }
+  cls.def_property_readonly("in_channels", [](py::handle self) { return conv_of(self).in_dim(); })
+      .def_property_readonly("out_channels", [](py::handle self) { return conv_of(self).out_dim(); })
+      .def_property_readonly("kernel_size", [](py::handle self) {
+        return py::make_tuple(conv_of(self).geometry().kh, conv_of(self).geometry().kw);
+      })
+      .def_property_readonly("stride", [](py::handle self) {
+        return py::make_tuple(conv_of(self).geometry().sh, conv_of(self).geometry().sw);
+      })
+      .def_property_readonly("padding", [](py::handle self) {
+        return py::make_tuple(conv_of(self).geometry().ph, conv_of(self).geometry().pw);
+      })
+      .def_property_readonly("dilation", [](py::handle self) {
+        return py::make_tuple(conv_of(self).geometry().dh, conv_of(self).geometry().dw);
+      })
+      .def_property_readonly("layout", [](py::handle self) {
+        return std::string(lrk::layout_name(conv_of(self).layout()));
+      });
+}
+
+template <std::size_t... K>
+void bind_kinds(py::module_& m, std::index_sequence<K...>) {
+  (bind_kind<K>(m, lrk::layer_kinds()[K]), ...);
+}
+
+}  // namespace
+
+void bind_layers(py::module_& m) {
+  if (lrk::layer_kinds().size() != kNumKinds) {
+    throw std::logic_error("bind_layers: kNumKinds does not match the table of layer kinds");
+  }
+  py::class_<LayerHandle> base(m, "Layer", "Base class of every lrkernels layer.");
+  def_common(base);
+  bind_kinds(m, std::make_index_sequence<kNumKinds>());
+}
+
+}  // namespace lrk_py

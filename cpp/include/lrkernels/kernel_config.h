@@ -1,0 +1,90 @@
+// Kernel families: one config struct per (operation, data type), one config per (family, ISA),
+// filled field by field in cpp/src/configs/<dtype>_<op>_config.cc (XNNPACK's gemm-config.c,
+// BLIS's bli_cntx_init_<arch>.c). A KernelSet gathers the families of one ISA; layers look their
+// kernels up there, once per call, and packed weights remember the config they were packed for.
+#pragma once
+
+#include <cstddef>
+
+#include "lrkernels/isa.h"
+#include "lrkernels/microfnptr.h"
+
+namespace lrk {
+
+enum class DType : int { f32 = 0, f16 = 1, qs8 = 2, qu8 = 3 };
+
+// CPU features, finer than the ISA names: a config may require sub-ISA features (ARM dotprod or
+// fp16 arithmetic, x86 VNNI or AVX512-FP16) on top of its ISA. Bit values of cpu_feature_mask().
+enum CpuFeature : unsigned {
+  kCpuNeon = 1u << 0,           // Advanced SIMD (armv7: with VFPv4 fused multiply-add)
+  kCpuNeonFp16Arith = 1u << 1,  // ARMv8.2 FP16 arithmetic (asimdhp)
+  kCpuNeonDot = 1u << 2,        // ARMv8.2 SDOT/UDOT (asimddp)
+  kCpuAvx2Fma = 1u << 8,        // AVX2 + FMA3, OS saves YMM
+  kCpuAvx512f = 1u << 9,        // AVX-512F, OS saves ZMM and opmasks
+  kCpuAvx512Vnni = 1u << 10,    // AVX512-VNNI
+  kCpuAvx512Fp16 = 1u << 11,    // AVX512-FP16
+};
+unsigned cpu_feature_mask();  // what this CPU (and the OS register state) supports
+
+// f32 GEMM family: register tile, K block, per-row micro-kernels and the weight packer.
+struct F32GemmConfig {
+  const char* name = nullptr;  // "f32-gemm-<mr>x<nr>-<isa>": also the kernel file's name
+  Isa isa = Isa::scalar;
+  unsigned required_features = 0;  // CpuFeature bits beyond the ISA itself
+  DType input_type = DType::f32, weight_type = DType::f32, output_type = DType::f32;
+  std::size_t input_bytes = 4, weight_bytes = 4, output_bytes = 4;  // element sizes
+  std::size_t mr = 0;  // rows of the full tile
+  std::size_t nr = 0;  // columns of the full tile = packed panel width
+  std::size_t kc = 0;  // K block: a kc x nr weight panel fits in about half of L1
+  // ukernel[r] computes an r x nr tile, r in 1..mr (slot 0 unused). Fewer rows than mr get their
+  // own instantiation instead of wasted FMAs on padding rows.
+  F32GemmUkernelFn ukernel[kMaxMr + 1] = {};
+  PackGemmWeightsFn pack = nullptr;
+  // Optional variant with a narrower panel for operands with at most narrow->nr output columns.
+  const F32GemmConfig* narrow = nullptr;
+};
+
+struct F32TransposeConfig {
+  const char* name = nullptr;  // "f32-transpose-<tile>-<isa>"
+  Isa isa = Isa::scalar;
+  unsigned required_features = 0;
+  F32TransposeFn transpose = nullptr;
+};
+
+struct F32DwconvConfig {
+  const char* name = nullptr;  // "f32-dwconv-taps-<isa>"
+  Isa isa = Isa::scalar;
+  unsigned required_features = 0;
+  F32DwconvFn depthwise = nullptr;
+};
+
+struct FmaProbeConfig {
+  const char* name = nullptr;  // "f32-fma-probe-<isa>"
+  Isa isa = Isa::scalar;
+  unsigned required_features = 0;
+  FmaProbeFn probe = nullptr;
+  std::size_t flops_per_iteration = 0;
+};
+
+// Each family's config for an ISA, or nullptr when the build lacks it or this CPU cannot run it.
+const F32GemmConfig* f32_gemm_config(Isa isa);
+const F32TransposeConfig* f32_transpose_config(Isa isa);
+const F32DwconvConfig* f32_dwconv_config(Isa isa);
+const FmaProbeConfig* fma_probe_config(Isa isa);  // nullptr for scalar: no meaningful peak
+
+// The kernels of one ISA, every family (BLIS's context). Every field but fma_probe is non-null.
+struct KernelSet {
+  Isa isa = Isa::scalar;
+  const F32GemmConfig* f32_gemm = nullptr;
+  const F32TransposeConfig* f32_transpose = nullptr;
+  const F32DwconvConfig* f32_dwconv = nullptr;
+  const FmaProbeConfig* fma_probe = nullptr;
+};
+// nullptr when the ISA is not compiled into this build or not supported by this CPU.
+const KernelSet* kernel_set(Isa isa);
+
+// The generic packer of f32 GEMM weights (cpp/src/pack.cc); configs point at it.
+void pack_f32_gemm_weights(const void* w, const void* bias, std::size_t n, std::size_t k,
+                           std::size_t nr, void* dst);
+
+}  // namespace lrk

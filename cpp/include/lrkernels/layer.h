@@ -1,0 +1,188 @@
+// Layers as operators, created once and run many times (XNNPACK's create/run): every precondition
+// is checked here, in C++, when a layer is created (factor shapes, ranks, bias, geometry, limits)
+// and when it runs (input shape, overflow-checked output and workspace sizes). A layer is a chain
+// of stages over packed weights: a linear chain (GEMM stages) or a convolution chain (an optional
+// 1x1 stage, a spatial middle stage, an optional 1x1 stage). Layer kinds (LowRankLinear, Conv2d,
+// TuckerConv2d, ...) are rows of one table, layer_kinds(); bindings are generated from it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "lrkernels/gemm.h"
+#include "lrkernels/kernel_config.h"
+
+namespace lrk {
+
+using Shape = std::vector<std::size_t>;
+std::string shape_str(const Shape& s);  // "(2, 3)", "(4,)"
+// Elements of a tensor of this shape; std::invalid_argument "<what>: output of shape ... is too
+// large" when the element count or its float32 byte size overflows.
+std::size_t checked_elements(const Shape& s, const char* what);
+
+// Geometry values above this are rejected, so that sizes like h + 2 * padding cannot overflow.
+constexpr std::size_t kMaxGeometry = std::size_t(1) << 24;
+// Tap pointers of one pixel tile live on the stack of the thread computing it.
+constexpr std::size_t kMaxTaps = 1024;
+
+enum class Layout { nchw, nhwc };
+const char* layout_name(Layout l);
+
+struct ConvGeometry {
+  std::size_t kh = 1, kw = 1;  // kernel
+  std::size_t sh = 1, sw = 1;  // stride (>= 1)
+  std::size_t ph = 0, pw = 0;  // symmetric zero padding per axis
+  std::size_t dh = 1, dw = 1;  // dilation (>= 1)
+  // Output size for an h x w input; 0 when the kernel does not fit.
+  std::size_t out_h(std::size_t h) const;
+  std::size_t out_w(std::size_t w) const;
+  // std::invalid_argument naming the argument when a value is out of range.
+  void check() const;
+};
+
+// A weight matrix W (n x k) and optional bias (n), kept as float32 and packed once per kernel
+// family config: at construction for the active ISA, on first use for another (set_isa later).
+class WeightOperand {
+ public:
+  WeightOperand(const float* w, std::size_t n, std::size_t k, const float* bias);
+  WeightOperand(const WeightOperand&) = delete;
+  WeightOperand& operator=(const WeightOperand&) = delete;
+
+  std::size_t n() const { return n_; }
+  std::size_t k() const { return k_; }
+  const float* bias() const { return bias_.empty() ? nullptr : bias_.data(); }
+  const PackedWeights& packed_for(const F32GemmConfig& config) const;
+
+ private:
+  static constexpr std::size_t kMaxPacks = 8;  // distinct configs one process can ask for
+  std::size_t n_, k_;
+  std::vector<float> w_, bias_;
+  mutable std::mutex pack_mutex_;
+  // Keyed by the config the panels were requested for; published once, read lock-free.
+  mutable std::unique_ptr<PackedWeights> packs_[kMaxPacks];
+  mutable std::atomic<const F32GemmConfig*> keys_[kMaxPacks] = {};
+};
+
+// A factor as the user gave it: its name, shape and float32 values (what the layer exposes).
+struct Factor {
+  std::string name;
+  Shape shape;
+  std::vector<float> data;
+};
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  const std::string& kind() const { return kind_; }
+  const std::vector<Factor>& factors() const { return factors_; }
+  const float* bias() const { return bias_.empty() ? nullptr : bias_.data(); }
+  const Shape& ranks() const { return ranks_; }
+  std::size_t in_dim() const { return in_dim_; }    // in_features / in_channels
+  std::size_t out_dim() const { return out_dim_; }  // out_features / out_channels
+  virtual bool is_conv() const = 0;
+
+  // Checks the shape of a call's input and returns the output's; std::invalid_argument naming
+  // both shapes otherwise. Linear: (in,) or (batch, in). Convolution: 4-D in the layer's layout.
+  virtual Shape output_shape(const Shape& x_shape) const = 0;
+
+  // The one run prologue of every layer: checks (shapes, sizes, null pointers), flush-to-zero,
+  // kernel lookup, then the stages, then the last-used ISA. x: float32, rows of ldx elements for
+  // a linear layer (ldx >= in_dim), contiguous 4-D for a convolution; y: contiguous output.
+  void run(const float* x, const Shape& x_shape, std::size_t ldx, float* y) const;
+
+ protected:
+  Layer(std::string kind, std::vector<Factor> factors, const float* bias, std::size_t out_dim);
+  virtual void run_stages(const KernelSet& ks, const float* x, const Shape& x_shape,
+                          std::size_t ldx, float* y) const = 0;
+
+  std::string kind_;
+  std::vector<Factor> factors_;
+  std::vector<float> bias_;
+  Shape ranks_;
+  std::size_t in_dim_ = 0, out_dim_ = 0;
+};
+
+// y = x W^T + b (one GEMM stage) or y = U (V x) + b (two stages, fused in lowrank_gemm).
+class LinearChain : public Layer {
+ public:
+  // stages[i] = (weights n x k, row-major): W, or V then U. The bias goes with the last stage.
+  LinearChain(std::string kind, std::vector<Factor> factors, const float* bias,
+              const std::vector<const Factor*>& stages);
+  bool is_conv() const override { return false; }
+  Shape output_shape(const Shape& x_shape) const override;
+
+ private:
+  void run_stages(const KernelSet& ks, const float* x, const Shape& x_shape, std::size_t ldx,
+                  float* y) const override;
+  std::vector<std::unique_ptr<WeightOperand>> stages_;
+};
+
+// The middle stage of a convolution chain.
+struct ConvMiddle {
+  enum Kind { kxk_conv, depthwise_hv } kind = kxk_conv;
+  // kxk_conv: weight (n_out, n_in, kh, kw). depthwise_hv: vertical (rank, kh), horizontal (rank, kw).
+  const Factor* weight = nullptr;
+  const Factor* vertical = nullptr;
+  const Factor* horizontal = nullptr;
+};
+
+// [1x1 first] -> middle (geometry g) -> [1x1 last] + bias, fused over bands of output rows.
+class ConvChain : public Layer {
+ public:
+  ConvChain(std::string kind, std::vector<Factor> factors, const float* bias, const Factor* first,
+            const ConvMiddle& middle, const Factor* last, const ConvGeometry& g, Layout layout);
+  ~ConvChain() override;
+  bool is_conv() const override { return true; }
+  Shape output_shape(const Shape& x_shape) const override;
+  const ConvGeometry& geometry() const { return g_; }
+  Layout layout() const { return layout_; }
+
+  struct Stages;  // packed weights of the chain (conv_chain.cc)
+
+ private:
+  void run_stages(const KernelSet& ks, const float* x, const Shape& x_shape, std::size_t ldx,
+                  float* y) const override;
+  ConvGeometry g_;
+  Layout layout_;
+  std::unique_ptr<Stages> stages_;
+};
+
+// ---- the table of layer kinds -------------------------------------------------------------------
+
+struct FactorSpec {
+  const char* name;  // "first"
+  std::size_t ndim;  // 2
+  const char* dims;  // "(R_in, in_channels)"
+};
+
+struct ConvParams {
+  ConvGeometry geometry;  // kh, kw are taken from the factors
+  Layout layout = Layout::nchw;
+};
+
+struct LayerKind {
+  const char* name;  // the class name, e.g. "TuckerConv2d"
+  bool conv;
+  std::vector<FactorSpec> factors;  // constructor order, bias excluded
+  const char* rank_names;  // how ranks() reads: "" (dense), "rank", "(R_in, R_out)"
+  const char* doc;         // the class docstring (Python)
+  // Builds the layer from factors whose count, ndim and non-emptiness create_layer has checked;
+  // checks what is specific to the kind (rank agreement) and the bias shape.
+  std::unique_ptr<Layer> (*build)(std::vector<Factor> factors, const float* bias,
+                                  const Shape& bias_shape, const ConvParams& params);
+};
+
+const std::vector<LayerKind>& layer_kinds();
+const LayerKind* find_layer_kind(const std::string& name);
+// Creates a layer of `kind`: every precondition checked; std::invalid_argument naming the
+// offending factor and shapes otherwise. bias: nullptr (bias_shape empty) or a bias of bias_shape,
+// which must be (out,).
+std::unique_ptr<Layer> create_layer(const LayerKind& kind, std::vector<Factor> factors,
+                                    const float* bias, const Shape& bias_shape,
+                                    const ConvParams& params = ConvParams());
+
+}  // namespace lrk

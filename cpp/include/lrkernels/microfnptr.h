@@ -1,0 +1,48 @@
+// Micro-kernel function types, one per (operation, data type): the only contract between the
+// shared, intrinsic-free drivers and the per-ISA code in cpp/kernels/<op>/<tile>-<isa>.cc.
+//
+// Per-ISA translation units include this header (through microkernels.h) and <*intrin.h> only.
+// They must not instantiate templates or inline functions shared with other translation units (the
+// STL included): the linker keeps one copy of such code, and it could be the AVX-512-flagged one.
+#pragma once
+
+#include <cstddef>
+
+namespace lrk {
+
+// f32 GEMM: one register tile of C = A * W (+ bias), summed over `taps` (A, W) pairs:
+//   c[i][j] = init[j] + sum_t sum_k a[t][i*lda + k] * w[(t*kc + k)*NR + j]   when init != nullptr
+//   c[i][j] = c[i][j] + (the same sums)                                       when init == nullptr
+// for i < rows (fixed by the table slot), j < nr <= NR. A plain GEMM passes taps = 1; an implicit-
+// GEMM convolution passes one A pointer per kernel tap (XNNPACK's indirect GEMM), so the output
+// tile stays in registers across taps. `w` is one packed weight panel (taps * kc rows of NR floats,
+// zero-padded past the layer's last output column); `init` is the panel's packed bias (NR floats).
+// A is read unpacked, row by row, so batch 1 needs no packing of x.
+using F32GemmUkernelFn = void (*)(std::size_t nr, std::size_t kc, std::size_t taps,
+                                  const float* const* a, std::size_t lda, const float* w,
+                                  const float* init, float* c, std::size_t ldc);
+
+// f32 transpose: dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: the NCHW <-> NHWC row
+// transposes of the convolutions, which a scalar loop makes as slow as a small GEMM.
+using F32TransposeFn = void (*)(const float* src, std::size_t rows, std::size_t cols,
+                                std::size_t lds, float* dst, std::size_t ldd);
+
+// f32 depthwise taps: out[p * ldo + c] = sum_t weights[t * channels + c] * src[t][p * step + c],
+// the kh x 1 and 1 x kw stages of CPConv2d, vectorized over channels.
+using F32DwconvFn = void (*)(std::size_t pixels, std::size_t channels, std::size_t taps,
+                             const float* const* src, std::size_t step, const float* weights,
+                             float* out, std::size_t ldo);
+
+// FMA peak probe: `iterations` rounds of independent register-only FMAs; timing it gives this
+// core's FMA peak, the yardstick of the benchmarks.
+using FmaProbeFn = void (*)(std::size_t iterations, float* sink);
+
+// Packs W (n x k, row-major) and an optional bias (n) into ceil(n / nr) panels of
+// [nr bias elements][k rows of nr elements], zero-padded past column n, at `dst`.
+using PackGemmWeightsFn = void (*)(const void* w, const void* bias, std::size_t n, std::size_t k,
+                                   std::size_t nr, void* dst);
+
+// The most rows any GEMM micro-kernel tile has (the per-row tables have kMaxMr + 1 slots).
+constexpr std::size_t kMaxMr = 16;
+
+}  // namespace lrk

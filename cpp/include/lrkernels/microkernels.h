@@ -1,0 +1,38 @@
+// Every micro-kernel this library has, by name: <dtype>_<op>_<tile>__<isa>, defined in
+// cpp/kernels/<dtype>-<op>/<tile>-<isa>.cc. Only those whose ISA is compiled into the build exist;
+// the family configs (cpp/src/configs/) reference them under LRK_HAVE_<ISA>.
+#pragma once
+
+#include "lrkernels/microfnptr.h"
+
+namespace lrk {
+
+// f32 GEMM, one entry per row count: table[r] computes an r x NR tile (slot 0 unused).
+extern const F32GemmUkernelFn f32_gemm_4x8__scalar[5];
+extern const F32GemmUkernelFn f32_gemm_6x16__avx2[7];
+extern const F32GemmUkernelFn f32_gemm_8x32__avx512[9];
+extern const F32GemmUkernelFn f32_gemm_12x16__avx512[13];
+extern const F32GemmUkernelFn f32_gemm_8x8__aarch64_neon[9];
+extern const F32GemmUkernelFn f32_gemm_4x8__aarch32_neon[5];
+
+// f32 transposes.
+extern const F32TransposeFn f32_transpose_8x8__scalar;
+extern const F32TransposeFn f32_transpose_8x8__avx2;
+extern const F32TransposeFn f32_transpose_8x8__avx512;
+extern const F32TransposeFn f32_transpose_4x4__neon;
+
+// f32 depthwise taps.
+extern const F32DwconvFn f32_dwconv_taps__scalar;
+extern const F32DwconvFn f32_dwconv_taps__avx2;
+extern const F32DwconvFn f32_dwconv_taps__avx512;
+extern const F32DwconvFn f32_dwconv_taps__neon;
+
+// FMA peak probes and the flops one iteration performs.
+extern const FmaProbeFn f32_fma_probe__avx2;
+extern const FmaProbeFn f32_fma_probe__avx512;
+extern const FmaProbeFn f32_fma_probe__neon;
+extern const std::size_t f32_fma_probe_flops__avx2;
+extern const std::size_t f32_fma_probe_flops__avx512;
+extern const std::size_t f32_fma_probe_flops__neon;
+
+}  // namespace lrk

@@ -1,0 +1,396 @@
+// The convolution chain: [1x1 first] -> middle (kxk implicit-GEMM conv, or kh x 1 then 1 x kw
+// depthwise) -> [1x1 last] + bias; Conv2d is the middle stage alone, TuckerConv2d and CPConv2d the
+// whole chain. One schedule for all of them:
+//
+// Output rows are computed in bands from a ring buffer of zero-padded NHWC source rows: the middle
+// stage is an implicit GEMM (per kernel tap, the micro-kernel reads a strided run of source pixels
+// in place, accumulating in its registers' tile), never an im2col buffer. With a first stage the
+// source rows are its output (computed once per input row into the ring, no halo recomputation),
+// and each band of middle output goes straight through the last stage: no intermediate tensor
+// larger than a few rows is ever written.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "lrkernels/layer.h"
+#include "lrkernels/threadpool.h"
+
+namespace lrk {
+namespace {
+
+// (rank, taps) -> (taps, rank)
+std::vector<float> taps_major(const float* w, std::size_t rank, std::size_t taps) {
+  std::vector<float> out(rank * taps);
+  for (std::size_t r = 0; r < rank; ++r)
+    for (std::size_t t = 0; t < taps; ++t) out[t * rank + r] = w[r * taps + t];
+  return out;
+}
+
+// (rows, cin, kh, kw) -> (rows, kh, kw, cin): K ordered tap by tap, matching NHWC source rows.
+std::vector<float> taps_outer(const float* w, std::size_t rows, std::size_t cin, std::size_t kh,
+                              std::size_t kw) {
+  std::vector<float> out(rows * cin * kh * kw);
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t c = 0; c < cin; ++c)
+      for (std::size_t t = 0; t < kh * kw; ++t)
+        out[(r * kh * kw + t) * cin + c] = w[(r * cin + c) * kh * kw + t];
+  return out;
+}
+
+// Output rows computed together: enough pixels (>= 96) that each packed weight panel, loaded into
+// L1/L2 once, serves many pixel tiles. Small feature maps (7x7) then run as one band, instead of
+// re-streaming a large dense weight once per output row.
+std::size_t band_rows(const ConvGeometry& g, std::size_t h, std::size_t w) {
+  const std::size_t ho = g.out_h(h), wo = g.out_w(w);
+  return std::max<std::size_t>(1, std::min(ho, (96 + wo - 1) / wo));
+}
+
+std::size_t ring_rows(const ConvGeometry& g, std::size_t band) {
+  return (g.kh - 1) * g.dh + 1 + (band - 1) * g.sh;
+}
+
+// Implicit GEMM for a band of output rows: out (rows x wo x n) = sum over taps of source pixels x
+// tap weights. src[r * kh + ky] points at the zero-padded source row (padded column 0) of kernel
+// row ky for output row r; a source pixel is csrc floats. Per pixel tile, one micro-kernel call
+// takes the kh * kw tap pointers and keeps the output tile in registers across all taps; the
+// weight panel stays in L1/L2 while it sweeps the band's pixels.
+void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t csrc,
+                      std::size_t wo, std::size_t rows, const float* const* src, float* out,
+                      std::size_t ldout) {
+  const F32GemmConfig& ks = w.config();
+  const std::size_t nr = ks.nr, mr = ks.mr, n = w.n(), ntaps = g.kh * g.kw;
+  const std::size_t lda = g.sw * csrc;
+  const std::size_t panels = w.num_panels();
+  // Panels are independent output channels: threads may split them (a small map is one band).
+  const std::size_t threads = std::min(panels, threads_for_flops(2.0 * rows * wo * n * ntaps * csrc));
+  parallel_for(threads, threads, [&](std::size_t part) {
+    const float* taps[kMaxTaps];
+    for (std::size_t p = panels * part / threads; p < panels * (part + 1) / threads; ++p) {
+      const std::size_t cols = std::min(nr, n - p * nr);
+      const float* panel = w.panel_weights(p);
+      for (std::size_t r = 0; r < rows; ++r) {
+        const float* const* row_src = src + r * g.kh;
+        for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
+          const std::size_t px = std::min(mr, wo - ox0);
+          for (std::size_t ky = 0; ky < g.kh; ++ky) {
+            const float* a = row_src[ky] + ox0 * lda;
+            for (std::size_t kx = 0; kx < g.kw; ++kx) taps[ky * g.kw + kx] = a + kx * g.dw * csrc;
+          }
+          ks.ukernel[px](cols, csrc, ntaps, taps, lda, panel, w.panel_bias(p),
+                         out + (r * wo + ox0) * ldout + p * nr, ldout);
+        }
+      }
+    }
+  });
+}
+
+// Scratch for one call, carved from the per-thread buffer.
+struct ConvScratch {
+  float* ring = nullptr;        // ring_rows zero-padded source rows of wp x csrc
+  float* zero_row = nullptr;    // a padding row
+  float* pixels_in = nullptr;   // NCHW input rows of a band as pixels (ring rows x w x cin)
+  float* mid = nullptr;         // a band of kxk output rows (band x wo x n_kxk), Tucker only
+  float* out = nullptr;         // a band of output rows as pixels (band x wo x cout), NCHW only
+  const float** rows = nullptr;  // band x kh source row pointers
+  float* extra = nullptr;        // layer-specific (CPConv2d: one vertically filtered row)
+};
+
+// Drives one image, band by band: the ring of source rows is filled on demand by
+// fill(iy, interior, ld), each row once, after prepare(iy_begin, iy_end) saw the band's new rows; middle(src, rows, out) computes the kxk stage of a band
+// (src: rows x kh source row pointers) into dest(oy0) (rows contiguous), then emit(oy0, rows, out)
+// consumes it.
+template <class Prepare, class Fill, class Middle, class Dest, class Emit>
+void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
+                const ConvScratch& s, std::size_t oy_begin, std::size_t oy_end, Prepare prepare,
+                Fill fill, Middle middle, Dest dest, Emit emit) {
+  const std::size_t ho = oy_end;
+  const std::size_t band = band_rows(g, h, w);
+  const std::size_t ring = ring_rows(g, band);
+  const std::size_t row_floats = (w + 2 * g.pw) * csrc;
+  auto ring_row = [&](long iy) { return s.ring + (static_cast<std::size_t>(iy) % ring) * row_floats; };
+  long filled = -1;  // highest input row already in the ring
+  for (std::size_t oy0 = oy_begin; oy0 < ho; oy0 += band) {
+    const std::size_t rows = std::min(band, ho - oy0);
+    const long iy_first = static_cast<long>(oy0 * g.sh) - static_cast<long>(g.ph);
+    const long iy_last = static_cast<long>((oy0 + rows - 1) * g.sh + (g.kh - 1) * g.dh) -
+                         static_cast<long>(g.ph);
+    const long fill_begin = std::max(filled + 1, std::max(iy_first, 0L));
+    const long fill_end = std::min(iy_last + 1, static_cast<long>(h));
+    if (fill_begin < fill_end) {
+      prepare(static_cast<std::size_t>(fill_begin), static_cast<std::size_t>(fill_end));
+    }
+    for (long iy = fill_begin; iy < fill_end; ++iy) {
+      float* r = ring_row(iy);
+      std::memset(r, 0, g.pw * csrc * sizeof(float));
+      std::memset(r + (g.pw + w) * csrc, 0, g.pw * csrc * sizeof(float));
+      fill(static_cast<std::size_t>(iy), r + g.pw * csrc, csrc);
+      filled = iy;
+    }
+    for (std::size_t r = 0; r < rows; ++r) {
+      for (std::size_t ky = 0; ky < g.kh; ++ky) {
+        const long iy = static_cast<long>((oy0 + r) * g.sh + ky * g.dh) - static_cast<long>(g.ph);
+        s.rows[r * g.kh + ky] = (iy < 0 || iy >= static_cast<long>(h)) ? s.zero_row : ring_row(iy);
+      }
+    }
+    float* out = dest(oy0);
+    middle(static_cast<const float* const*>(s.rows), rows, out);
+    emit(oy0, rows, out);
+  }
+}
+
+// Carves the scratch: sizes in floats, each part rounded to a cache line.
+ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
+                         std::size_t cin, std::size_t n_mid, std::size_t cout,
+                         std::size_t extra = 0) {
+  // Sizes are checked: on 32-bit ARM a wide padded row times many channels can exceed size_t.
+  auto mul = [](std::size_t a, std::size_t b) {
+    std::size_t r;
+    if (__builtin_mul_overflow(a, b, &r)) throw std::length_error("convolution workspace too large");
+    return r;
+  };
+  auto up = [](std::size_t f) {
+    if (f > SIZE_MAX - 16) throw std::length_error("convolution workspace too large");
+    return (f + 15) / 16 * 16;
+  };
+  const std::size_t wp = w + 2 * g.pw, wo = g.out_w(w), band = band_rows(g, h, w);
+  const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
+  const std::size_t sizes[] = {up(mul(mul(ring_rows(g, band), wp), csrc)), up(mul(wp, csrc)),
+                               up(mul(mul(ring_rows(g, band), w), cin)),
+                               up(mul(mul(band, wo), n_mid)), up(mul(mul(band, wo), cout)),
+                               up(mul(mul(band, g.kh), pointer_floats)), up(extra)};
+  std::size_t total = 0;
+  for (std::size_t v : sizes) {
+    if (__builtin_add_overflow(total, v, &total)) throw std::length_error("convolution workspace too large");
+  }
+  float* base = thread_scratch<float>(total);
+  ConvScratch s;
+  s.ring = base;
+  s.zero_row = s.ring + sizes[0];
+  s.pixels_in = s.zero_row + sizes[1];
+  s.mid = s.pixels_in + sizes[2];
+  s.out = s.mid + sizes[3];
+  s.rows = reinterpret_cast<const float**>(s.out + sizes[4]);
+  s.extra = s.out + sizes[4] + sizes[5];
+  std::memset(s.zero_row, 0, sizes[1] * sizeof(float));
+  return s;
+}
+
+// Shape of one call: x is (n, c, h, w) for NCHW or (n, h, w, c) for NHWC, contiguous float32.
+struct ConvInput {
+  const float* x = nullptr;
+  std::size_t n = 0, c = 0, h = 0, w = 0;
+  Layout layout = Layout::nchw;
+};
+
+// Splits a call over (image, chunk of whole bands) tasks on the thread pool; body(n, oy_begin,
+// oy_end) runs on the thread that takes the task and uses that thread's scratch. Chunks are whole
+// bands, so every output element is computed exactly as with one thread (halo rows at a chunk
+// edge are computed by both neighbours).
+template <class Body>
+void for_each_band_chunk(const ConvGeometry& g, const ConvInput& in, double flops, Body body) {
+  if (in.n == 0) return;
+  const std::size_t ho = g.out_h(in.h), band = band_rows(g, in.h, in.w);
+  const std::size_t bands = (ho + band - 1) / band;
+  const std::size_t threads = threads_for_flops(flops);
+  const std::size_t chunks = std::min(bands, (threads + in.n - 1) / in.n);
+  parallel_for(in.n * chunks, threads, [&](std::size_t task) {
+    const std::size_t n = task / chunks, c = task % chunks;
+    body(n, bands * c / chunks * band, std::min(ho, bands * (c + 1) / chunks * band));
+  });
+}
+
+}  // namespace
+
+// The packed weights of a chain: optional 1x1 stages around the middle stage.
+struct ConvChain::Stages {
+  std::unique_ptr<WeightOperand> first;  // (csrc, cin)
+  ConvMiddle::Kind middle = ConvMiddle::kxk_conv;
+  std::unique_ptr<WeightOperand> core;   // kxk_conv: (n_mid, kh * kw * csrc), K ordered (ky, kx, c)
+  std::vector<float> vertical_taps, horizontal_taps;  // depthwise_hv: (taps, rank)
+  std::unique_ptr<WeightOperand> last;   // (cout, n_mid), carries the bias when present
+  std::size_t cin = 0, csrc = 0, n_mid = 0, cout = 0;
+};
+
+ConvChain::~ConvChain() = default;
+
+ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float* bias,
+                     const Factor* first, const ConvMiddle& middle, const Factor* last,
+                     const ConvGeometry& g, Layout layout)
+    : Layer(std::move(kind), std::move(factors), bias,
+            last ? last->shape[0] : middle.weight->shape[0]),
+      g_(g),
+      layout_(layout),
+      stages_(std::make_unique<Stages>()) {
+  g_.check();
+  Stages& st = *stages_;
+  st.middle = middle.kind;
+  if (first != nullptr) {
+    st.first = std::make_unique<WeightOperand>(first->data.data(), first->shape[0], first->shape[1],
+                                               nullptr);
+    st.cin = first->shape[1];
+    st.csrc = first->shape[0];
+  }
+  if (middle.kind == ConvMiddle::kxk_conv) {
+    const Factor& w = *middle.weight;  // (n_mid, csrc, kh, kw)
+    if (first == nullptr) st.cin = st.csrc = w.shape[1];
+    st.n_mid = w.shape[0];
+    st.core = std::make_unique<WeightOperand>(
+        taps_outer(w.data.data(), st.n_mid, st.csrc, g_.kh, g_.kw).data(), st.n_mid,
+        g_.kh * g_.kw * st.csrc, last ? nullptr : this->bias());
+  } else {
+    st.n_mid = st.csrc;
+    st.vertical_taps = taps_major(middle.vertical->data.data(), st.csrc, g_.kh);
+    st.horizontal_taps = taps_major(middle.horizontal->data.data(), st.csrc, g_.kw);
+  }
+  if (last != nullptr) {
+    st.last = std::make_unique<WeightOperand>(last->data.data(), last->shape[0], last->shape[1],
+                                              this->bias());
+  }
+  st.cout = out_dim_;
+  in_dim_ = st.cin;
+  if (first != nullptr) ranks_.push_back(st.csrc);
+  if (first != nullptr && middle.kind == ConvMiddle::kxk_conv) ranks_.push_back(st.n_mid);
+}
+
+Shape ConvChain::output_shape(const Shape& x) const {
+  const bool nchw = layout_ == Layout::nchw;
+  if (x.size() != 4) {
+    throw std::invalid_argument(kind_ + " with layout " + layout_name(layout_) +
+                                " expects x of shape " + (nchw ? "(N, C, H, W)" : "(N, H, W, C)") +
+                                ", got shape " + shape_str(x));
+  }
+  const std::size_t n = x[0], c = x[nchw ? 1 : 3], h = x[nchw ? 2 : 1], w = x[nchw ? 3 : 2];
+  if (c != in_dim_) {
+    throw std::invalid_argument(kind_ + " has in_channels=" + std::to_string(in_dim_) +
+                                ", but x of shape " + shape_str(x) + " has " + std::to_string(c) +
+                                " channels (layout " + layout_name(layout_) + ")");
+  }
+  const std::size_t ho = g_.out_h(h), wo = g_.out_w(w);
+  if (ho == 0 || wo == 0) {
+    auto pair = [](std::size_t a, std::size_t b) {
+      return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+    };
+    throw std::invalid_argument(kind_ + ": output size below 1 for x of shape " + shape_str(x) +
+                                " with kernel " + pair(g_.kh, g_.kw) + ", stride " +
+                                pair(g_.sh, g_.sw) + ", padding " + pair(g_.ph, g_.pw) +
+                                ", dilation " + pair(g_.dh, g_.dw));
+  }
+  return nchw ? Shape{n, out_dim_, ho, wo} : Shape{n, ho, wo, out_dim_};
+}
+
+void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_shape,
+                           std::size_t, float* y) const {
+  const Stages& st = *stages_;
+  const ConvGeometry& g = g_;
+  const bool nchw = layout_ == Layout::nchw;
+  ConvInput in;
+  in.x = x;
+  in.layout = layout_;
+  in.n = x_shape[0];
+  in.c = x_shape[nchw ? 1 : 3];
+  in.h = x_shape[nchw ? 2 : 1];
+  in.w = x_shape[nchw ? 3 : 2];
+  const F32GemmConfig& gemm_config = *ks.f32_gemm;
+  const F32TransposeFn transpose = ks.f32_transpose->transpose;
+  const F32DwconvFn depthwise = ks.f32_dwconv->depthwise;
+  const PackedWeights* first = st.first ? &st.first->packed_for(gemm_config) : nullptr;
+  const PackedWeights* core = st.core ? &st.core->packed_for(gemm_config) : nullptr;
+  const PackedWeights* last = st.last ? &st.last->packed_for(gemm_config) : nullptr;
+  const std::size_t cin = st.cin, csrc = st.csrc, n_mid = st.n_mid, cout = st.cout;
+  const std::size_t w = in.w, ho = g.out_h(in.h), wo = g.out_w(w), plane = in.h * w;
+  const std::size_t wp = w + 2 * g.pw;
+
+  // Per-call flops decide how many threads are worth waking.
+  const double middle_flops = st.middle == ConvMiddle::kxk_conv
+                                  ? 2.0 * ho * wo * n_mid * csrc * g.kh * g.kw
+                                  : 2.0 * ho * (w * g.kh + wo * g.kw) * csrc;
+  const double flops = in.n * ((first ? 2.0 * plane * cin * csrc : 0.0) + middle_flops +
+                               (last ? 2.0 * ho * wo * n_mid * cout : 0.0));
+  // The depthwise middle keeps one vertically filtered row (wp x rank) and kw tap pointers.
+  const std::size_t row_floats = (wp * csrc + 15) / 16 * 16;
+  const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
+  const std::size_t extra =
+      st.middle == ConvMiddle::depthwise_hv ? row_floats + g.kw * pointer_floats : 0;
+
+  for_each_band_chunk(g, in, flops, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
+    const ConvScratch s = make_scratch(g, in.h, w, csrc, first && nchw ? cin : 0,
+                                       last ? n_mid : 0, nchw ? cout : 0, extra);
+    const float* x_img = in.x + n * plane * cin;
+    float* y_img = y + n * cout * ho * wo;
+
+    // The middle stage of a band: src holds rows x kh source row pointers; out gets rows x wo
+    // pixels of n_mid channels (row stride ld).
+    const float** horizontal_src = nullptr;
+    float* vertical_out = nullptr;
+    if (st.middle == ConvMiddle::depthwise_hv) {
+      // Only the interior of the vertically filtered row is filtered: its padding columns stay
+      // exactly zero, as the staged definition pads the vertical stage's output (filtering
+      // padding would turn 0 * inf weights into NaN there).
+      vertical_out = s.extra;
+      std::memset(vertical_out, 0, wp * csrc * sizeof(float));
+      horizontal_src = reinterpret_cast<const float**>(s.extra + row_floats);
+      for (std::size_t kx = 0; kx < g.kw; ++kx) horizontal_src[kx] = vertical_out + kx * g.dw * csrc;
+    }
+    auto middle = [&](const float* const* src, std::size_t rows, float* out) {
+      if (st.middle == ConvMiddle::kxk_conv) {
+        conv_output_rows(g, *core, csrc, wo, rows, src, out, n_mid);
+        return;
+      }
+      const float* vertical_src[kMaxTaps];
+      for (std::size_t r = 0; r < rows; ++r) {
+        for (std::size_t ky = 0; ky < g.kh; ++ky) vertical_src[ky] = src[r * g.kh + ky] + g.pw * csrc;
+        depthwise(w, csrc, g.kh, vertical_src, csrc, st.vertical_taps.data(),
+                  vertical_out + g.pw * csrc, csrc);
+        depthwise(wo, csrc, g.kw, horizontal_src, g.sw * csrc, st.horizontal_taps.data(),
+                  out + r * wo * csrc, csrc);
+      }
+    };
+
+    // Where a band of middle output goes: the scratch when a last stage follows, else the output
+    // itself (NHWC) or a pixel buffer to transpose (NCHW).
+    auto dest = [&](std::size_t oy0) {
+      if (last) return s.mid;
+      return nchw ? s.out : y_img + oy0 * wo * cout;
+    };
+    auto emit = [&](std::size_t oy0, std::size_t rows, const float* band) {
+      const float* pixels = band;
+      if (last) {
+        if (!nchw) {
+          gemm(rows * wo, band, n_mid, *last, y_img + oy0 * wo * cout, cout);
+          return;
+        }
+        gemm(rows * wo, band, n_mid, *last, s.out, cout);
+        pixels = s.out;
+      } else if (!nchw) {
+        return;  // the middle stage wrote y directly
+      }
+      // The band's rows are contiguous in each NCHW channel plane: one transpose per band.
+      transpose(pixels, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
+    };
+
+    // How source rows enter the ring: through the first stage, or copied (NHWC) / transposed
+    // (NCHW) from x. For NCHW with a first stage, a band's new input rows are contiguous in every
+    // channel plane, so one transpose turns them all into pixels (whole SIMD tiles even for w = 7).
+    std::size_t rows_begin = 0;
+    auto prepare = [&](std::size_t begin, std::size_t end) {
+      if (!first || !nchw) return;
+      rows_begin = begin;
+      transpose(x_img + begin * w, cin, (end - begin) * w, plane, s.pixels_in, cin);
+    };
+    auto fill = [&](std::size_t iy, float* dst, std::size_t ld) {
+      if (first) {
+        const float* pixels = nchw ? s.pixels_in + (iy - rows_begin) * w * cin : x_img + iy * w * cin;
+        gemm(w, pixels, cin, *first, dst, ld);
+      } else if (nchw) {
+        transpose(x_img + iy * w, cin, w, plane, dst, ld);  // NCHW row -> pixels
+      } else {
+        std::memcpy(dst, x_img + iy * w * cin, w * cin * sizeof(float));
+      }
+    };
+    conv_image(g, in.h, w, csrc, s, oy_begin, oy_end, prepare, fill, middle, dest, emit);
+  });
+}
+
+}  // namespace lrk

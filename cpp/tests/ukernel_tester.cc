@@ -1,0 +1,388 @@
+// Micro-kernel tester (in the style of XNNPACK's test/gemm-microkernel-tester.h), without Python
+// and without a test framework: every family config of every ISA whose kernel_set() exists on this
+// CPU, called directly, against double-precision loops.
+//   f32 GEMM (and its narrow variant): every row instantiation 1..mr, nr at the edges of the
+//     panel and of its vectors, kc around the unroll factors and up to the config's K block,
+//     taps 1/2/3/9, tight and padded strides (lda > kc, ldc > nr), init = packed bias and
+//     init = nullptr (accumulate into C), A and C at aligned and unaligned addresses; weights
+//     packed with the config's own `pack` into a 64-byte aligned panel; sentinels around C and
+//     past column nr.
+//   f32 transpose: rows and cols 1..17, 31..33, tight and padded strides, sentinels.
+//   f32 dwconv: pixels 1..9, channels 1..17, 31..33, 64, taps 1..7, step > channels, ldo > channels.
+//   FMA probe: runs, writes a finite sink and nothing past 16 floats.
+// Usage: lrkernels_ukernel_tester [FILTER]   (only families whose name contains FILTER)
+// Exit status 0 when every case passes; one FAIL line per failing case (at most 10 per family).
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "lrkernels/aligned_buffer.h"
+#include "lrkernels/dispatch.h"
+#include "lrkernels/kernel_config.h"
+#include "ukernel_tester.h"
+
+namespace {
+
+using lrk_test::is_sentinel;
+using lrk_test::sentinel;
+using lrk_test::within_bound;
+
+constexpr int kMaxPrintedFailures = 10;
+const float kNaN = std::numeric_limits<float>::quiet_NaN();  // padding no kernel may use
+
+struct Family {
+  std::string name;
+  long cases = 0;
+  long failures = 0;
+  double seconds = 0;
+
+  // Records one case; prints the failure line (family first, then the case) when it failed.
+  void pass() { ++cases; }
+
+  template <class... Args>
+  void check(bool ok, const char* fmt, Args... args) {
+    ++cases;
+    if (ok) return;
+    if (++failures <= kMaxPrintedFailures) {
+      std::printf("FAIL %s ", name.c_str());
+      std::printf(fmt, args...);
+      std::printf("\n");
+    }
+  }
+};
+
+// Random values drawn once: cases copy slices at varying offsets (cheap under emulation).
+class Pool {
+ public:
+  explicit Pool(std::mt19937& gen) : v_(lrk_test::random_floats(gen, kSize)) {}
+  void fill(float* dst, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      dst[i] = v_[pos_];
+      pos_ = (pos_ + 1) & (kSize - 1);
+    }
+    pos_ = (pos_ + 7919) & (kSize - 1);  // the next case starts elsewhere
+  }
+
+ private:
+  static constexpr std::size_t kSize = std::size_t(1) << 16;
+  std::vector<float> v_;
+  std::size_t pos_ = 0;
+};
+
+// ---- f32 GEMM ---------------------------------------------------------------------------------
+
+struct GemmCase {
+  std::size_t rows, nr, kc, taps, lda, ldc;
+  bool use_init;
+  std::size_t shift;  // A and C start this many floats past an aligned address
+};
+
+// One call of cfg.ukernel[rows]: C (rows x nr, stride ldc) = [bias | C] + sum over taps of
+// A_t (rows x kc, stride lda) * W_t (kc x nr). W is n x (taps * kc) with n = nr, packed with cfg.pack
+// into one panel of width NR.
+void gemm_case(const lrk::F32GemmConfig& cfg, const GemmCase& g, Pool& pool, Family& fam) {
+  const std::size_t NR = cfg.nr, K = g.taps * g.kc;
+  // Weights (n x K row-major) and bias, packed by the config's own packer.
+  std::vector<float> w(g.nr * K), bias(g.nr);
+  pool.fill(w.data(), w.size());
+  pool.fill(bias.data(), bias.size());
+  // 64-byte aligned, as PackedWeights allocates.
+  lrk::AlignedBuffer pk((K + 1) * NR, sizeof(float));
+  float* packed = pk.as<float>();
+  for (std::size_t e = 0; e < (K + 1) * NR; ++e) packed[e] = sentinel();
+  cfg.pack(w.data(), g.use_init ? bias.data() : nullptr, g.nr, K, NR, packed);
+  const float* init = g.use_init ? packed : nullptr;
+  const float* panel = packed + NR;
+
+  // A: one buffer per tap, rows x lda, NaN past column kc.
+  std::vector<std::vector<float>> a(g.taps);
+  std::vector<const float*> a_ptrs(g.taps);
+  for (std::size_t t = 0; t < g.taps; ++t) {
+    a[t].assign(g.shift + g.rows * g.lda, kNaN);
+    for (std::size_t i = 0; i < g.rows; ++i) pool.fill(&a[t][g.shift + i * g.lda], g.kc);
+    a_ptrs[t] = a[t].data() + g.shift;
+  }
+
+  // C: a sentinel row before and after the tile (and NR more floats), sentinels past column nr.
+  std::vector<float> cbuf(g.shift + (g.rows + 2) * g.ldc + NR, sentinel());
+  float* c = cbuf.data() + g.shift + g.ldc;
+  for (std::size_t i = 0; i < g.rows; ++i) pool.fill(c + i * g.ldc, g.nr);
+  const std::vector<float> c0(cbuf);
+
+  cfg.ukernel[g.rows](g.nr, g.kc, g.taps, a_ptrs.data(), g.lda, panel, init, c, g.ldc);
+
+  const char* fmt = "rows=%zu nr=%zu kc=%zu taps=%zu lda=%zu ldc=%zu init=%s shift=%zu: %s";
+  const char* init_name = g.use_init ? "bias" : "nullptr";
+  char what[160];
+  for (std::size_t i = 0; i < g.rows; ++i) {
+    for (std::size_t j = 0; j < g.nr; ++j) {
+      double ref = g.use_init ? bias[j] : c0[g.shift + (i + 1) * g.ldc + j];
+      double mag = std::fabs(ref);
+      for (std::size_t t = 0; t < g.taps; ++t) {
+        for (std::size_t k = 0; k < g.kc; ++k) {
+          const double p = double(a_ptrs[t][i * g.lda + k]) * w[j * K + t * g.kc + k];
+          ref += p;
+          mag += std::fabs(p);
+        }
+      }
+      const float got = c[i * g.ldc + j];
+      if (!within_bound(got, ref, mag, K)) {
+        std::snprintf(what, sizeof what, "c[%zu][%zu] = %.9g, expected %.9g (bound %.3g)", i, j,
+                      double(got), ref, lrk_test::error_bound(mag, K));
+        fam.check(false, fmt, g.rows, g.nr, g.kc, g.taps, g.lda, g.ldc, init_name, g.shift, what);
+        return;
+      }
+    }
+  }
+  for (std::size_t e = 0; e < cbuf.size(); ++e) {
+    const std::size_t row = (e - g.shift) / g.ldc, col = (e - g.shift) % g.ldc;
+    const bool inside = e >= g.shift && row >= 1 && row <= g.rows && col < g.nr;
+    if (!inside && !is_sentinel(cbuf[e])) {
+      std::snprintf(what, sizeof what, "wrote outside the tile: buffer row %zu (tile row %ld), col %zu",
+                    row, long(row) - 1, col);
+      fam.check(false, fmt, g.rows, g.nr, g.kc, g.taps, g.lda, g.ldc, init_name, g.shift, what);
+      return;
+    }
+  }
+  fam.pass();
+}
+
+bool check_gemm_config(const lrk::F32GemmConfig& cfg, Family& fam) {
+  bool ok = cfg.mr >= 1 && cfg.mr <= lrk::kMaxMr && cfg.nr >= 1 && cfg.kc >= 1 && cfg.pack;
+  for (std::size_t r = 1; ok && r <= cfg.mr; ++r) ok = cfg.ukernel[r] != nullptr;
+  fam.check(ok, "config: mr=%zu nr=%zu kc=%zu, a per-row kernel or the packer is missing", cfg.mr,
+            cfg.nr, cfg.kc);
+  return ok;
+}
+
+void test_gemm(const lrk::F32GemmConfig& cfg, Pool& pool, Family& fam) {
+  if (!check_gemm_config(cfg, fam)) return;
+  const std::size_t NR = cfg.nr;
+  // Every column count: the panel edge and the vector edges inside it (4/8/16-float vectors).
+  std::vector<std::size_t> nrs;
+  for (std::size_t nr = 1; nr <= NR; ++nr) nrs.push_back(nr);
+  // Every kc up to 17 (the 4-lane NEON unroll, K split by 2-4 for small tiles), then larger.
+  std::vector<std::size_t> kcs;
+  for (std::size_t kc = 1; kc <= 17; ++kc) kcs.push_back(kc);
+  for (std::size_t kc : {31, 32, 33, 64, 129}) kcs.push_back(kc);
+  const std::size_t taps_list[] = {1, 2, 3, 9};
+  for (std::size_t rows = 1; rows <= cfg.mr; ++rows) {
+    for (std::size_t nr : nrs) {
+      for (std::size_t kc : kcs) {
+        for (std::size_t taps : taps_list) {
+          for (int variant = 0; variant < 4; ++variant) {
+            const bool padded = variant & 1;
+            GemmCase g{rows, nr, kc, taps, padded ? kc + 3 : kc, padded ? nr + 5 : nr,
+                       (variant & 2) == 0, padded ? std::size_t(1) : 0};
+            gemm_case(cfg, g, pool, fam);
+          }
+        }
+      }
+      // The config's own K block, as the driver calls it (taps 1 and 2, strided).
+      for (std::size_t taps : {1, 2}) {
+        gemm_case(cfg, GemmCase{rows, nr, cfg.kc, taps, cfg.kc + 1, NR + 1, true, 0}, pool, fam);
+        gemm_case(cfg, GemmCase{rows, nr, cfg.kc, taps, cfg.kc, nr, false, 3}, pool, fam);
+      }
+    }
+  }
+}
+
+// ---- f32 transpose ----------------------------------------------------------------------------
+
+void test_transpose(const lrk::F32TransposeConfig& cfg, Pool& pool, Family& fam) {
+  fam.check(cfg.transpose != nullptr, "config: no transpose kernel");
+  if (!cfg.transpose) return;
+  std::vector<std::size_t> sizes;
+  for (std::size_t s = 1; s <= 17; ++s) sizes.push_back(s);
+  for (std::size_t s : {31, 32, 33}) sizes.push_back(s);
+  constexpr std::size_t kGuard = 16;
+  for (std::size_t rows : sizes) {
+    for (std::size_t cols : sizes) {
+      for (int padded = 0; padded < 2; ++padded) {
+        const std::size_t lds = cols + (padded ? 3 : 0), ldd = rows + (padded ? 5 : 0);
+        std::vector<float> src(rows * lds, kNaN);
+        for (std::size_t i = 0; i < rows; ++i) pool.fill(&src[i * lds], cols);
+        std::vector<float> dbuf(kGuard + cols * ldd + kGuard, sentinel());
+        float* dst = dbuf.data() + kGuard;
+        cfg.transpose(src.data(), rows, cols, lds, dst, ldd);
+        bool ok = true;
+        std::size_t bad = 0;
+        for (std::size_t e = 0; ok && e < dbuf.size(); ++e) {
+          const long off = long(e) - long(kGuard);
+          const bool inside = off >= 0 && std::size_t(off) < cols * ldd &&
+                              std::size_t(off) % ldd < rows;
+          if (inside) {
+            const std::size_t j = std::size_t(off) / ldd, i = std::size_t(off) % ldd;
+            ok = std::memcmp(&dbuf[e], &src[i * lds + j], sizeof(float)) == 0;
+          } else {
+            ok = is_sentinel(dbuf[e]);
+          }
+          bad = e;
+        }
+        fam.check(ok, "rows=%zu cols=%zu lds=%zu ldd=%zu: wrong or stray value at dst[%ld]", rows,
+                  cols, lds, ldd, long(bad) - long(kGuard));
+      }
+    }
+  }
+}
+
+// ---- f32 depthwise taps -----------------------------------------------------------------------
+
+void test_dwconv(const lrk::F32DwconvConfig& cfg, Pool& pool, Family& fam) {
+  fam.check(cfg.depthwise != nullptr, "config: no depthwise kernel");
+  if (!cfg.depthwise) return;
+  std::vector<std::size_t> channel_list;
+  for (std::size_t s = 1; s <= 17; ++s) channel_list.push_back(s);
+  for (std::size_t s : {31, 32, 33, 64}) channel_list.push_back(s);
+  constexpr std::size_t kGuard = 16;
+  for (std::size_t pixels = 1; pixels <= 9; ++pixels) {
+    for (std::size_t channels : channel_list) {
+      for (std::size_t taps = 1; taps <= 7; ++taps) {
+        for (int padded = 0; padded < 2; ++padded) {
+          // step > channels: the strided horizontal stage; ldo > channels: a wider output row.
+          const std::size_t step = padded ? 2 * channels + 1 : channels;
+          const std::size_t ldo = channels + (padded ? 4 : 0);
+          std::vector<float> weights(taps * channels);
+          pool.fill(weights.data(), weights.size());
+          std::vector<std::vector<float>> src(taps);
+          std::vector<const float*> src_ptrs(taps);
+          for (std::size_t t = 0; t < taps; ++t) {
+            src[t].assign((pixels - 1) * step + channels, kNaN);  // no slack past the last pixel
+            for (std::size_t p = 0; p < pixels; ++p) pool.fill(&src[t][p * step], channels);
+            src_ptrs[t] = src[t].data();
+          }
+          std::vector<float> obuf(kGuard + pixels * ldo + kGuard, sentinel());
+          float* out = obuf.data() + kGuard;
+          cfg.depthwise(pixels, channels, taps, src_ptrs.data(), step, weights.data(), out, ldo);
+          char what[128] = "";
+          for (std::size_t e = 0; what[0] == 0 && e < obuf.size(); ++e) {
+            const long off = long(e) - long(kGuard);
+            const bool inside = off >= 0 && std::size_t(off) < pixels * ldo &&
+                                std::size_t(off) % ldo < channels;
+            if (inside) {
+              const std::size_t p = std::size_t(off) / ldo, ch = std::size_t(off) % ldo;
+              double ref = 0, mag = 0;
+              for (std::size_t t = 0; t < taps; ++t) {
+                const double v = double(weights[t * channels + ch]) * src[t][p * step + ch];
+                ref += v;
+                mag += std::fabs(v);
+              }
+              if (!within_bound(obuf[e], ref, mag, taps)) {
+                std::snprintf(what, sizeof what, "out[%zu][%zu] = %.9g, expected %.9g", p, ch,
+                              double(obuf[e]), ref);
+              }
+            } else if (!is_sentinel(obuf[e])) {
+              std::snprintf(what, sizeof what, "wrote outside the output at out[%ld]", off);
+            }
+          }
+          fam.check(what[0] == 0, "pixels=%zu channels=%zu taps=%zu step=%zu ldo=%zu: %s", pixels,
+                    channels, taps, step, ldo, what);
+        }
+      }
+    }
+  }
+}
+
+// ---- FMA probe --------------------------------------------------------------------------------
+
+void test_fma_probe(const lrk::FmaProbeConfig& cfg, Family& fam) {
+  fam.check(cfg.probe != nullptr && cfg.flops_per_iteration > 0,
+            "config: probe=%p flops_per_iteration=%zu", reinterpret_cast<void*>(cfg.probe),
+            cfg.flops_per_iteration);
+  if (!cfg.probe) return;
+  // The widest probe stores one 16-float vector; every probe stores at least 4 floats.
+  constexpr std::size_t kSinkFloats = 16, kGuard = 16;
+  for (std::size_t iterations : {0, 1, 1000, 100000}) {
+    std::vector<float> sink(kSinkFloats + kGuard, sentinel());
+    cfg.probe(iterations, sink.data());
+    bool finite = true, guard = true;
+    for (std::size_t i = 0; i < 4; ++i) finite = finite && std::isfinite(sink[i]);
+    for (std::size_t i = 4; i < kSinkFloats; ++i) {
+      finite = finite && (is_sentinel(sink[i]) || std::isfinite(sink[i]));
+    }
+    for (std::size_t i = kSinkFloats; i < sink.size(); ++i) guard = guard && is_sentinel(sink[i]);
+    fam.check(finite && guard, "iterations=%zu: sink[0]=%g, %s", iterations, double(sink[0]),
+              !finite ? "a non-finite sink value" : "wrote past 16 floats");
+  }
+}
+
+// ---- driver -----------------------------------------------------------------------------------
+
+struct Runner {
+  std::string filter;
+  // Totals only (a std::vector<Family> draws GCC's armv7 -Wpsabi note on its iterators).
+  long families = 0, cases = 0, failures = 0;
+  std::set<const void*> seen;  // a config reached from two ISAs (or as a narrow variant) runs once
+  std::mt19937 gen{20240601};
+  Pool pool{gen};
+
+  template <class Fn>
+  void run(const void* config, const char* name, Fn fn) {
+    if (config == nullptr || !seen.insert(config).second) return;
+    if (!filter.empty() && std::string(name).find(filter) == std::string::npos) return;
+    Family fam;
+    fam.name = name;
+    const auto t0 = std::chrono::steady_clock::now();
+    fn(fam);
+    fam.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("%-28s %7ld cases  %5ld failed  %7.2f s\n", fam.name.c_str(), fam.cases,
+                fam.failures, fam.seconds);
+    std::fflush(stdout);
+    ++families;
+    cases += fam.cases;
+    failures += fam.failures;
+  }
+
+  void gemm(const lrk::F32GemmConfig* cfg) {
+    for (; cfg != nullptr; cfg = cfg->narrow) {
+      run(cfg, cfg->name ? cfg->name : "(unnamed f32-gemm)",
+          [&](Family& f) { test_gemm(*cfg, pool, f); });
+    }
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Runner runner;
+  if (argc > 1) runner.filter = argv[1];
+  std::printf("lrkernels micro-kernel tester on %s\n", lrk::cpu_description().c_str());
+  const auto t0 = std::chrono::steady_clock::now();
+  int isas = 0;
+  for (int i = 0; i < lrk::kNumIsas; ++i) {
+    const lrk::Isa isa = static_cast<lrk::Isa>(i);
+    const lrk::KernelSet* ks = lrk::kernel_set(isa);
+    if (ks == nullptr) {
+      std::printf("-- isa %s: no kernel set (not built or not supported by this CPU)\n",
+                  lrk::isa_name(isa));
+      continue;
+    }
+    ++isas;
+    std::printf("-- isa %s\n", lrk::isa_name(isa));
+    runner.gemm(ks->f32_gemm);
+    if (const auto* c = ks->f32_transpose) {
+      runner.run(c, c->name, [&](Family& f) { test_transpose(*c, runner.pool, f); });
+    }
+    if (const auto* c = ks->f32_dwconv) {
+      runner.run(c, c->name, [&](Family& f) { test_dwconv(*c, runner.pool, f); });
+    }
+    if (const auto* c = ks->fma_probe) {
+      runner.run(c, c->name, [&](Family& f) { test_fma_probe(*c, f); });
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%d ISAs, %ld families, %ld cases, %ld failed, %.2f s\n", isas, runner.families,
+              runner.cases, runner.failures, seconds);
+  if (isas == 0 || runner.families == 0) {
+    std::printf("FAIL no kernel family was tested\n");
+    return 1;
+  }
+  return runner.failures == 0 ? 0 : 1;
+}
