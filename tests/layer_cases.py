@@ -414,7 +414,7 @@ def _conv_sizes(kind, tile):
         C(3, 4, 6, (7, 6), (5, 3), padding=(4, 0), stride=(2, 1), ranks=16),  # H-only padding
         C(1, 3, 8, (32, 29), (3, 3), stride=2, padding=1, ranks=(5, 3)),
         C(1, 16, 33, (28, 28), (3, 3), padding=1, ranks=(9, 17)),
-        C(2, 64, 64, (16, 16), (3, 3), padding=1, ranks=(31, 17)),
+        C(1, 64, 64, (10, 9), (3, 3), padding=1, ranks=(31, 17)),
         C(1, 33, 16, (19, 23), (7, 7), stride=2, padding=3, ranks=(17, 3)),
         C(3, 8, 8, (6, 5), (7, 7), padding=(3, 4), ranks=(3, 5)),  # kernel larger than input
         C(1, 4, 6, (5, 5), (3, 3), padding=1, ranks=(9, 2)),  # R_in > Cin
