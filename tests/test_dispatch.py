@@ -10,7 +10,7 @@ import sys
 import lrkernels
 import numpy as np
 import pytest
-from lrk_testing import CANONICAL_ISAS
+from lrk_testing import CANONICAL_ISAS, make_model
 from lrkernels import _core
 
 KNOWN_TILES = {
@@ -235,9 +235,7 @@ def test_kernel_tile_bad_names():
 
 def test_set_blocking_restores(blocking, rng):
     """The blocking hook changes nothing but the schedule: results stay within the bound."""
-    from lrk_testing import make_lowrank
-
-    m = make_lowrank(rng, 30, 20, 10)
+    m = make_model(rng, "LowRankLinear", 30, 20, (10,))
     x = rng.standard_normal((50, 30)).astype(np.float32)
     default = m.layer(x)
     blocking(kc=3, nc=1, mc=1, mb=1)

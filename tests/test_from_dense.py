@@ -9,13 +9,15 @@ import io
 import lrkernels
 import numpy as np
 import pytest
+from layer_table import SPEC
 from lrk_testing import (
     BOUND_FACTOR,
+    BOUNDS,
+    CONV_DEFAULTS,
     EPS32,
     SUBNORMAL32,
     assert_within_bound,
     lowrank_bound,
-    tucker_conv2d_bound,
 )
 from lrkernels import decompose, reference, report
 from lrkernels.rank import RankWarning
@@ -245,37 +247,30 @@ TUCKER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_tucker_from_dense_matches_reference(rng, isa, layout):
-    for case in TUCKER_CASES:
+def _check_from_dense(rng, isa, kind, cases, layout, x_hw, **extra):
+    """`from_dense` of each case's random dense weight gives a layer (any kind of the table)
+    that matches the float64 reference of its own factors."""
+    spec = SPEC[kind]
+    bounds = {**BOUNDS, "CPConv2d": cp_conv2d_bound}
+    for case in cases:
         T = rng.standard_normal(case["shape"])
         cout, cin = case["shape"][:2]
         b = rng.standard_normal(cout)
-        kw = dict(case["crit"], **case["geo"], layout=layout)
+        kw = dict(case["crit"], **case["geo"], layout=layout, **extra)
         if case.get("calib"):
             kw["calibration"] = _image(rng, 3, cin, (9, 9), layout)
-        layer = lrkernels.TuckerConv2d.from_dense(T, b, **kw)
+        layer = spec.cls.from_dense(T, b, **kw)
         assert layer.layout == layout
-        x = _image(rng, 2, cin, (9, 8), layout)
-        g = {k: case["geo"].get(k, d) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1))}
-        args = (
-            layer.first,
-            layer.core,
-            layer.last,
-            layer.bias,
-            g["stride"],
-            g["padding"],
-            g["dilation"],
-            layout,
-        )
-        _check(
-            layer,
-            x,
-            isa,
-            reference.tucker_conv2d(x, *args),
-            tucker_conv2d_bound(x, *args),
-            f"{case} layout={layout}",
-        )
+        x = _image(rng, 2, cin, x_hw, layout)
+        geometry = {**CONV_DEFAULTS, **case["geo"], "layout": layout}
+        args = (*spec.factors(layer), layer.bias)
+        ref = spec.reference(x, *args, **geometry)
+        _check(layer, x, isa, ref, bounds[kind](x, *args, **geometry), f"{case} layout={layout}")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_tucker_from_dense_matches_reference(rng, isa, layout):
+    _check_from_dense(rng, isa, "TuckerConv2d", TUCKER_CASES, layout, (9, 8))
 
 
 @needs_cp
@@ -287,35 +282,7 @@ def test_cp_from_dense_matches_reference(rng, isa, layout):
         dict(shape=(10, 8, 3, 3), crit={"rank": 4}, geo=dict(dilation=2, padding=2), calib=True),
         dict(shape=(6, 6, 1, 3), crit={"rank": 2}, geo=dict(stride=2)),
     ]
-    for case in cases:
-        T = rng.standard_normal(case["shape"])
-        cout, cin = case["shape"][:2]
-        b = rng.standard_normal(cout)
-        kw = dict(case["crit"], **case["geo"], layout=layout, n_iter_max=60)
-        if case.get("calib"):
-            kw["calibration"] = _image(rng, 3, cin, (9, 9), layout)
-        layer = lrkernels.CPConv2d.from_dense(T, b, **kw)
-        x = _image(rng, 2, cin, (9, 10), layout)
-        g = {k: case["geo"].get(k, d) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1))}
-        args = (
-            layer.first,
-            layer.vertical,
-            layer.horizontal,
-            layer.last,
-            layer.bias,
-            g["stride"],
-            g["padding"],
-            g["dilation"],
-            layout,
-        )
-        _check(
-            layer,
-            x,
-            isa,
-            reference.cp_conv2d(x, *args),
-            cp_conv2d_bound(x, *args),
-            f"{case} layout={layout}",
-        )
+    _check_from_dense(rng, isa, "CPConv2d", cases, layout, (9, 10), n_iter_max=60)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Numerical edge cases of every layer on every available ISA.
+"""Numerical edge cases of every layer kind on every available ISA: NaN, Inf and large values.
 
 - NaN and Inf in inputs, weights or bias propagate as IEEE arithmetic says: the NaN/+Inf/-Inf
   pattern of the output equals that of the float64 reference exactly (and, where it is simple to
@@ -7,141 +7,32 @@
   the finite outputs stay within the float32 error bound. Every call runs in a worker thread with
   a timeout, so a hang fails the test instead of stalling the suite. NaN left in the per-thread
   scratch by one call never leaks into a later one.
-- Subnormal (denormal) inputs or weights do not slow a layer down by orders of magnitude
-  (`test_subnormal_data_is_not_orders_of_magnitude_slower`, a timing test: skipped when the
-  environment variable LRKERNELS_NO_TIMING is set, e.g. under qemu).
-- Flush-to-zero: `test_flush_to_zero_behaviour` documents what the kernels do with subnormals.
 - Large values (1e30 inputs, 1e37 outputs) do not overflow intermediates that the float64
   reference keeps finite within the float32 range.
+
+Subnormals and flush-to-zero: test_subnormals.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import platform
-import time
-from dataclasses import dataclass
-from typing import Callable
-
 import lrkernels
 import numpy as np
 import pytest
-from lrkernels import reference
 
+from layer_table import CONV_KINDS, KINDS, LINEAR_KINDS
 from lrk_testing import (
     LAYOUTS,
     assert_within_bound,
-    conv2d_bound,
+    call,
     conv_output_hw,
-    cp_conv2d_bound,
-    cp_conv2d_reference,
+    finite_bound,
     image_shape,
-    linear_bound,
-    lowrank_bound,
+    make_spec,
     pair,
-    run_in_thread,
-    tucker_conv2d_bound,
+    reference_of,
 )
 
 F32 = np.float32
-LINEAR_KINDS = ("LowRankLinear", "Linear")
-CONV_KINDS = ("Conv2d", "TuckerConv2d", "CPConv2d")
-KINDS = LINEAR_KINDS + CONV_KINDS
-TINY = 1e-39  # a float32 subnormal scale (the smallest normal float32 is 1.18e-38)
-
-
-# --------------------------------------------------------------------------------------------
-# Layers with their weights, the float64 oracle and the error bound
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Spec:
-    """A layer kind with its weights (float32 arrays, may be edited before `layer()`)."""
-
-    kind: str
-    weights: dict
-    geometry: dict
-
-    def layer(self):
-        return getattr(lrkernels, self.kind)(**self.weights, **self.geometry)
-
-    def _call(self, fn, x, weights):
-        with np.errstate(all="ignore"):  # NaN and Inf are the point here
-            return fn(x, *weights.values(), **self.geometry)
-
-    def reference(self, x):
-        return self._call(_REFERENCES[self.kind], x, self.weights)
-
-    def bound(self, x):
-        """The float32 error bound, with non-finite values taken as 0: exact wherever the
-        reference is finite (no non-finite value reached that output)."""
-        clean = {k: _finite_or_zero(v) for k, v in self.weights.items()}
-        return self._call(_BOUNDS[self.kind], _finite_or_zero(x), clean)
-
-    def describe(self):
-        shapes = {k: (None if v is None else v.shape) for k, v in self.weights.items()}
-        return f"{self.kind}({shapes}, {self.geometry})"
-
-
-def _finite_or_zero(a):
-    if a is None:
-        return None
-    a = np.asarray(a, dtype=np.float64)
-    return np.where(np.isfinite(a), a, 0.0)
-
-
-_REFERENCES = {
-    "LowRankLinear": reference.lowrank_linear,
-    "Linear": reference.linear,
-    "Conv2d": reference.conv2d,
-    "TuckerConv2d": reference.tucker_conv2d,
-    "CPConv2d": cp_conv2d_reference,
-}
-_BOUNDS = {
-    "LowRankLinear": lowrank_bound,
-    "Linear": linear_bound,
-    "Conv2d": conv2d_bound,
-    "TuckerConv2d": tucker_conv2d_bound,
-    "CPConv2d": cp_conv2d_bound,
-}
-
-
-def make_spec(kind, rng, *, cin=5, cout=4, r1=3, r2=2, kernel=3, geometry=None, bias=True,
-              scales=None):
-    """Random float32 weights (standard normal, times scales[name] if given) for a layer."""
-    kh, kw = pair(kernel)
-    shapes = {
-        "LowRankLinear": {"U": (cout, r1), "V": (r1, cin)},
-        "Linear": {"W": (cout, cin)},
-        "Conv2d": {"weight": (cout, cin, kh, kw)},
-        "TuckerConv2d": {"first": (r1, cin), "core": (r2, r1, kh, kw), "last": (cout, r2)},
-        "CPConv2d": {"first": (r1, cin), "vertical": (r1, kh), "horizontal": (r1, kw),
-                     "last": (cout, r1)},
-    }[kind]
-    scales = scales or {}
-    weights = {
-        name: (rng.standard_normal(shape) * scales.get(name, 1.0)).astype(F32)
-        for name, shape in shapes.items()
-    }
-    weights["bias"] = (rng.standard_normal(cout) * scales.get("bias", 1.0)).astype(F32) \
-        if bias else None
-    if kind in LINEAR_KINDS:
-        geometry = {}
-    return Spec(kind, weights, dict(geometry or {}))
-
-
-def call(layer, x, isa):
-    """layer(x) in a worker thread with a timeout (a hang fails); checks the ISA that ran."""
-
-    def body():
-        y = layer(x)
-        return y, lrkernels.last_used_isa()
-
-    y, used = run_in_thread(body)
-    assert used == isa, f"last_used_isa() == {used!r}, expected {isa!r}"
-    return y
 
 
 def pattern(a):
@@ -157,7 +48,7 @@ def pattern(a):
 def assert_ieee_like_reference(y, spec, x, case=""):
     """The NaN/+Inf/-Inf pattern of y is the reference's; the finite part is within the bound."""
     case = f"{case} {spec.describe()}".strip()
-    ref = spec.reference(x)
+    ref = reference_of(spec, x)
     assert y.shape == ref.shape, f"{case}: shape {y.shape}, expected {ref.shape}"
     py, pr = pattern(y), pattern(ref)
     if not np.array_equal(py, pr):
@@ -171,7 +62,7 @@ def assert_ieee_like_reference(y, spec, x, case=""):
         )
     finite = pr == 0
     assert_within_bound(np.where(finite, y, 0.0), np.where(finite, ref, 0.0),
-                        np.where(finite, spec.bound(x), 0.0), case)
+                        np.where(finite, finite_bound(spec, x), 0.0), case)
     return ref
 
 
@@ -201,7 +92,7 @@ def test_nonfinite_input_linear(isa, rng, kind, value, batch):
     """One non-finite x element per chosen row: those rows (only) become non-finite; a NaN row is
     all NaN; with Linear an Inf gives +-Inf with the sign of the weight times the Inf."""
     spec = make_spec(kind, rng, cin=19, cout=37, r1=5)
-    layer = spec.layer()
+    layer = spec.build()
     shape = (19,) if batch is None else (batch, 19)
     x = rng.standard_normal(shape).astype(F32)
     x2 = x.reshape(-1, 19)
@@ -234,7 +125,7 @@ def test_inf_minus_inf_and_inf_times_zero_linear(isa, rng, kind):
     x[0, 0], x[0, 1] = np.inf, -np.inf  # opposite Infs into every output of stage 1: NaN
     x[1, 2] = np.inf  # only into the zero column: NaN
     x[2, 0] = np.inf  # +Inf times positive weights
-    y = call(spec.layer(), x, isa)
+    y = call(spec.build(), x, isa)
     assert_ieee_like_reference(y, spec, x)
     assert np.isnan(y[0]).all() and np.isnan(y[1]).all()
     assert np.isfinite(y[3]).all()
@@ -252,7 +143,7 @@ def test_nonfinite_weights_linear(isa, rng, kind, value):
         w = spec.weights[name]
         index = tuple(int(rng.integers(n)) for n in w.shape)
         w[index] = value
-        layer = spec.layer()
+        layer = spec.build()
         for x in (rng.standard_normal((9, 21)).astype(F32), rng.standard_normal(21).astype(F32)):
             y = call(layer, x, isa)
             assert_ieee_like_reference(y, spec, x, f"{name}{list(index)} = {value}")
@@ -301,7 +192,7 @@ def test_nonfinite_pixel_spreads_to_its_receptive_field(isa, rng, kind, layout, 
     Infs as the reference says. Pixels a stride skips change nothing."""
     spec, hw = _conv_spec(kind, rng, g, layout, cin=3, cout=4)
     kernel, stride, padding, dilation, _ = g
-    layer = spec.layer()
+    layer = spec.build()
     out_hw = conv_output_hw(hw, kernel, stride, padding, dilation)
     h, w = hw
     pixels = [(0, 0), (h - 1, w - 1), (h // 2, w // 2), (1, w - 2)]
@@ -345,7 +236,7 @@ def test_nonfinite_weights_conv(isa, rng, kind, layout, g):
             index = tuple(int(rng.integers(n)) for n in w.shape)
             w[index] = value
             x = rng.standard_normal(image_shape(2, 3, hw, layout)).astype(F32)
-            y = call(spec.layer(), x, isa)
+            y = call(spec.build(), x, isa)
             ref = assert_ieee_like_reference(y, spec, x, f"{name}{list(index)} = {value}")
             if np.isnan(value) and name in ("weight", "bias", "last"):
                 o = index[0]
@@ -369,9 +260,9 @@ def test_cp_nonfinite_vertical_factor_skips_padding_columns(isa, rng, layout, va
     spec = make_spec("CPConv2d", rng, cin=3, cout=4, r1=3, kernel=(3, 1), geometry=g)
     spec.weights["vertical"][1, 0] = value
     x = rng.standard_normal(image_shape(1, 3, (5, 6), layout)).astype(F32)
-    ref = spec.reference(x)
+    ref = reference_of(spec, x)
     assert np.isfinite(ref).any()  # the padding-only columns (wo = 6 with pw = 3, stride 2)
-    y = call(spec.layer(), x, isa)
+    y = call(spec.build(), x, isa)
     assert_ieee_like_reference(y, spec, x, f"vertical[1, 0] = {value}")
 
 
@@ -387,7 +278,7 @@ def test_scattered_nans_large_image_threads(isa, rng, kind, layout):
         spec = make_spec(kind, rng, cin=8, cout=16, r1=8, r2=8, kernel=3, geometry=g)
         x = rng.standard_normal(image_shape(2, 8, (70, 23), layout)).astype(F32)
         x[rng.random(x.shape) < 0.02 / 8] = np.nan  # ~2% of pixels hold a NaN channel
-        y = call(spec.layer(), x, isa)
+        y = call(spec.build(), x, isa)
         assert_ieee_like_reference(y, spec, x)
         assert np.isnan(y).any() and np.isfinite(y).any()
     finally:
@@ -408,15 +299,15 @@ def test_nan_does_not_leak_into_later_calls(isa, rng, kind):
             for w in big.weights.values():
                 if w is not None:
                     w[...] = np.nan
-            nan_layer = big.layer()
+            nan_layer = big.build()
             small = [make_spec(kind, rng, cin=c, cout=o, r1=r, r2=r, kernel=k, geometry=g)
                      for c, o, r, k in ((3, 5, 2, 1), (17, 9, 7, 3), (40, 48, 24, 3))]
 
             def x_for(spec, n, hw):
                 if kind in LINEAR_KINDS:
-                    return np.full((n * hw[0], _cin(spec)), np.nan, F32) if spec is big else \
-                        rng.standard_normal((n * hw[0], _cin(spec))).astype(F32)
-                shape = image_shape(n, _cin(spec), hw, "NHWC")
+                    return np.full((n * hw[0], spec.in_dim), np.nan, F32) if spec is big else \
+                        rng.standard_normal((n * hw[0], spec.in_dim)).astype(F32)
+                shape = image_shape(n, spec.in_dim, hw, "NHWC")
                 return np.full(shape, np.nan, F32) if spec is big else \
                     rng.standard_normal(shape).astype(F32)
 
@@ -425,17 +316,11 @@ def test_nan_does_not_leak_into_later_calls(isa, rng, kind):
                 assert np.isnan(y_nan).all()
                 for n, hw in ((1, (5, 4)), (2, (24, 19))):
                     x = x_for(spec, n, hw)
-                    y = call(spec.layer(), x, isa)
+                    y = call(spec.build(), x, isa)
                     assert np.isfinite(y).all(), f"{spec.describe()}: NaN leaked from scratch"
                     assert_within_bound(y, spec.reference(x), spec.bound(x), spec.describe())
     finally:
         lrkernels.set_num_threads(before)
-
-
-def _cin(spec):
-    """in_features / in_channels of a Spec."""
-    name = {"LowRankLinear": "V", "Linear": "W", "Conv2d": "weight"}.get(spec.kind, "first")
-    return spec.weights[name].shape[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,7 +385,7 @@ def test_large_values_do_not_overflow(isa, rng, kind, x_scale):
     bounds = _intermediate_bounds(spec, x)
     assert max(bounds) < limit, f"test set-up: intermediates up to {bounds} exceed {limit:g}"
     assert max(bounds) > 1e30 or x_scale < 1, bounds
-    y = call(spec.layer(), x, isa)
+    y = call(spec.build(), x, isa)
     assert np.isfinite(y).all(), f"{kind}: non-finite output, intermediates bounded by {bounds}"
     assert_within_bound(y, spec.reference(x), spec.bound(x), f"{kind} x ~ {x_scale:g}")
 
@@ -518,7 +403,7 @@ def test_values_near_float32_max(isa, rng, kind):
         spec.weights["U"][...] = np.sign(spec.weights["U"]) * 1e-2
     ref = spec.reference(x)
     assert np.all(np.abs(ref) < np.finfo(F32).max)
-    y = call(spec.layer(), x, isa)
+    y = call(spec.build(), x, isa)
     assert np.isfinite(y).all()
     assert_within_bound(y, ref, spec.bound(x), kind)
 
@@ -526,273 +411,3 @@ def test_values_near_float32_max(isa, rng, kind):
 # --------------------------------------------------------------------------------------------
 # Subnormals: flush-to-zero behaviour and speed
 # --------------------------------------------------------------------------------------------
-
-MACHINE = platform.machine().lower()
-ARMV7 = MACHINE.startswith("arm") and MACHINE != "arm64"
-# The CPUs for which the C++ core sets a flush-to-zero mode (cpp/src/fp_mode.cc).
-FLUSHING_MACHINE = MACHINE in ("x86_64", "amd64", "i386", "i686", "aarch64", "arm64") or ARMV7
-
-
-def subnormals_flushed(isa) -> bool:
-    """What the kernels do with float32 subnormals (found by test_flush_to_zero_behaviour): every
-    layer call and every pool task runs with flush-to-zero and denormals-are-zero on (x86: MXCSR
-    FTZ + DAZ; aarch64: FPCR.FZ; 32-bit ARM: FPSCR.FZ, which its NEON kernels always apply), on
-    every ISA, whatever mode the caller's thread is in. Elsewhere the CPU's default stays."""
-    return FLUSHING_MACHINE
-
-
-def _exact_subnormal_case(kind, rng):
-    """Weights of small integers and x of small integer multiples of 2^-149 (the smallest
-    subnormal): every product and sum is again such a multiple below 2^-126, so IEEE arithmetic
-    with subnormals is exact in float32 and the float64 reference gives the exact answer."""
-    g = {"stride": 1, "padding": 1, "dilation": 1, "layout": "NCHW"}
-    spec = make_spec(kind, rng, cin=6, cout=5, r1=3, r2=2, kernel=3, geometry=g, bias=False)
-    for w in spec.weights.values():
-        if w is not None:
-            w[...] = rng.integers(-2, 3, size=w.shape)
-    shape = (4, 6) if kind in LINEAR_KINDS else image_shape(2, 6, (5, 4), "NCHW")
-    x = (rng.integers(-3, 4, size=shape) * 2.0**-149).astype(F32)
-    return spec, x
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_flush_to_zero_behaviour(isa, rng, kind):
-    """Documents the flush-to-zero (FTZ/DAZ) behaviour of the kernels.
-
-    Found (since commit 501b473): every layer call, and every task a pool thread runs for it,
-    switches flush-to-zero and denormals-are-zero on for its duration (x86-64: MXCSR FTZ + DAZ
-    on scalar, avx2 and avx512; aarch64: FPCR.FZ; 32-bit ARM: FPSCR.FZ, which ARMv7 NEON applies
-    anyway) and restores the caller's mode afterwards. So subnormal inputs and weights count as
-    zero and results below FLT_MIN (1.18e-38) come out as zero: on exactly representable
-    subnormal data (integer multiples of 2^-149) the output is exactly 0 where IEEE gradual
-    underflow (the reference) gives the exact subnormal result. Before that commit the kernels
-    kept the CPU default (IEEE: subnormals kept, except in armv7 NEON), and subnormal data ran
-    30x (scalar) to 200x (AVX2/AVX-512) slower on an x86 Xeon. On other CPUs nothing is set and
-    the IEEE result is expected.
-    """
-    spec, x = _exact_subnormal_case(kind, rng)
-    ref = spec.reference(x)
-    assert (ref != 0).any() and (np.abs(ref[ref != 0]) < np.finfo(F32).tiny).all()
-    y = call(spec.layer(), x, isa)
-    if subnormals_flushed(isa):
-        np.testing.assert_array_equal(y, np.zeros_like(y))
-    else:
-        np.testing.assert_array_equal(y, ref.astype(F32))
-    # Products of normal numbers that underflow: 2^-70 * 2^-70 = 2^-140, a subnormal.
-    lin = lrkernels.Linear(np.full((3, 4), 2.0**-70, F32))
-    y = call(lin, np.full((2, 4), 2.0**-70, F32), isa)
-    expected = 0.0 if subnormals_flushed(isa) else 4 * 2.0**-140
-    np.testing.assert_array_equal(y, np.full((2, 3), expected, F32))
-    # A normal result is untouched even when it comes from FLT_MIN-sized terms: 4 * 2^-126.
-    y = call(lrkernels.Linear(np.ones((1, 4), F32)), np.full(4, 2.0**-126, F32), isa)
-    np.testing.assert_array_equal(y, np.full(1, 2.0**-124, F32))
-
-
-class CallerFlushToZero:
-    """Turns flush-to-zero and denormals-are-zero on for the calling thread (x86-64: MXCSR FTZ and
-    DAZ; aarch64: FPCR.FZ; 32-bit ARM: FPSCR.FZ) through glibc's fegetenv/fesetenv (fenv_t holds
-    the control register: at byte 28 on x86-64, at byte 0 on ARM), and restores it afterwards:
-    what a process gets when it loads a library built with -ffast-math (crtfastmath.o), or sets
-    itself for speed. `supported` is False where this cannot be done from Python."""
-
-    MACHINE = platform.machine().lower()
-
-    def __init__(self):
-        self.libm = None
-        if self.MACHINE in ("x86_64", "amd64", "aarch64", "arm64") or ARMV7:
-            try:
-                import ctypes
-                import ctypes.util
-
-                self.ctypes = ctypes
-                self.libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
-            except OSError:
-                self.libm = None
-
-    @property
-    def supported(self):
-        return self.libm is not None
-
-    def __enter__(self):
-        self.saved = (self.ctypes.c_ubyte * 64)()  # fenv_t: 32 bytes on x86-64, 8 or 4 on ARM
-        assert self.libm.fegetenv(self.saved) == 0
-        env = (self.ctypes.c_ubyte * 64).from_buffer_copy(self.saved)
-        if self.MACHINE in ("x86_64", "amd64"):
-            offset, bits = 28, 0x8040  # __mxcsr: FTZ (bit 15) | DAZ (bit 6)
-        else:
-            offset, bits = 0, 1 << 24  # aarch64 __fpcr, armv7 __cw (FPSCR): FZ is bit 24
-        word = int.from_bytes(bytes(env[offset:offset + 4]), "little") | bits
-        env[offset:offset + 4] = list(word.to_bytes(4, "little"))
-        assert self.libm.fesetenv(env) == 0
-        return self
-
-    def __exit__(self, *exc):
-        assert self.libm.fesetenv(self.saved) == 0
-
-    def control_word(self):
-        """The calling thread's FP control bits (the sticky exception flags masked out)."""
-        env = (self.ctypes.c_ubyte * 64)()
-        assert self.libm.fegetenv(env) == 0
-        if self.MACHINE in ("x86_64", "amd64"):
-            return int.from_bytes(bytes(env[28:32]), "little") & ~0x3F  # MXCSR flags: bits 0-5
-        word = int.from_bytes(bytes(env[0:4]), "little")
-        return word if not ARMV7 else word & ~0x9F  # FPSCR flags: bits 0-4 and 7
-
-
-@pytest.mark.skipif(not CallerFlushToZero().supported,
-                    reason="needs glibc fesetenv on x86-64 or ARM (through ctypes)")
-@pytest.mark.parametrize("kind", KINDS)
-def test_callers_flush_to_zero_mode_does_not_depend_on_thread_count(isa, rng, kind):
-    """README: results are bitwise identical for any thread count. That must hold also when the
-    calling thread runs with flush-to-zero on (set by the application, or by any library built
-    with -ffast-math that the process loaded) while the pool's workers, started earlier, run with
-    the default IEEE mode: whatever the kernels do with subnormals, they must do it on every
-    thread. Subnormal data, 1 thread against 3 threads, bitwise.
-
-    Found by this test (fixed in commit 501b473, which sets the mode in every call and pool
-    task): the floating-point mode is per thread and the kernels left it as they found it, so
-    with 3 threads the caller's share of the tiles was flushed to zero and the workers' share was
-    not (one output, two arithmetics), on x86-64 (every ISA), on aarch64 (every ISA, under qemu)
-    and with the scalar kernel of 32-bit ARM (its NEON kernels always flush).
-    """
-    before = lrkernels.get_num_threads()
-    g = {"stride": 1, "padding": 1, "dilation": 1, "layout": "NHWC"}
-    if kind in LINEAR_KINDS:
-        spec = make_spec(kind, rng, cin=384, cout=384, r1=192, bias=False)
-        x = rng.standard_normal((128, 384)).astype(F32)
-    else:
-        spec = make_spec(kind, rng, cin=96, cout=96, r1=48, r2=48, kernel=3, geometry=g,
-                         bias=False)
-        x = rng.standard_normal(image_shape(2, 96, (24, 24), "NHWC")).astype(F32)
-    layer = spec.layer()
-    x_sub = (x * TINY).astype(F32)
-    try:
-        lrkernels.set_num_threads(3)
-        layer(x)  # the pool's workers exist now, started in the default (IEEE) mode
-
-        def body():
-            with CallerFlushToZero():
-                lrkernels.set_num_threads(1)
-                y1 = layer(x_sub)
-                lrkernels.set_num_threads(3)
-                y3 = layer(x_sub)
-            return y1, y3
-
-        y1, y3 = run_in_thread(body)
-    finally:
-        lrkernels.set_num_threads(before)
-    differ = int(np.count_nonzero(y1 != y3))
-    assert differ == 0, (
-        f"{kind} on {isa}, caller in flush-to-zero mode: {differ} of {y1.size} outputs differ "
-        f"between 1 and 3 threads ({int(np.count_nonzero(y1))} nonzero with 1 thread, "
-        f"{int(np.count_nonzero(y3))} with 3)"
-    )
-
-
-@pytest.mark.skipif(not CallerFlushToZero().supported,
-                    reason="needs glibc fegetenv on x86-64 or ARM (through ctypes)")
-@pytest.mark.parametrize("kind", KINDS)
-def test_layer_calls_restore_the_callers_floating_point_mode(isa, rng, kind):
-    """The flush-to-zero mode a layer call switches on is undone when it returns: the calling
-    thread's control word is the same after the call, both from the default mode and from a
-    caller that runs with flush-to-zero itself (and after a call that raised)."""
-    env = CallerFlushToZero()
-    spec, x = _exact_subnormal_case(kind, rng)
-    layer = spec.layer()
-
-    def body():
-        words = []
-        for caller_ftz in (False, True):
-            with contextlib.ExitStack() as stack:
-                if caller_ftz:
-                    stack.enter_context(CallerFlushToZero())
-                before = env.control_word()
-                layer(x)
-                after_call = env.control_word()
-                with pytest.raises(ValueError):
-                    layer(np.ones((1, 1, 1, 1, 1), F32))
-                words.append((caller_ftz, before, after_call, env.control_word()))
-            words.append(("restored", env.control_word()))
-        return words
-
-    words = run_in_thread(body)
-    for entry in words:
-        if entry[0] == "restored":
-            continue
-        caller_ftz, before, after_call, after_error = entry
-        assert after_call == before, f"caller FTZ={caller_ftz}: {before:#x} -> {after_call:#x}"
-        assert after_error == before, f"caller FTZ={caller_ftz}: {before:#x} -> {after_error:#x}"
-
-
-TIMING = pytest.mark.skipif(
-    bool(os.environ.get("LRKERNELS_NO_TIMING")),
-    reason="timing test: LRKERNELS_NO_TIMING is set (e.g. under qemu emulation)",
-)
-SLOWDOWN_LIMIT = 20.0
-
-
-def _seconds_per_call(fn, reps, runs, stop_above=None):
-    """Min over `runs` of the mean time of `reps` calls, after a warm-up call. Stops early when a
-    single call, or the best of two or more runs, is above `stop_above` (clearly slow: noise only
-    ever adds time, and more runs would not bring the minimum down that far)."""
-    fn()
-    if stop_above is not None:  # one call first: a clearly slow one settles it
-        t0 = time.perf_counter()
-        fn()
-        single = time.perf_counter() - t0
-        if single > stop_above:
-            return single
-    best = float("inf")
-    for run in range(runs):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / reps)
-        if stop_above is not None and run >= 1 and best > stop_above:
-            break
-    return best
-
-
-@TIMING
-@pytest.mark.parametrize("kind", KINDS)
-def test_subnormal_data_is_not_orders_of_magnitude_slower(isa, rng, kind):
-    """TIMING TEST (skipped when LRKERNELS_NO_TIMING is set). A call on subnormal inputs, and one
-    on subnormal weights, each takes less than 20x the time of the same call on normal data (min
-    of several runs, one thread). Without flush-to-zero, x86 cores take a microcode assist for
-    subnormal operands and results, which costs orders of magnitude: before commit 501b473 (no
-    flush-to-zero) this failed with 30x (scalar) to 200x (AVX2, AVX-512) on an x86 Xeon."""
-    before = lrkernels.get_num_threads()
-    lrkernels.set_num_threads(1)
-    try:
-        g = {"stride": 1, "padding": 1, "dilation": 1, "layout": "NHWC"}
-        c = 64 if kind in LINEAR_KINDS else 32
-        spec = make_spec(kind, rng, cin=c, cout=c, r1=c // 2, r2=c // 2, kernel=3, geometry=g)
-        if kind in LINEAR_KINDS:
-            x = rng.standard_normal((64, c)).astype(F32)
-        else:
-            x = rng.standard_normal(image_shape(1, c, (16, 16), "NHWC")).astype(F32)
-        layer = spec.layer()
-        t_normal = _seconds_per_call(lambda: layer(x), 1, 3)
-        reps = max(1, int(1e-3 / max(t_normal, 1e-7)))  # ~1 ms per timed run
-        t_normal = _seconds_per_call(lambda: layer(x), reps, 7)
-
-        x_sub = (x * TINY).astype(F32)
-        assert (x_sub != 0).all() and (np.abs(x_sub) < np.finfo(F32).tiny).all()
-        sub_spec = make_spec(kind, rng, cin=c, cout=c, r1=c // 2, r2=c // 2, kernel=3, geometry=g)
-        for w in sub_spec.weights.values():
-            if w is not None:
-                w[...] = (w * TINY).astype(F32)
-        sub_layer = sub_spec.layer()
-        stop = 3 * SLOWDOWN_LIMIT * t_normal  # clearly too slow: no need for more runs
-        ratios = {
-            "subnormal x": _seconds_per_call(lambda: layer(x_sub), reps, 5, stop) / t_normal,
-            "subnormal weights": _seconds_per_call(lambda: sub_layer(x), reps, 5, stop) / t_normal,
-        }
-        assert lrkernels.last_used_isa() == isa
-    finally:
-        lrkernels.set_num_threads(before)
-    slow = {k: round(v, 1) for k, v in ratios.items() if v >= SLOWDOWN_LIMIT}
-    assert not slow, (
-        f"{kind} on {isa}: subnormal data is {slow} times slower than normal data "
-        f"({t_normal * 1e3:.3f} ms per call), limit {SLOWDOWN_LIMIT:g}x"
-    )

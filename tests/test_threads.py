@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 import lrkernels
+from layer_table import KINDS, LAYOUTS, SPEC
+from lrk_testing import make_model
 
 THREAD_COUNTS = (1, 2, 3, 4, 7)
 
@@ -60,21 +62,6 @@ def test_num_threads_api(restore_threads):
     assert lrkernels.get_num_threads() == 3
 
 
-@pytest.mark.parametrize("batch", [1, 5, 8, 64, 200])
-def test_linear_layers_bitwise_identical(isa, rng, restore_threads, batch):
-    out_f, in_f, rank = 700, 900, 72
-    U = rng.standard_normal((out_f, rank)).astype(np.float32)
-    V = rng.standard_normal((rank, in_f)).astype(np.float32)
-    b = rng.standard_normal(out_f).astype(np.float32)
-    x = rng.standard_normal((batch, in_f)).astype(np.float32)
-    lowrank = lrkernels.LowRankLinear(U, V, b)
-    dense = lrkernels.Linear(U @ V, b)
-    _same_for_every_thread_count(lambda: lowrank(x), f"LowRankLinear {isa} batch {batch}")
-    assert lrkernels.last_used_isa() == isa
-    _same_for_every_thread_count(lambda: dense(x), f"Linear {isa} batch {batch}")
-    assert lrkernels.last_used_isa() == isa
-
-
 CONV_CASES = [
     # (N, Cin, Cout, H, W, k, stride, padding, dilation, rank)
     (1, 32, 48, 30, 29, 3, 1, 1, 1, 16),
@@ -84,27 +71,32 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_conv_layers_bitwise_identical(isa, rng, restore_threads, layout, case):
-    n, cin, cout, h, w, k, s, p, d, r = case
-    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
-    if layout == "NHWC":
-        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    geom = dict(stride=s, padding=p, dilation=d, layout=layout)
-    bias = rng.standard_normal(cout).astype(np.float32)
-    layers = {
-        "Conv2d": lrkernels.Conv2d(rng.standard_normal((cout, cin, k, k)), bias, **geom),
-        "TuckerConv2d": lrkernels.TuckerConv2d(
-            rng.standard_normal((r, cin)), rng.standard_normal((r + 1, r, k, k)),
-            rng.standard_normal((cout, r + 1)), bias, **geom),
-        "CPConv2d": lrkernels.CPConv2d(
-            rng.standard_normal((r, cin)), rng.standard_normal((r, k)), rng.standard_normal((r, k)),
-            rng.standard_normal((cout, r)), bias, **geom),
-    }
-    for name, layer in layers.items():
-        _same_for_every_thread_count(lambda: layer(x), f"{name} {isa} {layout} {case}")
-        assert lrkernels.last_used_isa() == isa
+def _bitwise_cases():
+    """Every kind of the table: linear layers (out 700, in 900, rank 72) at several batches,
+    convolutions in both layouts on CONV_CASES (ranks r and r + 1)."""
+    for kind in KINDS:
+        if not SPEC[kind].conv:
+            for batch in (1, 5, 8, 64, 200):
+                yield pytest.param(kind, None, (batch,), id=f"{kind}-batch{batch}")
+            continue
+        for layout in LAYOUTS:
+            for case in CONV_CASES:
+                yield pytest.param(kind, layout, case,
+                                   id=f"{kind}-{layout}-" + "x".join(map(str, case)))
+
+
+@pytest.mark.parametrize("kind, layout, case", list(_bitwise_cases()))
+def test_bitwise_identical_for_every_thread_count(isa, rng, restore_threads, kind, layout, case):
+    if layout is None:
+        m = make_model(rng, kind, 900, 700, (72,))
+        x = m.make_input(rng, case[0])
+    else:
+        n, cin, cout, h, w, k, s, p, d, r = case
+        m = make_model(rng, kind, cin, cout, (r, r + 1), k, stride=s, padding=p, dilation=d,
+                       layout=layout)
+        x = m.make_input(rng, n, (h, w))
+    _same_for_every_thread_count(lambda: m.layer(x), f"{kind} {isa} {layout} {case}")
+    assert lrkernels.last_used_isa() == isa
 
 
 def test_concurrent_callers_with_a_busy_pool(rng, restore_threads):
