@@ -33,22 +33,27 @@ const HelperRow kHelperRows[] = {
 #endif
 };
 
-void fill_transpose(ConfigTable<F32TransposeConfig>& t) {
-  for (const HelperRow& r : kHelperRows) {
-    F32TransposeConfig& c = t.add(r.isa);
-    c.name = r.transpose_name;
-    c.required_features = r.features;
-    c.transpose = r.transpose;
-  }
-}
+// Both helper families come from the same rows, so they are filled together.
+struct HelperTables {
+  ConfigTable<F32TransposeConfig> transpose;
+  ConfigTable<F32DwconvConfig> dwconv;
+};
 
-void fill_dwconv(ConfigTable<F32DwconvConfig>& t) {
-  for (const HelperRow& r : kHelperRows) {
-    F32DwconvConfig& c = t.add(r.isa);
-    c.name = r.dwconv_name;
-    c.required_features = r.features;
-    c.depthwise = r.dwconv;
-  }
+const HelperTables& helper_tables() {
+  static const HelperTables* tables = [] {
+    auto* t = new HelperTables();  // kept for the life of the process
+    for (const HelperRow& r : kHelperRows) {
+      F32TransposeConfig& tc = t->transpose.add(r.isa);
+      tc.name = r.transpose_name;
+      tc.transpose = r.transpose;
+      F32DwconvConfig& dc = t->dwconv.add(r.isa);
+      dc.name = r.dwconv_name;
+      dc.depthwise = r.dwconv;
+      tc.required_features = dc.required_features = r.features;
+    }
+    return t;
+  }();
+  return *tables;
 }
 
 // No scalar row: the compiler decides how scalar code is vectorized, so it has no meaningful peak.
@@ -76,14 +81,10 @@ void fill_fma_probe(ConfigTable<FmaProbeConfig>& t) {
 }  // namespace
 
 const F32TransposeConfig* f32_transpose_config(Isa isa) {
-  static const auto& table = build_table<F32TransposeConfig>(fill_transpose);
-  return table.get(isa);
+  return helper_tables().transpose.get(isa);
 }
 
-const F32DwconvConfig* f32_dwconv_config(Isa isa) {
-  static const auto& table = build_table<F32DwconvConfig>(fill_dwconv);
-  return table.get(isa);
-}
+const F32DwconvConfig* f32_dwconv_config(Isa isa) { return helper_tables().dwconv.get(isa); }
 
 const FmaProbeConfig* fma_probe_config(Isa isa) {
   static const auto& table = build_table<FmaProbeConfig>(fill_fma_probe);
