@@ -176,3 +176,41 @@ def test_second_init_is_refused(cls):
     with pytest.raises(TypeError, match="already initialized"):
         layer.__init__(*[np.ones(s, np.float32) for s in shapes])
     assert layer._initialized and isinstance(layer, lrkernels.Layer)
+
+
+def test_workspace_above_the_kept_size_stays_valid_while_workers_use_it(restore_threads_3):
+    """Fuzzer finding F2: the calling thread freed its scratch (> 8 MiB) when it finished its own
+    tasks of a parallel stage, while workers and the enclosing stage still used it. The output must
+    match the one-thread result, every time (ASan in CI reports the use after free itself)."""
+    layer = lrkernels.TuckerConv2d(np.ones((6, 2), np.float32), np.ones((4, 6, 3, 1), np.float32),
+                                   np.ones((1, 4), np.float32), stride=(3, 1), padding=(2, 0),
+                                   dilation=(3, 1))
+    x = np.ones((1, 2, 5, 50178), np.float32)  # about 13 MB of scratch
+    lrkernels.set_num_threads(1)
+    expected = layer(x)
+    lrkernels.set_num_threads(3)
+    for _ in range(5):
+        np.testing.assert_array_equal(layer(x), expected)
+
+
+def test_lowrank_intermediate_above_the_kept_size_survives_its_first_gemm(restore_threads_3,
+                                                                            blocking):
+    """F2's linear form: lowrank_gemm's intermediate (16 MB) freed between its two GEMMs."""
+    rng = np.random.default_rng(0)
+    U = rng.standard_normal((1, 100000)).astype(np.float32)
+    V = rng.standard_normal((100000, 1)).astype(np.float32)
+    layer = lrkernels.LowRankLinear(U, V)
+    x = rng.standard_normal((48, 1)).astype(np.float32)
+    blocking(mb=40)
+    lrkernels.set_num_threads(3)
+    y = layer(x)
+    ref = (x.astype(np.float64) @ V.T.astype(np.float64)) @ U.T.astype(np.float64)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+
+
+@pytest.fixture
+def restore_threads_3():
+    before = lrkernels.get_num_threads()
+    yield
+    lrkernels.set_num_threads(before)
+

@@ -31,6 +31,8 @@ const char* layout_name(Layout l) { return l == Layout::nchw ? "NCHW" : "NHWC"; 
 
 namespace {
 
+// Geometry values are at most kMaxGeometry (2^24), so span and 2 * pad cannot overflow; the input
+// size is checked where it enters (ConvChain::output_shape), so in + 2 * pad cannot either.
 std::size_t out_size(std::size_t in, std::size_t pad, std::size_t dil, std::size_t k,
                      std::size_t stride) {
   const std::size_t span = dil * (k - 1) + 1;

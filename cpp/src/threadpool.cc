@@ -76,7 +76,6 @@ void work_on(Job& job) {
     job.done.fetch_add(1, std::memory_order_release);
   }
   t_in_pool_job = outer;
-  if (!outer) trim_thread_scratch();
 }
 
 class Pool {
@@ -179,6 +178,9 @@ class Pool {
       if (job != nullptr) {
         work_on(*job);
         job->refs.fetch_sub(1, std::memory_order_release);  // last touch of the job
+        // A worker's scratch is its own and idle now; the caller's scratch may still be in use by
+        // the stage that called parallel_for (Layer::run trims it when the call ends).
+        trim_thread_scratch();
       }
     }
   }
