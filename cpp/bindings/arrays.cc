@@ -38,12 +38,15 @@ bool is_masked_array(py::handle obj) {
 }  // namespace
 
 py::array as_real_float_array(py::handle obj, const char* what) {
-  if (is_masked_array(obj)) {
+  auto& api = py::detail::npy_api::get();
+  if (Py_TYPE(obj.ptr()) == api.PyArray_Type_) {  // a plain ndarray: the per-call fast path
+    py::array arr = py::reinterpret_borrow<py::array>(obj);
+    if (arr.dtype().kind() == 'f') return arr;
+  } else if (is_masked_array(obj)) {
     throw py::type_error(std::string(what) +
                          " is a numpy masked array; a layer cannot honour a mask: pass "
                          "x.filled(value) (or np.asarray(x) to use the data under the mask)");
   }
-  auto& api = py::detail::npy_api::get();
   PyObject* converted = api.PyArray_FromAny_(obj.ptr(), nullptr, 0, 0,
                                              py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_, nullptr);
   if (converted == nullptr) {

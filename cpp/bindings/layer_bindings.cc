@@ -21,8 +21,11 @@ struct KindHandle : LayerHandle {};
 constexpr std::size_t kNumKinds = 5;
 
 // The layer of `self`; TypeError for an object made with __new__ and never initialised.
+// The Python type of LayerHandle, set when the classes are bound (a cached isinstance).
+PyTypeObject* g_layer_type = nullptr;
+
 const lrk::Layer& layer_of(py::handle self) {
-  if (!py::isinstance<LayerHandle>(self)) {
+  if (!PyObject_TypeCheck(self.ptr(), g_layer_type)) {
     throw py::type_error("expected an lrkernels layer, got " +
                          py::str(py::type::of(self).attr("__name__")).cast<std::string>());
   }
@@ -163,12 +166,25 @@ std::string repr(py::handle self) {
   return r + ")";
 }
 
+// A new C-contiguous float32 array, its dimensions passed on the stack (py::array_t's
+// constructor would build a std::vector per call).
+py::array_t<float> new_float32_array(const lrk::Shape& shape) {
+  auto& api = py::detail::npy_api::get();
+  Py_intptr_t dims[lrk::Shape::kMaxDims];
+  for (std::size_t i = 0; i < shape.size(); ++i) dims[i] = static_cast<Py_intptr_t>(shape[i]);
+  PyObject* a = api.PyArray_NewFromDescr_(api.PyArray_Type_, py::dtype::of<float>().release().ptr(),
+                                          static_cast<int>(shape.size()), dims, nullptr, nullptr, 0,
+                                          nullptr);
+  if (a == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::array_t<float>>(a);
+}
+
 py::array_t<float> call(py::handle self, py::handle x_obj) {
   const lrk::Layer& l = layer_of(self);
   CallInput in = call_input(x_obj, l.is_conv());
   const lrk::Shape y_shape = l.output_shape(in.shape);  // checks x before anything is allocated
   lrk::checked_elements(y_shape, l.kind().c_str());
-  py::array_t<float> y(std::vector<py::ssize_t>(y_shape.begin(), y_shape.end()));
+  py::array_t<float> y = new_float32_array(y_shape);
   float* yp = y.mutable_data();
   without_gil([&] { l.run(in.data, in.shape, in.ld, yp); });
   return y;
@@ -298,6 +314,7 @@ void bind_layers(py::module_& m) {
     throw std::logic_error("bind_layers: kNumKinds does not match the table of layer kinds");
   }
   py::class_<LayerHandle> base(m, "Layer", "Base class of every lrkernels layer.");
+  g_layer_type = reinterpret_cast<PyTypeObject*>(base.ptr());
   def_common(base);
   bind_kinds(m, std::make_index_sequence<kNumKinds>());
 }

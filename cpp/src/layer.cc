@@ -9,6 +9,22 @@
 
 namespace lrk {
 
+void Shape::push_back(std::size_t d) {
+  if (ndim_ == kMaxDims) {
+    throw std::invalid_argument("arrays of more than " + std::to_string(kMaxDims) +
+                                " dimensions are not supported");
+  }
+  dims_[ndim_++] = d;
+}
+
+bool Shape::operator==(const Shape& o) const {
+  if (ndim_ != o.ndim_) return false;
+  for (std::size_t i = 0; i < ndim_; ++i) {
+    if (dims_[i] != o.dims_[i]) return false;
+  }
+  return true;
+}
+
 std::string shape_str(const Shape& s) {
   std::string text = "(";
   for (std::size_t i = 0; i < s.size(); ++i) text += (i ? ", " : "") + std::to_string(s[i]);

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,7 +19,30 @@
 
 namespace lrk {
 
-using Shape = std::vector<std::size_t>;
+// A tensor shape of at most kMaxDims dimensions, stored inline: a layer call builds shapes without
+// touching the heap.
+class Shape {
+ public:
+  static constexpr std::size_t kMaxDims = 8;
+  Shape() = default;
+  Shape(std::initializer_list<std::size_t> dims) {
+    for (std::size_t d : dims) push_back(d);
+  }
+  // std::invalid_argument beyond kMaxDims dimensions.
+  void push_back(std::size_t d);
+  std::size_t size() const { return ndim_; }
+  bool empty() const { return ndim_ == 0; }
+  std::size_t operator[](std::size_t i) const { return dims_[i]; }
+  std::size_t back() const { return dims_[ndim_ - 1]; }
+  const std::size_t* begin() const { return dims_; }
+  const std::size_t* end() const { return dims_ + ndim_; }
+  bool operator==(const Shape& o) const;
+  bool operator!=(const Shape& o) const { return !(*this == o); }
+
+ private:
+  std::size_t dims_[kMaxDims] = {};
+  std::size_t ndim_ = 0;
+};
 std::string shape_str(const Shape& s);  // "(2, 3)", "(4,)"
 // Elements of a tensor of this shape; std::invalid_argument "<what>: output of shape ... is too
 // large" when the element count or its float32 byte size overflows.
