@@ -170,7 +170,8 @@ def main(argv=None) -> int:
     sub.add_parser("info", help="print build and CPU facts as JSON")
     from lrkernels.bench import COLUMNS_HELP
 
-    p_bench = sub.add_parser("bench", help="factorized vs dense layers on this machine (< 1 minute)",
+    p_bench = sub.add_parser("bench",
+                             help="factorized vs dense layers on this machine (< 1 minute)",
                              epilog="Columns:\n" + COLUMNS_HELP,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p_bench.add_argument("--threads", type=_threads,

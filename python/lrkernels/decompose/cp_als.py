@@ -1,5 +1,5 @@
-"""CP-ALS (plain or data-aware) of a conv weight into CPConv2d's factors, and the CP-rank search
-that the energy criterion needs."""
+"""CP-ALS (plain or data-aware) of a conv weight into CPConv2d's factors. The rank search of the
+energy criterion, built on `_cp_als` (warm starts, target, deadline), is in ``cp_search``."""
 
 from __future__ import annotations
 
@@ -24,18 +24,23 @@ def _khatri_rao(mats):
     return out
 
 
+def _cp_lstsq(G, MT):
+    """The ALS update F = MT G^+ for a singular G (symmetric PSD, R x R): the minimum-norm
+    least-squares solution."""
+    return np.linalg.lstsq(G, MT.T, rcond=None)[0].T
+
+
 def _cp_solve(G, MT):
-    """Least-squares ALS update: F = MT G^+ (G symmetric PSD, R x R). A positive definite G (the
-    usual case; Cholesky succeeds) is solved by LU, ~5x faster than lstsq's SVD at ranks in the
-    hundreds; a singular one by lstsq (the minimum-norm solution)."""
+    """The ALS update F = MT G^+ for a G that should be positive definite: one LU solve, ~5x
+    faster than lstsq's SVD at ranks in the hundreds and a single LAPACK call (each one is costly
+    when OpenBLAS threads compete for a busy machine); lstsq if it fails."""
     try:
-        np.linalg.cholesky(G)
         F = np.linalg.solve(G, MT.T)
         if np.all(np.isfinite(F)):
             return F.T
     except np.linalg.LinAlgError:
         pass
-    return np.linalg.lstsq(G, MT.T, rcond=None)[0].T
+    return _cp_lstsq(G, MT)
 
 
 def _cp_full(factors):
@@ -88,14 +93,18 @@ def _mttkrp(T, factors, n):
 
 def _cp_sweep(T, factors, R):
     """One ALS sweep: each factor in turn is the least-squares fit given the other three."""
+    grams = [f.T @ f for f in factors]  # each updated once its factor changes
     for n in range(4):
         G = np.ones((R, R))
         for m in range(4):
             if m != n:
-                G *= factors[m].T @ factors[m]
-        factors[n] = _cp_solve(G, _mttkrp(T, factors, n))
+                G *= grams[m]
+        # G's rank is at most the product of the other modes' sizes: above it, G is singular
+        singular = R > np.prod([T.shape[m] for m in range(4) if m != n])
+        factors[n] = (_cp_lstsq if singular else _cp_solve)(G, _mttkrp(T, factors, n))
         if not np.all(np.isfinite(factors[n])):
             break
+        grams[n] = factors[n].T @ factors[n]
     return _cp_balance(factors)
 
 
