@@ -25,11 +25,12 @@ from .layer_specs import spec_for
 
 # The explanation printed under the table (and in ``lrkernels bench --help``).
 COLUMNS_HELP = (
-    "% FMA: GFLOP/s as a fraction of the FMA peak (the measured single-core f32 FMA throughput of "
-    "the ISA x threads).\nBatch-1 linear layers are bound by memory, not FMAs: GB/s is the weight "
-    "bytes read per second, and 'vs read'\ncompares it with a streaming-read probe over a buffer "
-    "as large as the weights - a reference point, not a ceiling\n(the layer's loads, prefetching "
-    "and threads can beat it: above 1x is possible). speed-up: dense time / factorized time."
+    "% FMA: GFLOP/s as a fraction of the FMA peak (the measured single-core f32 FMA throughput\n"
+    "of the ISA x threads). Batch-1 linear layers are bound by memory, not FMAs: GB/s is the\n"
+    "weight bytes read per second, and 'vs read' compares it with a streaming-read probe over a\n"
+    "buffer as large as the weights - a reference point, not a ceiling (the layer's loads,\n"
+    "prefetching and threads can beat it: above 1x is possible).\n"
+    "speed-up: dense time / factorized time."
 )
 
 # (out_features, in_features, rank, name): as in benchmarks/test_bench_linear.py
