@@ -109,12 +109,14 @@ def _cp_sweep(T, factors, R):
 
 
 def _unreachable(errors, target, sweeps_left):
-    """True when even the mean decrease of the last 4 sweeps, kept up for every sweep left, would
-    not bring the error down to target (ALS slows down as it goes: the guess is optimistic)."""
+    """True when even twice the mean decrease of the last 4 sweeps, kept up for every sweep left,
+    would not bring the error down to target. ALS mostly slows down as it goes, so the guess is
+    optimistic; the factor 2 leaves room for the line search's jumps and for fits that speed up
+    again after a plateau."""
     if len(errors) < 5 or not all(map(math.isfinite, errors[-5:])):
         return False
     rate = max((errors[-5] - errors[-1]) / 4, 0.0)
-    return errors[-1] - rate * sweeps_left > target
+    return errors[-1] - 2 * rate * sweeps_left > target
 
 
 def _cp_als(
