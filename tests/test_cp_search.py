@@ -106,3 +106,14 @@ def test_bad_budget(rng, bad):
 def test_bad_progress(rng):
     with pytest.raises(ValueError, match="progress"):
         decompose.cp_factors(rng.standard_normal((4, 3, 3, 3)), energy=0.5, progress="yes")
+
+
+def test_energy_with_calibration_is_of_the_whitened_weight(rng):
+    T = rng.standard_normal((8, 6, 3, 3))
+    X = rng.standard_normal((4, 6, 9, 9))
+    *_, choice = decompose.cp_factors(T, energy=0.8, calibration=X, padding=1)
+    info = choice.details["decomposition"]
+    assert choice.details["kept"] == pytest.approx(1 - info["whitened_error"] ** 2)
+    assert choice.details["kept"] >= 0.8 and 0 <= info["output_error"] < 1
+    below = choice.rank - 1  # ruled out by the bounds, or tried and too small
+    assert below <= choice.details["bounds"][0] or choice.details["runs"][below]["kept"] < 0.8
