@@ -1,4 +1,5 @@
-"""The command line: ``python -m lrkernels info|bench|demo`` (bench on tiny layers, to stay fast)."""
+"""The command line: ``python -m lrkernels info|bench|demo`` (bench on tiny layers, to stay
+fast); bad arguments end in a usage error before any run."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from lrkernels import bench
 @pytest.fixture
 def tiny_bench(monkeypatch):
     monkeypatch.setattr(bench, "LINEAR_SHAPES", [(40, 48, 8, "tiny linear")])
-    monkeypatch.setattr(bench, "CONV_SHAPES", [(16, 10, 3, 1, "tiny conv"), (16, 12, 3, 2, "tiny s2")])
+    monkeypatch.setattr(bench, "CONV_SHAPES",
+                        [(16, 10, 3, 1, "tiny conv"), (16, 12, 3, 2, "tiny s2")])
 
 
 def test_info_prints_json(capsys):

@@ -56,7 +56,8 @@ def demo(args) -> int:
 
     rng = np.random.default_rng(0)
     header = (f"{'layer':34s} {'batch':>5s} {'max rel err':>11s} {'lowrank us':>10s} "
-              f"{'numpy 2mm us':>12s} {'speed-up':>8s} {'dense us':>9s} {'vs dense':>8s} {'GFLOP/s':>8s}")
+              f"{'numpy 2mm us':>12s} {'speed-up':>8s} {'dense us':>9s} {'vs dense':>8s} "
+              f"{'GFLOP/s':>8s}")
     print(header)
     print("-" * len(header))
     worst = 0.0

@@ -223,7 +223,8 @@ def rank_sweep(quick: bool = False) -> dict:
     x = rng.standard_normal((batch, in_f)).astype(np.float32)
     dense_lin = Linear(rng.standard_normal((out_f, in_f)).astype(np.float32))
     t_dense = _median_seconds(lambda: dense_lin(x), budget)
-    ranks = [8, 32, 128, 256, 512, 768] if quick else [8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 1000]
+    ranks = ([8, 32, 128, 256, 512, 768] if quick
+             else [8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 1000])
     linear = []
     for r in ranks:
         layer = LowRankLinear(rng.standard_normal((out_f, r)), rng.standard_normal((r, in_f)))
