@@ -1,7 +1,9 @@
-"""The command line: ``python -m lrkernels info|bench|demo`` (bench on tiny layers, to stay fast)."""
+"""The command line: ``python -m lrkernels info|bench|demo`` (bench on tiny layers, to stay
+fast); bad arguments end in a usage error before any run."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -17,7 +19,8 @@ from lrkernels import bench
 @pytest.fixture
 def tiny_bench(monkeypatch):
     monkeypatch.setattr(bench, "LINEAR_SHAPES", [(40, 48, 8, "tiny linear")])
-    monkeypatch.setattr(bench, "CONV_SHAPES", [(16, 10, 3, 1, "tiny conv"), (16, 12, 3, 2, "tiny s2")])
+    monkeypatch.setattr(bench, "CONV_SHAPES",
+                        [(16, 10, 3, 1, "tiny conv"), (16, 12, 3, 2, "tiny s2")])
 
 
 def test_info_prints_json(capsys):
@@ -39,8 +42,11 @@ def test_bench_table_and_json(tiny_bench, tmp_path, capsys):
         assert fact.layer == dense.layer and fact.batch == dense.batch
         assert fact.seconds > 0 and dense.seconds > 0
         assert fact.speedup_vs_dense == pytest.approx(dense.seconds / fact.seconds)
-        assert 0 < fact.fraction_of_peak and fact.peak_basis
-    assert results[0].peak_basis == "read bandwidth"  # batch-1 linear
+        assert 0 < fact.fraction_of_peak and fact.peak_basis == "FMA peak"
+    # batch-1 linear rows (memory-bound) also compare their GB/s with the read probe, as a ratio
+    batch1 = [r for r in results if r.batch == 1 and r.kind in ("LowRankLinear", "Linear")]
+    assert batch1 and all(r.extra["vs_read_probe"] > 0 for r in batch1)
+    assert all("vs_read_probe" not in r.extra for r in results if r not in batch1)
     # FLOPs from the layer table: the stride-2 conv (16ch 12x12 3x3, pad 1, rank 4) -> 6x6 output
     s2 = [r for r in results if r.layer == "tiny s2"]
     assert s2[1].flops == 2 * 6 * 6 * 16 * 16 * 9
@@ -49,6 +55,8 @@ def test_bench_table_and_json(tiny_bench, tmp_path, capsys):
     table = bench.format_table(peaks, results)
     assert "tiny linear" in table and "tiny conv" in table and "speed-up" in table
     assert "TuckerConv2d" in table and "LowRankLinear" in table
+    assert "% FMA" in table and "vs read" in table and "not a ceiling" in table
+    assert "% peak" not in table and "%b" not in table  # issue 11 item 8: 192.7% "of a peak"
 
 
 def test_bench_cli_json(tiny_bench, tmp_path, monkeypatch, capsys):
@@ -78,3 +86,77 @@ def test_demo_runs():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "match the numpy reference" in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# arguments checked first: exit 2 with one error line, before any output or run (issue 11 item 8)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """bench.run and demo fail the test if reached: a bad argument must stop the CLI before."""
+    def ran(*args, **kwargs):
+        raise AssertionError("the run started despite a bad argument")
+
+    monkeypatch.setattr(bench, "run", ran)
+    monkeypatch.setattr(cli, "demo", ran)
+    monkeypatch.setattr(cli.os, "execve", ran)
+
+
+def _usage_error(capsys, argv, match):
+    before = (lrkernels.get_isa(), lrkernels.get_num_threads())
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and match in errors[0], err
+    assert (lrkernels.get_isa(), lrkernels.get_num_threads()) == before
+
+
+@pytest.mark.parametrize("command", ["bench", "demo"])
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5"])
+def test_bad_threads(no_run, capsys, command, value):
+    top = lrkernels._core.max_num_threads()
+    _usage_error(capsys, [command, "--threads", value], f"from 1 to {top}")
+
+
+@pytest.mark.parametrize("command", ["bench", "demo"])
+def test_threads_above_set_num_threads_limit(no_run, capsys, command):
+    top = lrkernels._core.max_num_threads()
+    _usage_error(capsys, [command, "--threads", str(top + 1)], f"from 1 to {top}")
+    with pytest.raises(ValueError):  # the limit is set_num_threads' own
+        lrkernels.set_num_threads(top + 1)
+
+
+@pytest.mark.parametrize("command", ["bench", "demo"])
+def test_bad_isa(no_run, capsys, command):
+    _usage_error(capsys, [command, "--isa", "bogus"], "unknown ISA 'bogus'")
+    available = lrkernels.available_isas()
+    missing = [i for i in ("scalar", "neon", "avx2", "avx512") if i not in available]
+    if missing:  # e.g. neon on x86
+        _usage_error(capsys, [command, "--isa", missing[0]], "not available")
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "two"])
+def test_bad_demo_batches(no_run, capsys, value):
+    _usage_error(capsys, ["demo", "--batches", "1", value], "expected an integer >= 1")
+
+
+def test_unwritable_json_fails_before_the_run(no_run, capsys, tmp_path):
+    _usage_error(capsys, ["bench", "--json", str(tmp_path / "missing" / "b.json")], "--json")
+    _usage_error(capsys, ["bench", "--json", str(tmp_path)], "is a directory")
+    # the check itself neither truncates an existing file nor leaves a new one behind
+    existing = tmp_path / "old.json"
+    existing.write_text("keep")
+    parser = argparse.ArgumentParser()
+    cli._check_writable(parser, "--json", str(existing))
+    cli._check_writable(parser, "--json", str(tmp_path / "new.json"))
+    assert existing.read_text() == "keep" and sorted(tmp_path.iterdir()) == [existing]
+
+
+def test_plot_without_matplotlib_fails_before_the_run(no_run, capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    _usage_error(capsys, ["bench", "--plot", str(tmp_path / "p.png")], "needs matplotlib")

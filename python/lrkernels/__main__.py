@@ -56,7 +56,8 @@ def demo(args) -> int:
 
     rng = np.random.default_rng(0)
     header = (f"{'layer':34s} {'batch':>5s} {'max rel err':>11s} {'lowrank us':>10s} "
-              f"{'numpy 2mm us':>12s} {'speed-up':>8s} {'dense us':>9s} {'vs dense':>8s} {'GFLOP/s':>8s}")
+              f"{'numpy 2mm us':>12s} {'speed-up':>8s} {'dense us':>9s} {'vs dense':>8s} "
+              f"{'GFLOP/s':>8s}")
     print(header)
     print("-" * len(header))
     worst = 0.0
@@ -88,19 +89,96 @@ def demo(args) -> int:
     return 0 if ok else 1
 
 
+def _positive_int(text):
+    """argparse type: an int >= 1 (batch sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _threads(text):
+    """argparse type: a thread count lrkernels.set_num_threads accepts (1..max_num_threads())."""
+    from lrkernels import _core
+
+    top = _core.max_num_threads()
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= top:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 1 to {top} (lrkernels._core.max_num_threads() on this "
+            f"machine), got {text!r}")
+    return value
+
+
+def _isa(text):
+    """argparse type: an ISA this build has and this CPU supports (set_isa's own check and
+    message, the ISA in use restored)."""
+    import lrkernels
+
+    before = lrkernels.get_isa()
+    try:
+        lrkernels.set_isa(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    finally:
+        lrkernels.set_isa(before)
+    return text
+
+
+def _check_writable(parser, option, path):
+    """parser.error unless `path` can be written (checked before the run, which takes a while):
+    an existing file is opened for appending (its content untouched), a new one is created and
+    removed again."""
+    try:
+        if os.path.exists(path):
+            if os.path.isdir(path):
+                raise IsADirectoryError(f"{path!r} is a directory")
+            with open(path, "a"):
+                pass
+        else:
+            with open(path, "x"):
+                pass
+            os.remove(path)
+    except OSError as exc:
+        parser.error(f"{option} {path}: cannot write there ({exc.strerror or exc})")
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lrkernels", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="check and time example layers on this machine")
-    p_demo.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
-    p_demo.add_argument("--isa", help="run on this ISA (default: the best available)")
-    p_demo.add_argument("--threads", type=int, default=1,
+    p_demo.add_argument("--batches", type=_positive_int, nargs="+", default=[1, 8, 64],
+                        help="batch sizes (integers >= 1; default 1 8 64)")
+    p_demo.add_argument("--isa", type=_isa,
+                        help="run on this ISA (default: the best available)")
+    p_demo.add_argument("--threads", type=_threads, default=1,
                         help="threads for lrkernels and numpy's BLAS alike (default 1)")
     sub.add_parser("info", help="print build and CPU facts as JSON")
-    p_bench = sub.add_parser("bench", help="factorized vs dense layers on this machine (< 1 minute)")
-    p_bench.add_argument("--threads", type=int, help="threads per layer call (default: all CPUs)")
-    p_bench.add_argument("--isa", help="run on this ISA (default: the best available)")
+    from lrkernels.bench import COLUMNS_HELP
+
+    p_bench = sub.add_parser("bench",
+                             help="factorized vs dense layers on this machine (< 1 minute)",
+                             epilog="Columns:\n" + COLUMNS_HELP,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_bench.add_argument("--threads", type=_threads,
+                         help="threads per layer call, 1 to lrkernels._core.max_num_threads() "
+                              "(default: all CPUs)")
+    p_bench.add_argument("--isa", type=_isa, help="run on this ISA (default: the best available)")
     p_bench.add_argument("--quick", action="store_true", help="fewer layers and shorter timings")
     p_bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p_bench.add_argument("--plot", metavar="FILE",
@@ -109,12 +187,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "bench":
+        # Everything that can fail is checked before the run (a minute), not after it.
+        if args.plot and not _have_matplotlib():
+            p_bench.error("--plot needs matplotlib: pip install 'lrkernels[plot]'")
+        for option in ("json", "plot"):
+            if getattr(args, option):
+                _check_writable(p_bench, "--" + option, getattr(args, option))
         import lrkernels
         from lrkernels import bench
 
         if args.isa:
             lrkernels.set_isa(args.isa)
-        if args.threads:
+        if args.threads is not None:
             lrkernels.set_num_threads(args.threads)
         return bench.main(args)
 

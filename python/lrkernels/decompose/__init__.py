@@ -19,7 +19,8 @@ TuckerConv2d.from_dense(weight, bias=None, *, rank=None, energy=None, ratio=None
                         calibration=None, stride=1, padding=0, dilation=1, layout="NCHW",
                         method="hooi", ranks=None)      rank=(r_in, r_out); ranks= is the same
 CPConv2d.from_dense(weight, bias=None, *, rank=None, energy=None, ratio=None, vbmf=False,
-                    calibration=None, stride=1, padding=0, dilation=1, layout="NCHW", ...)
+                    calibration=None, stride=1, padding=0, dilation=1, layout="NCHW", ...,
+                    max_seconds=20.0, progress=None)   energy=: a bounded, reported rank search
 
 The classmethods build ``cls`` (user subclasses get their own type); they are installed from
 :mod:`lrkernels.layer_specs`. The same as functions: `lowrank_linear_from_dense`,
@@ -29,9 +30,11 @@ was used and why. See :mod:`lrkernels.rank` for the criteria and :mod:`lrkernels
 error/size report.
 
 Modules, one concern each: ``calibration`` (input statistics, the conv calibration object),
-``lowrank_svd`` (SVD), ``tucker`` (Tucker-2), ``cp_als`` (CP-ALS), ``criteria`` (one criterion
--> factors and RankChoice), ``from_dense`` (layers and the classmethods). The SVD and CP modules
-are not named ``svd``/``cp`` so that they do not collide with the functions of those names.
+``lowrank_svd`` (SVD), ``tucker`` (Tucker-2), ``cp_als`` (CP-ALS), ``cp_search`` (the CP rank
+of the energy criterion: bisection between SVD bounds, in a time budget), ``criteria`` (one
+criterion -> factors and RankChoice), ``from_dense`` (layers and the classmethods). The SVD and
+CP modules are not named ``svd``/``cp`` so that they do not collide with the functions of those
+names.
 """
 
 from __future__ import annotations

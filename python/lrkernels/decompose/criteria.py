@@ -20,7 +20,8 @@ from ..rank._base import _check_energy
 from ..rank import RankChoice
 from ._common import ConvergenceWarning, _array, _check_int, _check_iter
 from .calibration import _calibration_rows, _make_calib
-from .cp_als import _cp_64, _cp_energy_search, _max_cp_rank
+from .cp_als import _cp_64, _cp_finish, _max_cp_rank
+from .cp_search import _check_budget, _cp_energy_search
 from .lowrank_svd import _linear_target, _svd64
 from .tucker import _check_method, _check_ranks, _tucker2_64
 
@@ -163,20 +164,34 @@ def cp_factors(
     seed=0,
     reg=1e-6,
     vbmf=False,
+    max_seconds=20.0,
+    progress=None,
 ):
     """(first, vertical, horizontal, last, RankChoice) for CPConv2d, one criterion.
 
     rank: that CP rank. ratio: `rank.by_ratio(shape, ratio, "cp")`. energy: the smallest rank
-    (doubling, then bisection, one ALS fit per rank tried) whose fit keeps >= energy of
-    ||weight||^2 (with calibration: of the Cin-whitened weight). See `cp`.
+    whose ALS fit keeps >= energy of ||weight||^2 (with calibration: of the Cin-whitened weight),
+    by bisection between bounds from SVDs, each rank tried fitted by a warm-started ALS of at
+    most 50 sweeps (see `lrkernels.decompose.cp_search`); the RankChoice's reason says how the
+    rank was found, its details hold the bounds, the ranks tried and what each kept.
+
+    max_seconds (energy only; None: no limit): the time budget of the search and of the final
+    fit. The rank returned always keeps the energy; when the budget runs out before the search
+    ends it may not be the smallest (RankWarning). progress (energy only): True prints the search
+    on stderr, a callable gets one dict per step (event, message, seconds, ...). See `cp`.
     """
     T = _array(weight, "weight", 4)
     which = _criterion("CPConv2d.from_dense", "rank", rank, energy, ratio, vbmf, allow_vbmf=False)
     n_iter_max, tol = _check_iter(n_iter_max, tol)
+    max_seconds, progress = _check_budget(max_seconds, progress)
     calib = _make_calib(calibration, T.shape, stride, padding, dilation, layout, reg)
     if which == "energy":
         energy = _check_energy(energy)
-        factors, info, choice = _cp_energy_search(T, energy, n_iter_max, tol, seed, calib)
+        A = T if calib is None else calib.whiten(T)
+        raw, info, choice = _cp_energy_search(
+            A, energy, n_iter_max, tol, seed, max_seconds, progress
+        )
+        factors, info = _cp_finish(T, raw, info, calib)
         if info["diverged"]:
             warnings.warn(
                 f"CP-ALS (rank {choice.rank}) {info['stop']}; the best iterate is used",

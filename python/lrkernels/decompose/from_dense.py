@@ -113,14 +113,19 @@ def cp_conv2d_from_dense(
     n_iter_max=500,
     tol=1e-9,
     seed=0,
+    max_seconds=20.0,
+    progress=None,
     layer_class=None,
 ):
     """CPConv2d from a dense conv weight (Cout, Cin, kh, kw), by exactly one criterion.
 
     rank=R; ratio=q (largest R with R (Cin + kh + kw + Cout) <= q x the dense parameters);
-    energy=e (smallest R whose CP-ALS fit keeps e of ||weight||^2, searched). vbmf=True is refused
-    (ValueError): no analytic VBMF exists for a CP rank. calibration=X: images in `layout` for
-    the data-aware fit. n_iter_max, tol, seed: CP-ALS (see `cp`). See `cp_factors`.
+    energy=e (smallest R whose CP-ALS fit keeps e of ||weight||^2: a bisection between SVD
+    bounds, within max_seconds (default 20; None: no limit), progress=True printing it on
+    stderr). vbmf=True is refused (ValueError): no analytic VBMF exists for a CP rank.
+    calibration=X: images in `layout` for the data-aware fit. n_iter_max, tol, seed: CP-ALS (see
+    `cp`). The rank and how it was found (a RankChoice): `cp_factors`, which takes the same
+    arguments.
 
     layer_class: the class to build (a subclass of CPConv2d; default CPConv2d).
     """
@@ -138,6 +143,8 @@ def cp_conv2d_from_dense(
         n_iter_max=n_iter_max,
         tol=tol,
         seed=seed,
+        max_seconds=max_seconds,
+        progress=progress,
     )
     return (layer_class or _core.CPConv2d)(
         first,
