@@ -434,3 +434,15 @@ def test_from_dense_keyword_set_is_shared():
         assert "layer_class" not in params and "layer_class" not in cls.from_dense.__doc__
     with pytest.raises(TypeError, match="layer_class"):
         lrkernels.LowRankLinear.from_dense(np.ones((3, 3)), rank=1, layer_class=lrkernels.Linear)
+
+
+def test_from_dense_records_how_the_rank_was_found():
+    """Issue 11: the layer says how its rank was found (the RankChoice of its criterion)."""
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((20, 30))
+    fc = lrkernels.LowRankLinear.from_dense(W, energy=0.5)
+    assert fc.rank_choice.rank == fc.rank and "energy" in fc.rank_choice.reason
+    tk = lrkernels.TuckerConv2d.from_dense(np.ones((4, 3, 3, 3)), energy=1.0)
+    assert tk.ranks == (1, 1) and tuple(tk.rank_choice.rank) == (1, 1)
+    cp = lrkernels.CPConv2d.from_dense(rng.standard_normal((6, 6, 3, 3)), rank=4, padding=1)
+    assert cp.rank_choice.rank == 4 and cp.rank_choice.reason

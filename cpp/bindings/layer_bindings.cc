@@ -243,7 +243,8 @@ std::string docstring(const lrk::LayerKind& kind) {
 template <std::size_t K>
 void bind_kind(py::module_& m, const lrk::LayerKind& kind) {
   static const std::string doc = docstring(kind);  // pybind keeps the pointer
-  py::class_<KindHandle<K>, LayerHandle> cls(m, kind.name, doc.c_str());
+  // dynamic_attr: from_dense records how the rank was found on the layer (rank_choice).
+  py::class_<KindHandle<K>, LayerHandle> cls(m, kind.name, doc.c_str(), py::dynamic_attr());
   // pybind ignores a second __init__ on an initialized object; lrkernels/__init__.py refuses it.
   cls.def(py::init([&kind](py::args args, py::kwargs kwargs) {
             auto h = std::make_unique<KindHandle<K>>();
@@ -313,7 +314,7 @@ void bind_layers(py::module_& m) {
   if (lrk::layer_kinds().size() != kNumKinds) {
     throw std::logic_error("bind_layers: kNumKinds does not match the table of layer kinds");
   }
-  py::class_<LayerHandle> base(m, "Layer", "Base class of every lrkernels layer.");
+  py::class_<LayerHandle> base(m, "Layer", "Base class of every lrkernels layer.", py::dynamic_attr());
   g_layer_type = reinterpret_cast<PyTypeObject*>(base.ptr());
   def_common(base);
   bind_kinds(m, std::make_index_sequence<kNumKinds>());

@@ -8,7 +8,8 @@ also accepted as ``ranks=``.
 `install_from_dense(specs)` (called once by `lrkernels.layer_specs` at import) makes each
 ``spec.decomposer`` the classmethod ``spec.cls.from_dense``: ``cls`` is honoured, so a user
 subclass of LowRankLinear gets an instance of the subclass (built as ``cls(*factors, bias,
-**geometry)``, the base class's constructor signature). Linear and Conv2d have no from_dense:
+**geometry)``, the base class's constructor signature). The layer records how its rank was found
+as ``layer.rank_choice`` (a RankChoice: rank, reason, details). Linear and Conv2d have no from_dense:
 their "decomposition" would be the weight itself, which their constructors already take.
 """
 
@@ -21,6 +22,12 @@ from .. import _core
 from .criteria import cp_factors, linear_factors, tucker2_factors
 
 __all__ = ["cp_conv2d_from_dense", "lowrank_linear_from_dense", "tucker_conv2d_from_dense"]
+
+
+def _with_choice(layer, choice):
+    """The layer, with how its rank was found (a RankChoice) as ``layer.rank_choice``."""
+    layer.rank_choice = choice
+    return layer
 
 
 def lowrank_linear_from_dense(
@@ -44,10 +51,10 @@ def lowrank_linear_from_dense(
 
     layer_class: the class to build (a subclass of LowRankLinear; default LowRankLinear).
     """
-    U, V, _ = linear_factors(
+    U, V, choice = linear_factors(
         weight, rank=rank, energy=energy, ratio=ratio, vbmf=vbmf, calibration=calibration
     )
-    return (layer_class or _core.LowRankLinear)(U, V, bias)
+    return _with_choice((layer_class or _core.LowRankLinear)(U, V, bias), choice)
 
 
 def tucker_conv2d_from_dense(
@@ -78,7 +85,7 @@ def tucker_conv2d_from_dense(
 
     layer_class: the class to build (a subclass of TuckerConv2d; default TuckerConv2d).
     """
-    first, core, last, _ = tucker2_factors(
+    first, core, last, choice = tucker2_factors(
         weight,
         rank=rank,
         ranks=ranks,
@@ -92,9 +99,10 @@ def tucker_conv2d_from_dense(
         layout=layout,
         method=method,
     )
-    return (layer_class or _core.TuckerConv2d)(
+    layer = (layer_class or _core.TuckerConv2d)(
         first, core, last, bias, stride=stride, padding=padding, dilation=dilation, layout=layout
     )
+    return _with_choice(layer, choice)
 
 
 def cp_conv2d_from_dense(
@@ -129,7 +137,7 @@ def cp_conv2d_from_dense(
 
     layer_class: the class to build (a subclass of CPConv2d; default CPConv2d).
     """
-    first, vertical, horizontal, last, _ = cp_factors(
+    first, vertical, horizontal, last, choice = cp_factors(
         weight,
         rank=rank,
         energy=energy,
@@ -146,7 +154,7 @@ def cp_conv2d_from_dense(
         max_seconds=max_seconds,
         progress=progress,
     )
-    return (layer_class or _core.CPConv2d)(
+    layer = (layer_class or _core.CPConv2d)(
         first,
         vertical,
         horizontal,
@@ -157,6 +165,7 @@ def cp_conv2d_from_dense(
         dilation=dilation,
         layout=layout,
     )
+    return _with_choice(layer, choice)
 
 
 # --------------------------------------------------------------------------------------------
