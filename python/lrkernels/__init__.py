@@ -87,6 +87,16 @@ def _python_init(cls):
     cls.__init__ = __init__
 
 
+def _layer_setattr(self, name, value):
+    """Layers take new attributes (from_dense records ``rank_choice``), but what lrkernels defines
+    on them (factors, geometry, factor_names, ...) stays read-only."""
+    for klass in type(self).__mro__:
+        if klass.__module__ == _core.__name__ and name in vars(klass):
+            raise AttributeError(f"{type(self).__name__}.{name} is read-only")
+    object.__setattr__(self, name, value)
+
+
+Layer.__setattr__ = _layer_setattr
 for _cls in (LowRankLinear, Linear, Conv2d, TuckerConv2d, CPConv2d):
     _python_init(_cls)
 del _cls
