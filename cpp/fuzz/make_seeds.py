@@ -44,7 +44,7 @@ for kind in ("Conv2d", "TuckerConv2d", "CPConv2d"):
     seeds[f"{kind}-small"] = conv(kind, 3, 4, 2, 2, (3, 3), (1, 2), (1, 1), (1, 1), 2, 7, 6)
     seeds[f"{kind}-nhwc-dilated"] = conv(kind, 5, 3, 3, 2, (2, 3), (2, 1), (0, 2), (2, 1), 1, 9, 8,
                                          flags=BIAS | NHWC, isa=1)
-    seeds[f"{kind}-threads"] = conv(kind, 8, 8, 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 2, 33, 33,
+    seeds[f"{kind}-threads"] = conv(kind, 8, 8, 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 2, 22, 22,
                                     isa=2, threads=3, flags=BIAS | SWITCH_ISA)
 
 out = pathlib.Path(__file__).resolve().parent / "corpus"
