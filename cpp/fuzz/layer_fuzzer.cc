@@ -11,7 +11,7 @@
 //   0  kind: index into lrk::layer_kinds() (mod their count)
 //   1  flags: 1 bias, 2 NHWC, 4 linear x is 1-D, 8 switch the ISA between create and run,
 //      16 shrunken cache blocking, 32 null x/y when the call is empty, 64 data of a wrong length
-//      for one factor
+//      for one factor, 128 a bias of the wrong shape (one more byte: which)
 //   2  ISA: index among the available ones (lrk::available_isa_mask())
 //   3  threads: 1 + b % 3
 //   4  values: b % 8; 0-3 finite in [-1, 1] (multiples of 1/8), 4 one inf, 5 one NaN (in a factor
@@ -399,7 +399,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string kind_name = kind.name;
   const unsigned flags = rd.byte();
   const bool with_bias = flags & 1, nhwc = flags & 2, one_d = flags & 4, switch_isa = flags & 8,
-             shrink_blocking = flags & 16, null_when_empty = flags & 32, wrong_length = flags & 64;
+             shrink_blocking = flags & 16, null_when_empty = flags & 32, wrong_length = flags & 64,
+             wrong_bias = flags & 128;
 
   // ISA among the available ones, threads 1-3.
   std::vector<lrk::Isa> isas;
@@ -490,11 +491,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (with_bias) {
     bias_shape = {out_dim};
     if (out_dim > kMaxFactorElements) {
-      bias_shape = {out_dim};  // create must refuse the factors first; keep a valid pointer
-      bias.resize(1);
+      bias.resize(1);  // create must refuse the factors first; keep a valid pointer
       factors_sane = false;
     } else {
-      bias.resize(out_dim);
+      if (wrong_bias) {  // create must refuse it: (out + 1,), (out - 1,), (out, 1) or ()
+        const std::uint8_t b = rd.byte();
+        bias_shape = b % 4 == 0 ? Shape{out_dim + 1}
+                     : b % 4 == 1 ? Shape{out_dim - 1}
+                     : b % 4 == 2 ? Shape{out_dim, 1}
+                                  : Shape{};
+        factors_sane = false;
+      }
+      // As many values as the bias shape holds (exactly out_dim when right: ASan sees an over-read).
+      std::size_t count = 1;
+      for (std::size_t d : bias_shape) count *= d;
+      bias.resize(std::max<std::size_t>(count, 1));
       values.fill(bias);
     }
   }
@@ -565,7 +576,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (!layer) finding("create_layer returned null");
   if (!known) return 0;
-  if (!factors_sane) finding("create_layer accepted a factor whose data length does not match its shape");
+  if (!factors_sane) {
+    finding("create_layer accepted a factor whose data length does not match its shape, or a "
+            "bias of the wrong shape");
+  }
   if (layer->kind() != kind_name) finding("layer kind " + layer->kind() + " != " + kind_name);
   if (layer->in_dim() != in_dim || layer->out_dim() != out_dim) {
     finding(kind_name + ": in/out dims " + std::to_string(layer->in_dim()) + "/" +
@@ -720,6 +734,29 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     } catch (const std::exception& e) {
       finding(kind_name + ": run of a valid call " + lrk::shape_str(xs) + " -> " +
               lrk::shape_str(expect) + " threw: " + e.what());
+    }
+  }
+  // Work is split over output tiles only, so every thread count must give the same bits
+  // (threadpool.h): a run that used the pool is repeated on one thread.
+  if (ran && !empty_call && lrk::num_threads() > 1 && flops >= 1e6) {
+    const std::size_t threads = lrk::num_threads();
+    std::vector<float> y1(y.size(), std::numeric_limits<float>::quiet_NaN());
+    lrk::set_num_threads(1);
+    try {
+      layer->run(xp, xs, ldx, y1.data());
+    } catch (const std::exception& e) {
+      require_allowed("run on one thread", e);
+      y1 = y;  // refused (memory): nothing to compare
+    }
+    lrk::set_num_threads(threads);
+    if (std::memcmp(y1.data(), y.data(), y.size() * sizeof(float)) != 0) {
+      std::size_t i = 0;
+      while (std::memcmp(&y1[i], &y[i], sizeof(float)) == 0) ++i;
+      char text[160];
+      std::snprintf(text, sizeof text, "y[%zu] = %.9g with %zu threads, %.9g with one", i,
+                    double(y[i]), threads, double(y1[i]));
+      finding(kind_name + ": " + text + ", x " + lrk::shape_str(xs) + " -> " +
+              lrk::shape_str(expect));
     }
   }
   if (!ran || !values.finite_moderate()) return 0;
