@@ -92,8 +92,10 @@ if [ "$rc" -ne 0 ]; then
 fi
 
 if [ "${LRK_FUZZ_MERGE:-0}" = "1" ]; then
-  # Only inputs that add coverage to what the corpus already reaches are added.
+  # Only inputs that reach edges the corpus does not are added, a near-minimal set of them
+  # (greedy set cover on edges, hit counts ignored: the corpus stays small).
   before="$(find cpp/fuzz/corpus -type f | wc -l)"
-  "$fuzzer" -merge=1 -rss_limit_mb=2048 -timeout=10 cpp/fuzz/corpus "$work/corpus" >"$work/merge.log" 2>&1
+  "$fuzzer" -set_cover_merge=1 -use_counters=0 -rss_limit_mb=2048 -timeout=10 cpp/fuzz/corpus \
+    "$work/corpus" >"$work/merge.log" 2>&1
   echo "fuzz.sh: merged: cpp/fuzz/corpus has $(find cpp/fuzz/corpus -type f | wc -l) inputs (was $before)"
 fi
