@@ -111,7 +111,7 @@ struct Reader {
   // Mostly lo .. lo + span - 1; sometimes 16-bit; sometimes huge.
   std::size_t size(std::size_t lo, std::size_t span) {
     const std::uint8_t b = byte();
-    if (b < 0xE0) return lo + b % span;
+    if (b < 0xE0) return lo + b % std::max<std::size_t>(span, 1);
     if (b < 0xF0) return lo + static_cast<std::size_t>(raw(2));
     if (b == 0xFF) return static_cast<std::size_t>(raw(8));
     return kSpecial[b & 15];
@@ -496,7 +496,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       bias.resize(1);  // create must refuse the factors first; keep a valid pointer
       factors_sane = false;
     } else {
-      if (wrong_bias) {  // create must refuse it: (out + 1,), (out - 1,), (out, 1) or ()
+      if (wrong_bias && out_dim > 0) {  // create must refuse it: (out + 1,), (out - 1,), (out, 1) or ()
         const std::uint8_t b = rd.byte();
         bias_shape = b % 4 == 0 ? Shape{out_dim + 1}
                      : b % 4 == 1 ? Shape{out_dim - 1}
@@ -537,7 +537,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!kind.conv) {
     const std::size_t batch = rd.size(0, 9);
     const std::uint8_t ldx_byte = rd.byte();
-    ldx = ldx_byte < 0xC0 ? in_dim + ldx_byte % 4 : rd.size(0, in_dim + 4);
+    const std::size_t in_plus_4 = in_dim > SIZE_MAX - 4 ? SIZE_MAX : in_dim + 4;  // no wrap
+    ldx = ldx_byte < 0xC0 ? std::min(in_plus_4 - 4 + ldx_byte % 4, in_plus_4) : rd.size(0, in_plus_4);
     const std::uint8_t mismatch = rd.byte();
     const std::size_t in = mismatch % 16 == 0 ? rd.size(0, 20) : in_dim;
     xs = one_d ? Shape{in} : Shape{batch, in};
