@@ -2,30 +2,35 @@
 // of lrk::layer_kinds() from fuzzed sizes, ranks, geometry and values, and calls them.
 //
 // Built by CMake with -DLRKERNELS_BUILD_FUZZER=ON (clang; -fsanitize=fuzzer,address,undefined),
-// run by scripts/fuzz.sh. A finding is a crash, a sanitizer report, an exception other than
-// std::invalid_argument / std::length_error / std::bad_alloc leaving create_layer, output_shape or
-// run, a wrong output shape, a non-finite output for finite moderate inputs, or (small cases) an
-// output that differs from a double-precision loop. Every finding aborts with a message on stderr.
+// run by scripts/fuzz.sh (cpp/fuzz/README.md). A finding is a crash, a sanitizer report, an
+// exception other than std::invalid_argument / std::length_error / std::bad_alloc leaving
+// create_layer, output_shape or run, a valid call refused, invalid factors or bias accepted, a
+// wrong output shape, a non-finite output for finite moderate inputs, (small cases) an output
+// that differs from a double-precision loop, or different bits with several threads than with
+// one. Every finding aborts with a message on stderr.
 //
-// Input format (bytes past the end read as 0, so any input is valid):
-//   0  kind: index into lrk::layer_kinds() (mod their count)
-//   1  flags: 1 bias, 2 NHWC, 4 linear x is 1-D, 8 switch the ISA between create and run,
+// Input format, in reading order (bytes past the end read as 0, so any input is valid):
+//   kind: index into lrk::layer_kinds() (mod their count)
+//   flags: 1 bias, 2 NHWC, 4 linear x is 1-D, 8 switch the ISA between create and run,
 //      16 shrunken cache blocking, 32 null x/y when the call is empty, 64 data of a wrong length
-//      for one factor, 128 a bias of the wrong shape (one more byte: which)
-//   2  ISA: index among the available ones (lrk::available_isa_mask())
-//   3  threads: 1 + b % 3
-//   4  values: b % 8; 0-3 finite in [-1, 1] (multiples of 1/8), 4 one inf, 5 one NaN (in a factor
+//      for one factor, 128 a bias of the wrong shape
+//   ISA: index among the available ones (lrk::available_isa_mask())
+//   threads: 1 + b % 3
+//   values: b % 8; 0-3 finite in [-1, 1] (multiples of 1/8), 4 one inf, 5 one NaN (in a factor
 //      or x), 6 magnitudes near 1e30, 7 subnormals
-//   5  value seed
-//   6  shapes: b % 8 == 0 reads every factor dimension independently (rank mismatches), else
+//   value seed
+//   shapes: b % 8 == 0 reads every rank dimension independently (rank mismatches), else
 //      consistent factors
-//   then sizes, each one read by Reader::size: a byte below 0xE0 is a small value; 0xE0-0xEF
-//   then 2 bytes is a 16-bit value; 0xF0-0xFF picks a huge value from kSpecial (near kMaxGeometry,
-//   2^32, SIZE_MAX / 4, PTRDIFF_MAX / 4, SIZE_MAX, ...; 0xFF then 8 bytes is any 64-bit value).
-//   Linear: out, in, rank; then batch, ldx (see read_ldx), x-dim mismatch byte.
-//   Conv:   in_channels, out_channels, rank_in, rank_out, kh, kw, stride h/w, padding h/w,
-//           dilation h/w; then n, h, w, channel mismatch byte.
-//   With flag 16: four blocking bytes (kc, nc, mc, mb).
+//   sizes, each one read by Reader::size: a byte below 0xE0 is a small value; 0xE0-0xEF then 2
+//      bytes is a 16-bit value; 0xF0-0xFF picks a huge value from kSpecial (near kMaxGeometry,
+//      2^32, SIZE_MAX / 4, PTRDIFF_MAX / 4, SIZE_MAX, ...; 0xFF then 8 bytes is any 64-bit value):
+//      linear: out, in, rank (then V's rank when independent); convolution: in_channels,
+//      out_channels, rank_in, rank_out, kh, kw, stride h/w, padding h/w, dilation h/w (then the
+//      independent rank dimensions)
+//   flag 64: which factor; flag 128 (with a bias): which wrong shape; flag 16: kc, nc, mc, mb
+//   the input: linear: batch (size), ldx byte (below 0xC0: in + b % 4, else a size follows),
+//      mismatch byte (b % 16 == 0: a size for x's last dim follows); convolution: n, h, w (sizes),
+//      mismatch byte (b % 16 == 0: a size for x's channels follows)
 //
 // Limits of a case (so that a sane case never trips libFuzzer's -malloc_limit_mb): a factor of
 // more than kMaxFactorElements gets a data vector of the wrong length (create_layer must refuse

@@ -22,8 +22,9 @@ def header(kind, flags=BIAS, isa=0, threads=1, values=0, seed=7):
     return [KINDS.index(kind), flags, isa, threads - 1, values, seed, 1]
 
 
-def linear(kind, out, inf, rank, batch, ldx_extra=0, **kw):
+def linear(kind, out, inf, rank, batch, ldx_extra=0, blocking=(), **kw):
     b = header(kind, **kw) + small(out, 1) + small(inf, 1) + small(rank, 1)
+    b += list(blocking)  # with flag 16: kc, nc, mc, mb bytes, read before the input
     return b + small(batch, 0) + [ldx_extra] + [1]
 
 
@@ -39,7 +40,10 @@ seeds = {}
 for kind in ("LowRankLinear", "Linear"):
     seeds[f"{kind}-small"] = linear(kind, 5, 7, 3, 3)
     seeds[f"{kind}-strided-rows-avx"] = linear(kind, 9, 11, 4, 5, ldx_extra=3, isa=2)
-    seeds[f"{kind}-1d-blocking"] = linear(kind, 16, 13, 8, 1, flags=BIAS | ONE_D | BLOCKING) + [3, 8, 5, 4]
+    seeds[f"{kind}-1d-blocking"] = linear(kind, 16, 13, 8, 1, flags=BIAS | ONE_D | BLOCKING,
+                                          blocking=(3, 8, 5, 4))
+    seeds[f"{kind}-batch-blocking"] = linear(kind, 16, 13, 8, 7, ldx_extra=2, flags=BIAS | BLOCKING,
+                                             isa=2, blocking=(3, 8, 5, 4))
 for kind in ("Conv2d", "TuckerConv2d", "CPConv2d"):
     seeds[f"{kind}-small"] = conv(kind, 3, 4, 2, 2, (3, 3), (1, 2), (1, 1), (1, 1), 2, 7, 6)
     seeds[f"{kind}-nhwc-dilated"] = conv(kind, 5, 3, 3, 2, (2, 3), (2, 1), (0, 2), (2, 1), 1, 9, 8,
