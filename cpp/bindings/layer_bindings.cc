@@ -3,6 +3,8 @@
 // between Python objects and arrays lives here; every check on shapes and geometry is the core's.
 #include <pybind11/stl.h>
 
+#include <cxxabi.h>
+
 #include <memory>
 #include <utility>
 
@@ -186,7 +188,15 @@ py::array_t<float> call(py::handle self, py::handle x_obj) {
   lrk::checked_elements(y_shape, l.kind().c_str());
   py::array_t<float> y = new_float32_array(y_shape);
   float* yp = y.mutable_data();
-  without_gil([&] { l.run(in.data, in.shape, in.ld, yp); });
+  try {
+    without_gil([&] { l.run(in.data, in.shape, in.ld, yp); });
+  } catch (abi::__forced_unwind&) {
+    // A daemon thread ended by the exiting interpreter while re-taking the GIL: this frame is
+    // unwound without the GIL, so its references must not be dropped (a race with finalization).
+    in.keep_alive.release();
+    y.release();
+    throw;
+  }
   return y;
 }
 

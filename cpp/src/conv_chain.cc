@@ -262,10 +262,7 @@ Shape ConvChain::output_shape(const Shape& x) const {
                                 ", got shape " + shape_str(x));
   }
   const std::size_t n = x[0], c = x[nchw ? 1 : 3], h = x[nchw ? 2 : 1], w = x[nchw ? 3 : 2];
-  // No array has a side this long (numpy's limit is PTRDIFF_MAX elements); refusing it keeps
-  // h + 2 * padding and every size derived from it far from overflow.
-  constexpr std::size_t kMaxSide = std::size_t(PTRDIFF_MAX) / 4;
-  if (h > kMaxSide || w > kMaxSide) {
+  if (h > kMaxImageSide || w > kMaxImageSide) {
     throw std::invalid_argument(kind_ + ": x of shape " + shape_str(x) + " is too large");
   }
   if (c != in_dim_) {

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -28,10 +29,15 @@ class Shape {
   Shape(std::initializer_list<std::size_t> dims) {
     for (std::size_t d : dims) push_back(d);
   }
+  template <class It>
+  Shape(It first, It last) {
+    for (; first != last; ++first) push_back(static_cast<std::size_t>(*first));
+  }
   // std::invalid_argument beyond kMaxDims dimensions.
   void push_back(std::size_t d);
   std::size_t size() const { return ndim_; }
   bool empty() const { return ndim_ == 0; }
+  void clear() { ndim_ = 0; }
   std::size_t operator[](std::size_t i) const { return dims_[i]; }
   std::size_t back() const { return dims_[ndim_ - 1]; }
   const std::size_t* begin() const { return dims_; }
@@ -50,6 +56,9 @@ std::size_t checked_elements(const Shape& s, const char* what);
 
 // Geometry values above this are rejected, so that sizes like h + 2 * padding cannot overflow.
 constexpr std::size_t kMaxGeometry = std::size_t(1) << 24;
+// Image sides above this are refused (no array has one: numpy's limit is PTRDIFF_MAX elements), so
+// h + 2 * padding and every size derived from it stay far from overflow.
+constexpr std::size_t kMaxImageSide = std::size_t(PTRDIFF_MAX) / 4;
 // Tap pointers of one pixel tile live on the stack of the thread computing it.
 constexpr std::size_t kMaxTaps = 1024;
 
