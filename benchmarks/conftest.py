@@ -15,8 +15,12 @@ import lrkernels  # noqa: E402
 
 
 def pytest_addoption(parser):
-    parser.addoption("--lrk-threads", type=int, default=1,
-                     help="threads per lrkernels layer call (default 1, like numpy here)")
+    parser.addoption(
+        "--lrk-threads",
+        type=int,
+        default=1,
+        help="threads per lrkernels layer call (default 1, like numpy here)",
+    )
 
 
 def pytest_configure(config):

@@ -41,12 +41,17 @@ def main():
     for b in data["benchmarks"]:
         groups.setdefault(b["group"], {})[b["extra_info"]["impl"]] = b
     conv_groups = OrderedDict(
-        (name, impls) for name, impls in groups.items()
+        (name, impls)
+        for name, impls in groups.items()
         if any("dense_flops" in b["extra_info"] for b in impls.values())
     )
     groups = OrderedDict((name, impls) for name, impls in groups.items() if name not in conv_groups)
-    print(f"machine: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')}; "
-          f"peak used for %: {peak:.1f} GFLOP/s" if peak else "peak: n/a")
+    print(
+        f"machine: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')}; "
+        f"peak used for %: {peak:.1f} GFLOP/s"
+        if peak
+        else "peak: n/a"
+    )
     if args.markdown:
         if groups:
             _linear_markdown(groups, peak)
@@ -74,7 +79,9 @@ def _linear_ratio(impl, impls):
     if impl == "lowrank":
         parts = []
         if "numpy_lowrank" in impls:
-            parts.append(f"{impls['numpy_lowrank']['stats']['median'] / med:.2f}x vs numpy 2 matmuls")
+            parts.append(
+                f"{impls['numpy_lowrank']['stats']['median'] / med:.2f}x vs numpy 2 matmuls"
+            )
         if "dense" in impls:
             parts.append(f"{impls['dense']['stats']['median'] / med:.2f}x vs dense Linear")
         return ", ".join(parts)
@@ -88,8 +95,16 @@ def _linear_markdown(groups, peak):
     for name, impls in groups.items():
         for impl, b in impls.items():
             gf = _gflops(b)
-            rows.append([name, impl, f"{b['stats']['median'] * 1e6:.1f}", f"{gf:.1f}",
-                         _pct(gf, peak), _linear_ratio(impl, impls)])
+            rows.append(
+                [
+                    name,
+                    impl,
+                    f"{b['stats']['median'] * 1e6:.1f}",
+                    f"{gf:.1f}",
+                    _pct(gf, peak),
+                    _linear_ratio(impl, impls),
+                ]
+            )
     print()
     _table(["group", "impl", "median us", "GFLOP/s", "% peak", "ratio"], rows, "llrrrl", True)
 
@@ -114,8 +129,12 @@ def _table(headers, rows, align, markdown):
         print(line(row))
 
 
-UNFUSED = [("tucker", "lrk_unfused"), ("tucker", "ort_unfused"), ("tucker", "torch_unfused"),
-           ("tucker_nhwc", "lrk_unfused_nhwc")]
+UNFUSED = [
+    ("tucker", "lrk_unfused"),
+    ("tucker", "ort_unfused"),
+    ("tucker", "torch_unfused"),
+    ("tucker_nhwc", "lrk_unfused_nhwc"),
+]
 DENSE_NCHW = ["lrk_dense", "ort_dense", "torch_dense"]
 GOAL = 0.70  # of the FLOP ratio, for tucker against the fastest dense convolution
 
@@ -135,13 +154,28 @@ def _conv_report(groups, peak, markdown):
         for impl, b in impls.items():
             gf = _gflops(b)
             info = b["extra_info"]
-            rows.append([name, impl, info.get("layout", ""), f"{b['stats']['median'] * 1e6:.1f}",
-                         f"{gf:.1f}", _pct(gf, peak), info.get("backend", "")])
-    _table(["group", "impl", "layout", "median us", "GFLOP/s", "% peak", "backend"], rows,
-           "lllrrrl", markdown)
+            rows.append(
+                [
+                    name,
+                    impl,
+                    info.get("layout", ""),
+                    f"{b['stats']['median'] * 1e6:.1f}",
+                    f"{gf:.1f}",
+                    _pct(gf, peak),
+                    info.get("backend", ""),
+                ]
+            )
+    _table(
+        ["group", "impl", "layout", "median us", "GFLOP/s", "% peak", "backend"],
+        rows,
+        "lllrrrl",
+        markdown,
+    )
 
-    title("Fusion: speed-up of tucker (fused) over the same three convolutions run one by one, "
-          "tucker_nhwc in the nhwc column (should be > 1; '!' where it is not)")
+    title(
+        "Fusion: speed-up of tucker (fused) over the same three convolutions run one by one, "
+        "tucker_nhwc in the nhwc column (should be > 1; '!' where it is not)"
+    )
     rows, faster = [], {pair: [0, 0] for pair in UNFUSED}
     for name, impls in groups.items():
         row = [name]
@@ -157,9 +191,11 @@ def _conv_report(groups, peak, markdown):
     headers = ["group"] + [("" if f == "tucker" else "nhwc ") + f"vs {u}" for f, u in UNFUSED]
     _table(headers, rows, "lrrrr", markdown)
 
-    title(f"Factorization: speed-up of tucker over the fastest dense NCHW convolution, and of "
-          f"tucker_nhwc over lrk_dense_nhwc, against the FLOP ratio dense / tucker "
-          f"(goal: >= {GOAL:.0%} of it)")
+    title(
+        f"Factorization: speed-up of tucker over the fastest dense NCHW convolution, and of "
+        f"tucker_nhwc over lrk_dense_nhwc, against the FLOP ratio dense / tucker "
+        f"(goal: >= {GOAL:.0%} of it)"
+    )
     rows, g_ok, g_all = [], 0, 0
     for name, impls in groups.items():
         t = impls.get("tucker") or impls.get("tucker_nhwc")
@@ -185,15 +221,32 @@ def _conv_report(groups, peak, markdown):
                 g_ok += frac >= GOAL
             row += [f"{speedup:.2f}x", f"{frac:.0%}" + (" ok" if frac >= GOAL else " below")]
         rows.append(row)
-    _table(["group", "FLOP ratio", "fastest dense NCHW", "tucker speed-up", "of FLOP ratio",
-            "nhwc vs lrk_dense_nhwc", "of FLOP ratio"], rows, "lrlrrrr", markdown)
+    _table(
+        [
+            "group",
+            "FLOP ratio",
+            "fastest dense NCHW",
+            "tucker speed-up",
+            "of FLOP ratio",
+            "nhwc vs lrk_dense_nhwc",
+            "of FLOP ratio",
+        ],
+        rows,
+        "lrlrrrr",
+        markdown,
+    )
 
     print()
-    counts = ", ".join(f"{'nhwc ' if f != 'tucker' else ''}vs {u} {ok}/{n}"
-                       for (f, u), (ok, n) in faster.items() if n)
+    counts = ", ".join(
+        f"{'nhwc ' if f != 'tucker' else ''}vs {u} {ok}/{n}"
+        for (f, u), (ok, n) in faster.items()
+        if n
+    )
     print(f"fused faster than unfused: {counts}" + ("  " if markdown else ""))
-    print(f"tucker >= {GOAL:.0%} of the FLOP ratio against the fastest dense NCHW convolution: "
-          f"{g_ok}/{g_all} groups")
+    print(
+        f"tucker >= {GOAL:.0%} of the FLOP ratio against the fastest dense NCHW convolution: "
+        f"{g_ok}/{g_all} groups"
+    )
 
 
 def _linear_text(groups, peak):

@@ -87,7 +87,7 @@ def _out_size(size, k, stride, pad):
     return (size + 2 * pad - k) // stride + 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _case(shape):
     """Factors, dense weight, bias, input and the two float64 references; fixed seed per shape."""
     c, hw, k, s, r = shape
@@ -99,14 +99,25 @@ def _case(shape):
     x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
     # W[o, i, y, x] = sum_{s, t} last[o, s] core[s, t, y, x] first[t, i], in float64.
     dense = np.einsum(
-        "os,styx,ti->oiyx", last.astype(np.float64), core.astype(np.float64),
-        first.astype(np.float64), optimize=True,
+        "os,styx,ti->oiyx",
+        last.astype(np.float64),
+        core.astype(np.float64),
+        first.astype(np.float64),
+        optimize=True,
     ).astype(np.float32)
     conv = dict(stride=s, padding=k // 2)
     ref_tucker = lrkernels.reference.tucker_conv2d(x, first, core, last, bias, **conv)
     ref_dense = lrkernels.reference.conv2d(x, dense, bias, **conv)
-    return dict(first=first, core=core, last=last, bias=bias, dense=dense, x=x,
-                ref_tucker=ref_tucker, ref_dense=ref_dense)
+    return dict(
+        first=first,
+        core=core,
+        last=last,
+        bias=bias,
+        dense=dense,
+        x=x,
+        ref_tucker=ref_tucker,
+        ref_dense=ref_dense,
+    )
 
 
 def _flops(shape):
@@ -126,8 +137,15 @@ def _flops(shape):
 def _ort_conv(name, inp, out, w_name, b_name, k, stride, pad):
     inputs = [inp, w_name] + ([b_name] if b_name else [])
     return helper.make_node(
-        "Conv", inputs, [out], name=name, kernel_shape=[k, k], strides=[stride, stride],
-        pads=[pad, pad, pad, pad], dilations=[1, 1], group=1,
+        "Conv",
+        inputs,
+        [out],
+        name=name,
+        kernel_shape=[k, k],
+        strides=[stride, stride],
+        pads=[pad, pad, pad, pad],
+        dilations=[1, 1],
+        group=1,
     )
 
 
@@ -151,7 +169,8 @@ def _ort_session(case, shape, dense):
             _ort_conv("last", "u", "y", "w3", "b", 1, 1, 0),
         ]
     graph = helper.make_graph(
-        nodes, "tucker" if not dense else "dense",
+        nodes,
+        "tucker" if not dense else "dense",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, ho, ho])],
         initializer=inits,
@@ -221,6 +240,7 @@ def _make_fn(impl, case, shape):
         def fn():
             with torch.no_grad():
                 return F.conv2d(F.conv2d(F.conv2d(xt, w1), w2, **conv), w3, bt)
+
     return fn, layout, f"torch {torch.__version__} threads={torch.get_num_threads()}"
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import zlib
 from collections import namedtuple
 
-import lrkernels
 import numpy as np
 import pytest
+
+import lrkernels
 from lrkernels import _core
 
 Tile = namedtuple("Tile", "mr nr kc")

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from layer_table import N_RANKS, SPEC
-from lrk_testing import image_shape, make_model, rand, conv_output_hw
+from lrk_testing import conv_output_hw, image_shape, make_model, rand
 
 F32 = np.float32
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,26 +50,40 @@ class Case:
 
     def model(self, rng, kind, layout=None, **kwargs):
         geometry = self.geometry(layout) if SPEC[kind].conv else {}
-        return make_model(rng, kind, self.in_dim, self.out_dim, self.ranks, self.kernel,
-                          bias=self.bias, **geometry, **kwargs)
+        return make_model(
+            rng,
+            kind,
+            self.in_dim,
+            self.out_dim,
+            self.ranks,
+            self.kernel,
+            bias=self.bias,
+            **geometry,
+            **kwargs,
+        )
 
     def input(self, rng, model, dtype=F32):
         return model.make_input(rng, self.batch, self.hw, dtype)
 
     def __str__(self) -> str:
-        g = "" if self.hw is None else (
-            f" HxW={self.hw} k={self.kernel} stride={self.stride} padding={self.padding} "
-            f"dilation={self.dilation}")
-        return (f"batch={self.batch} in={self.in_dim} out={self.out_dim}{g} bias={self.bias} "
-                f"ranks={self.ranks}")
+        g = (
+            ""
+            if self.hw is None
+            else (
+                f" HxW={self.hw} k={self.kernel} stride={self.stride} padding={self.padding} "
+                f"dilation={self.dilation}"
+            )
+        )
+        return (
+            f"batch={self.batch} in={self.in_dim} out={self.out_dim}{g} bias={self.bias} "
+            f"ranks={self.ranks}"
+        )
 
 
-def conv(batch, cin, cout, hw, kernel, stride=1, padding=0, dilation=1, *, ranks=(3, 5),
-         bias=True):
+def conv(batch, cin, cout, hw, kernel, stride=1, padding=0, dilation=1, *, ranks=(3, 5), bias=True):
     """A convolution Case; `ranks` an int r stands for (r, r)."""
     ranks = (ranks, ranks) if np.ndim(ranks) == 0 else tuple(ranks)
     return Case(batch, cin, cout, tuple(hw), tuple(kernel), stride, padding, dilation, bias, ranks)
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,6 +93,7 @@ def conv(batch, cin, cout, hw, kernel, stride=1, padding=0, dilation=1, *, ranks
 DIMS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65]
 
 RANKS = [1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 128, 256]
+
 
 def batches_for(mr: int) -> list:
     """Batch sizes around the row tile mr of an ISA, plus 0, small odd ones and large ones."""
@@ -103,6 +117,7 @@ def batches_for(mr: int) -> list:
         300,
     }
     return sorted(v for v in values if v >= 0)
+
 
 def blocking_configs(mr: int, nr: int) -> list:
     """Small cache blocks for `_core._set_blocking`, so small shapes cross every block edge.
@@ -136,6 +151,7 @@ CONV_SPATIAL = [(5, 7), (9, 6), (13, 11), (1, 1), (6, 9), (8, 8), (2, 3), (15, 1
 
 CONV_RANKS = [1, 3, 5, 17, 8, 16, 2, 9]
 
+
 def conv_padding(kind, kernel_size):
     kh, kw = kernel_size
     if kind == "zero":
@@ -143,6 +159,7 @@ def conv_padding(kind, kernel_size):
     extra = 2 if kind == "large" else 0
     p = (kh // 2 + extra, kw // 2 + extra)
     return p[0] if p[0] == p[1] else p
+
 
 def conv_sweep_cases() -> list:
     """Every kernel x stride x dilation x padding; channels, sizes, batch and ranks cycle along.
@@ -189,6 +206,7 @@ def conv_sweep_cases() -> list:
 # Inputs and weights in every layout and dtype a layer must accept
 # --------------------------------------------------------------------------------------------
 
+
 def _unaligned_float32(a: np.ndarray) -> np.ndarray:
     """A float32 copy of `a` whose data pointer is not 4-byte aligned."""
     buf = bytearray(a.size * 4 + 1)
@@ -197,11 +215,13 @@ def _unaligned_float32(a: np.ndarray) -> np.ndarray:
     assert not out.flags.aligned
     return out
 
+
 def _packed_record_rows(a: np.ndarray) -> np.ndarray:
     """float32 rows of a packed structured array: row stride 4 * in + 1 bytes (not 4-aligned)."""
     rec = np.zeros(a.shape[0], dtype=np.dtype([("x", "<f4", (a.shape[1],)), ("pad", "u1")]))
     rec["x"] = a
     return rec["x"]
+
 
 def make_input(rng, batch, in_f, dtype=F32):
     """x of shape (batch, in_f), or (in_f,) for batch None."""
@@ -233,6 +253,7 @@ def input_layouts(rng, batch, in_f):
     yield "packed record rows", _packed_record_rows(base)
     yield "list of lists", base.astype(np.float64).tolist()
 
+
 def input_layouts_1d(rng, in_f):
     base = make_input(rng, None, in_f)
     wide = make_input(rng, None, 3 * in_f + 5)
@@ -246,6 +267,7 @@ def input_layouts_1d(rng, in_f):
     yield "1-D list of floats", [float(v) for v in base]
     yield "row of a 2-D array", make_input(rng, 4, in_f)[2]
     yield "column of a 2-D array", make_input(rng, in_f, 4)[:, 1]
+
 
 def image_layouts(rng, batch, channels, hw, layout):
     """(name, x) pairs: images of one shape in the dtypes and memory layouts a layer must accept."""
@@ -277,8 +299,9 @@ def image_layouts(rng, batch, channels, hw, layout):
     yield "W stride 3", take(widened(w_axis, 3), w_axis, slice(None, None, 3))
     yield "H stride 2", take(widened(h_axis, 2), h_axis, slice(None, None, 2))
     yield "batch stride x[::2]", widened(0, 2)[::2]
-    yield "channel slice [3:3+C] of a wider array", take(
-        widened(c_axis, 1, 5), c_axis, slice(3, 3 + channels)
+    yield (
+        "channel slice [3:3+C] of a wider array",
+        take(widened(c_axis, 1, 5), c_axis, slice(3, 3 + channels)),
     )
     yield "channel stride 2", take(widened(c_axis, 2), c_axis, slice(None, None, 2))
     yield (
@@ -307,6 +330,7 @@ def inputs_in_every_layout(rng, case: Case, layout=None):
 def weight_variants(arrays):
     """(name, arrays): float64 arrays (factors and bias, None kept) in every dtype and memory
     layout the constructors accept; the values stay the same."""
+
     def each(fn):
         return [None if a is None else fn(a) for a in arrays]
 
@@ -318,8 +342,10 @@ def weight_variants(arrays):
     yield "negative strides", each(lambda a: np.flip(np.flip(a, 0).copy(), 0))
     yield "transposed views", each(lambda a: np.ascontiguousarray(a.T).T)
     yield "lists", each(lambda a: a.tolist())
-    yield "big-endian", [None if a is None else a.astype(">f4" if i % 2 else ">f8")
-                         for i, a in enumerate(arrays)]
+    yield (
+        "big-endian",
+        [None if a is None else a.astype(">f4" if i % 2 else ">f8") for i, a in enumerate(arrays)],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,9 +358,15 @@ def _linear_tile_edges(kind, tile):
     """Every (in, out) pair of DIMS; ranks, batches (1-D included) and bias cycle along."""
     batches = [None] + batches_for(tile.mr)
     return [
-        Case(batches[(3 * i + j) % len(batches)], in_f, out_f, bias=(i + j) % 2 == 0,
-             ranks=(RANKS[(i + 2 * j) % len(RANKS)],) * 2)
-        for i, in_f in enumerate(DIMS) for j, out_f in enumerate(DIMS)
+        Case(
+            batches[(3 * i + j) % len(batches)],
+            in_f,
+            out_f,
+            bias=(i + j) % 2 == 0,
+            ranks=(RANKS[(i + 2 * j) % len(RANKS)],) * 2,
+        )
+        for i, in_f in enumerate(DIMS)
+        for j, out_f in enumerate(DIMS)
     ]
 
 
@@ -344,7 +376,8 @@ def _linear_ranks(kind, tile):
     shapes = [(1, 1), (17, 33), (64, 5), (33, 65)]
     return [
         Case(batch, in_f, out_f, bias=(rank + k) % 2 == 0, ranks=(rank, rank))
-        for rank in RANKS for k, (in_f, out_f) in enumerate(shapes)
+        for rank in RANKS
+        for k, (in_f, out_f) in enumerate(shapes)
         for batch in (None, 1, mr - 1, mr, mr + 1, 2 * mr + 1, 37)
     ]
 
@@ -353,11 +386,17 @@ def _linear_batches(kind, tile):
     """Batch 0, 1, 2, 3, odd, mr-1 .. 2*mr+1, 100 and 300 on shapes at the tile edges, with and
     without bias; and shapes larger than the default blocks (K > kc, out > nc, batch > mc)."""
     nr = tile.nr
-    shapes = [(7, 3, 5), (33, nr + 1, 17), (65, 2 * nr - 1, 64), (16, nr, nr),
-              (256, 3 * nr + 5, 33)]  # (in, out, rank)
+    shapes = [
+        (7, 3, 5),
+        (33, nr + 1, 17),
+        (65, 2 * nr - 1, 64),
+        (16, nr, nr),
+        (256, 3 * nr + 5, 33),
+    ]  # (in, out, rank)
     cases = [
         Case(batch, in_f, out_f, bias=bias, ranks=(rank, rank))
-        for in_f, out_f, rank in shapes for batch in [None] + batches_for(tile.mr)
+        for in_f, out_f, rank in shapes
+        for batch in [None] + batches_for(tile.mr)
         for bias in (True, False)
     ]
     return cases + [Case(b, 1000, 600, ranks=(300, 300)) for b in (300, 3)]
@@ -371,10 +410,19 @@ def _conv_tile_edges(kind, tile):
     for i, cin in enumerate(CONV_CHANNELS):
         for j, cout in enumerate(couts):
             k = (3, 3) if (i + j) % 3 else (1, 1)
-            cases.append(conv(
-                1 + (i + j) % 2 * 2, cin, cout, [(5, 7), (9, 6), (4, 4)][(i + 2 * j) % 3], k,
-                stride=2 if (i * j) % 4 == 1 else 1, padding=k[0] // 2, bias=(i + j) % 2 == 0,
-                ranks=(CONV_RANKS[(i + j) % 8], CONV_RANKS[(i + 2 * j + 3) % 8])))
+            cases.append(
+                conv(
+                    1 + (i + j) % 2 * 2,
+                    cin,
+                    cout,
+                    [(5, 7), (9, 6), (4, 4)][(i + 2 * j) % 3],
+                    k,
+                    stride=2 if (i * j) % 4 == 1 else 1,
+                    padding=k[0] // 2,
+                    bias=(i + j) % 2 == 0,
+                    ranks=(CONV_RANKS[(i + j) % 8], CONV_RANKS[(i + 2 * j + 3) % 8]),
+                )
+            )
     return cases[:: 2 if SPEC[kind].factorized else 1]
 
 
@@ -445,9 +493,20 @@ def _conv_ranks(kind, tile):
         dilation = 2 if i % 3 == 2 else 1
         if min(conv_output_hw(hw, k, stride, padding, dilation)) < 1:
             dilation = 1
-        cases.append(conv(1 + (i % 3 == 1) * 2, CONV_CHANNELS[i % len(CONV_CHANNELS)],
-                          couts[(3 * i + 1) % len(couts)], hw, k, stride, padding, dilation,
-                          ranks=ranks, bias=i % 4 != 3))
+        cases.append(
+            conv(
+                1 + (i % 3 == 1) * 2,
+                CONV_CHANNELS[i % len(CONV_CHANNELS)],
+                couts[(3 * i + 1) % len(couts)],
+                hw,
+                k,
+                stride,
+                padding,
+                dilation,
+                ranks=ranks,
+                bias=i % 4 != 3,
+            )
+        )
     return cases
 
 
@@ -462,8 +521,11 @@ SWEEPS = {  # name: (linear cases, conv cases); None where the sweep does not ap
 
 def sweeps_for(kind) -> list:
     spec = SPEC[kind]
-    return [name for name, fns in SWEEPS.items()
-            if fns[spec.conv] is not None and (name != "ranks" or spec.factorized)]
+    return [
+        name
+        for name, fns in SWEEPS.items()
+        if fns[spec.conv] is not None and (name != "ranks" or spec.factorized)
+    ]
 
 
 def sweep(name, kind, tile) -> list:
@@ -475,11 +537,18 @@ def blocked_cases(kind, tile) -> list:
     blocks, none a block multiple."""
     mr, nr = tile.mr, tile.nr
     if not SPEC[kind].conv:
-        shapes = [(23, 2 * nr + 5, 5 * nr + 3), (64, 3 * nr + 1, 2 * nr + 1), (9, 7, nr - 1),
-                  (1, 1, 1), (17, nr, 3 * nr)]  # (in, rank, out)
-        return [Case(batch, in_f, out_f, bias=k % 2 == 0, ranks=(rank, rank))
-                for k, (in_f, rank, out_f) in enumerate(shapes)
-                for batch in (None, 1, mr, mr + 1, 2 * mr, 4 * mr + 3, 7 * mr + 1, 61)]
+        shapes = [
+            (23, 2 * nr + 5, 5 * nr + 3),
+            (64, 3 * nr + 1, 2 * nr + 1),
+            (9, 7, nr - 1),
+            (1, 1, 1),
+            (17, nr, 3 * nr),
+        ]  # (in, rank, out)
+        return [
+            Case(batch, in_f, out_f, bias=k % 2 == 0, ranks=(rank, rank))
+            for k, (in_f, rank, out_f) in enumerate(shapes)
+            for batch in (None, 1, mr, mr + 1, 2 * mr, 4 * mr + 3, 7 * mr + 1, 61)
+        ]
     C = conv
     return [
         C(3, 7, 2 * nr + 3, (9, 6), (3, 3), padding=1, ranks=(2 * nr + 1, 5)),

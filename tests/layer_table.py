@@ -16,9 +16,7 @@ CONV_KINDS = tuple(s.name for s in SPECS if s.conv)
 N_RANKS = {s.name: (0 if not s.factorized else 2 if s.name == "TuckerConv2d" else 1) for s in SPECS}
 LAYOUTS = ("NCHW", "NHWC")
 # Every kind with each of its layouts (None: a linear layer's rows): the conformance grid.
-KIND_LAYOUTS = tuple(
-    (s.name, layout) for s in SPECS for layout in (LAYOUTS if s.conv else (None,))
-)
+KIND_LAYOUTS = tuple((s.name, layout) for s in SPECS for layout in (LAYOUTS if s.conv else (None,)))
 
 
 def kind_layout_id(value) -> str:

@@ -13,12 +13,12 @@ import re
 import threading
 from dataclasses import dataclass, field
 
-import lrkernels
 import numpy as np
 import pytest
-from lrkernels import reference
 
+import lrkernels
 from layer_table import LAYOUTS, N_RANKS, SPEC  # noqa: F401 - LAYOUTS re-exported
+from lrkernels import reference
 
 EPS32 = float(np.finfo(np.float32).eps)
 # Products of tiny numbers can land in float32 subnormals, where the rounding error is absolute.
@@ -32,6 +32,7 @@ CANONICAL_ISAS = ("scalar", "neon", "avx2", "avx512")
 
 def _abs64(a) -> np.ndarray:
     return np.abs(np.asarray(a, dtype=np.float64))
+
 
 def lowrank_bound(x, U, V, bias=None) -> np.ndarray:
     """Elementwise bound on |y - y_exact| for y = U (V x) + b computed in float32.
@@ -49,6 +50,7 @@ def lowrank_bound(x, U, V, bias=None) -> np.ndarray:
     n = K + R + 2
     return BOUND_FACTOR * n * (EPS32 * mag + SUBNORMAL32)
 
+
 def linear_bound(x, W, bias=None) -> np.ndarray:
     """Elementwise bound on |y - y_exact| for y = W x + b in float32: 8 eps (K+2) (|W||x| + |b|)."""
     aW = _abs64(W)
@@ -64,6 +66,7 @@ def pair(value) -> tuple:
     """An int or a pair -> (a, b)."""
     return (int(value), int(value)) if np.ndim(value) == 0 else tuple(int(v) for v in value)
 
+
 def conv_output_hw(hw, kernel_size, stride=1, padding=0, dilation=1) -> tuple:
     """(Ho, Wo) by the formula Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (may be <= 0)."""
     out = []
@@ -72,9 +75,11 @@ def conv_output_hw(hw, kernel_size, stride=1, padding=0, dilation=1) -> tuple:
         out.append((size + 2 * p - span) // s + 1 if size + 2 * p >= span else 0)
     return tuple(out)
 
+
 def image_shape(batch, channels, hw, layout) -> tuple:
     h, w = hw
     return (batch, channels, h, w) if layout == "NCHW" else (batch, h, w, channels)
+
 
 def conv2d_bound(x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"):
     """Elementwise bound on |y - y_exact| for a dense convolution computed in float32.
@@ -88,6 +93,7 @@ def conv2d_bound(x, weight, bias=None, stride=1, padding=0, dilation=1, layout="
     _, cin, kh, kw = aw.shape
     n = cin * kh * kw + 2
     return BOUND_FACTOR * n * (EPS32 * mag + SUBNORMAL32)
+
 
 def tucker_conv2d_bound(
     x, first, core, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"
@@ -109,11 +115,13 @@ def tucker_conv2d_bound(
     n = cin * kh * kw + r_in + r_in * kh * kw + r_out + 2
     return BOUND_FACTOR * n * (EPS32 * mag + SUBNORMAL32)
 
+
 def cp_merged_weight(first, vertical, horizontal, last) -> np.ndarray:
     """The dense float64 (Cout, Cin, kh, kw) weight of a CP convolution:
     W[o, c, y, x] = sum_r last[o, r] vertical[r, y] horizontal[r, x] first[r, c]."""
     f, v, h, la = (np.asarray(a, dtype=np.float64) for a in (first, vertical, horizontal, last))
     return np.einsum("or,ry,rx,rc->ocyx", la, v, h, f, optimize=True)
+
 
 def cp_conv2d_merged(
     x, first, vertical, horizontal, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"
@@ -122,6 +130,7 @@ def cp_conv2d_merged(
     weight = cp_merged_weight(first, vertical, horizontal, last)
     b = None if bias is None else np.asarray(bias, dtype=np.float64)
     return reference.conv2d(x, weight, b, stride, padding, dilation, layout)
+
 
 def cp_conv2d_bound(
     x, first, vertical, horizontal, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"
@@ -167,6 +176,7 @@ def assert_within_bound(y, ref, bound, case: str = "") -> None:
         f"expected {ref[first]!r}, bound {bound[first]:.3g}"
     )
 
+
 def check_output_array(y, expected_shape, case: str = "") -> None:
     """A layer result: a fresh, writeable, C-contiguous float32 ndarray of the expected shape."""
     assert isinstance(y, np.ndarray), f"{case}: result is {type(y).__name__}, not ndarray"
@@ -176,7 +186,6 @@ def check_output_array(y, expected_shape, case: str = "") -> None:
     )
     assert y.flags.c_contiguous, f"{case}: result is not C-contiguous"
     assert y.flags.writeable, f"{case}: result is read-only"
-
 
 
 def raises(exc, *texts):
@@ -192,6 +201,7 @@ def window_counts(rows, cols, per_pixel, biases, layout="NCHW"):
     counts = per_pixel * np.outer(rows, cols).astype(np.float32)
     y = np.stack([counts + b for b in biases])[None]
     return y if layout == "NCHW" else y.transpose(0, 2, 3, 1)
+
 
 # --------------------------------------------------------------------------------------------
 # A layer of any kind with its factors, the float64 oracle and the error bound
@@ -286,8 +296,18 @@ def rand(rng, shape, dtype=np.float32):
     return rng.standard_normal(shape).astype(dtype)
 
 
-def make_model(rng, kind, in_dim, out_dim, ranks=(3, 5), kernel=(1, 1), *, bias=True,
-               dtype=np.float32, **geometry) -> Model:
+def make_model(
+    rng,
+    kind,
+    in_dim,
+    out_dim,
+    ranks=(3, 5),
+    kernel=(1, 1),
+    *,
+    bias=True,
+    dtype=np.float32,
+    **geometry,
+) -> Model:
     """Random standard-normal factors of a `kind` layer; `ranks` is a pool of which the kind
     takes what it needs (none for a dense layer, the first for LowRankLinear and CP, both for
     Tucker); a convolution's geometry defaults to the constructor's."""
@@ -349,6 +369,7 @@ def run_in_thread(fn):
         raise result["error"]
     return result["value"]
 
+
 def run_concurrently(calls) -> list:
     """calls[i]() in len(calls) threads released together by a barrier; the errors, by thread."""
     barrier = threading.Barrier(len(calls))
@@ -375,13 +396,22 @@ def run_concurrently(calls) -> list:
 # --------------------------------------------------------------------------------------------
 
 
-def make_spec(kind, rng, *, cin=5, cout=4, r1=3, r2=2, kernel=3, geometry=None, bias=True,
-              scales=None) -> Model:
+def make_spec(
+    kind, rng, *, cin=5, cout=4, r1=3, r2=2, kernel=3, geometry=None, bias=True, scales=None
+) -> Model:
     """Random float32 factors (standard normal, times scales[name] if given) for a layer; the
     factors may be edited before `build()`."""
     conv = SPEC[kind].conv
-    m = make_model(rng, kind, cin, cout, (r1, r2), kernel if conv else 1, bias=bias,
-                   **((geometry or {}) if conv else {}))
+    m = make_model(
+        rng,
+        kind,
+        cin,
+        cout,
+        (r1, r2),
+        kernel if conv else 1,
+        bias=bias,
+        **((geometry or {}) if conv else {}),
+    )
     for name, scale in (scales or {}).items():
         if m.weights[name] is not None:
             m.weights[name][...] *= np.float32(scale)
@@ -404,8 +434,9 @@ def finite_bound(spec, x):
     """The float32 error bound, with non-finite values taken as 0: exact wherever the reference
     is finite (no non-finite value reached that output)."""
     clean = [_finite_or_zero(a) for a in spec.factors]
-    return BOUNDS[spec.kind](_finite_or_zero(x), *clean, _finite_or_zero(spec.bias),
-                             **spec.geometry)
+    return BOUNDS[spec.kind](
+        _finite_or_zero(x), *clean, _finite_or_zero(spec.bias), **spec.geometry
+    )
 
 
 def call(layer, x, isa):

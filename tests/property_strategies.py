@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import contextlib
 
-import lrkernels
 import numpy as np
 from hypothesis import strategies as st
 
+import lrkernels
 from layer_cases import _unaligned_float32
 from layer_table import N_RANKS, SPEC
 from lrk_testing import BOUNDS
@@ -17,8 +17,17 @@ from lrk_testing import BOUNDS
 ISAS = lrkernels.available_isas()
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 INPUT_DTYPES = FLOAT_DTYPES + (np.longdouble, np.dtype(">f4"), np.dtype(">f8"))
-ORDERS = ("C", "F", "transposed", "permuted", "reversed", "strided", "offset", "broadcast",
-          "unaligned")
+ORDERS = (
+    "C",
+    "F",
+    "transposed",
+    "permuted",
+    "reversed",
+    "strided",
+    "offset",
+    "broadcast",
+    "unaligned",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,8 +119,10 @@ def draw_array(data, rng, shape, label, dtypes=FLOAT_DTYPES, scale=1.0, kind="no
 def draw_int_or_pair(data, a, b, label):
     """(a, b) spelled as an int (when equal), a tuple, a list or numpy integers."""
     if a == b:
-        form = data.draw(st.sampled_from(["int", "tuple", "list", "np.int64", "0-d array"]),
-                         label=f"{label} form")
+        form = data.draw(
+            st.sampled_from(["int", "tuple", "list", "np.int64", "0-d array"]),
+            label=f"{label} form",
+        )
     else:
         form = data.draw(st.sampled_from(["tuple", "list", "np tuple"]), label=f"{label} form")
     return {
@@ -152,8 +163,10 @@ def make_layer(kind, data, rng, in_dim, out_dim, ranks, kernel, bias, geometry=N
 
 def conv_geometry(data):
     """Kernel, stride, padding, dilation pairs; output and input sizes that give output >= 1."""
-    kh, kw = (data.draw(st.one_of(st.integers(1, 4), st.sampled_from([5, 7])), label=f"k{a}")
-              for a in "hw")
+    kh, kw = (
+        data.draw(st.one_of(st.integers(1, 4), st.sampled_from([5, 7])), label=f"k{a}")
+        for a in "hw"
+    )
     sh, sw = (data.draw(st.integers(1, 3), label=f"stride {a}") for a in "hw")
     ph, pw = (data.draw(st.integers(0, 3), label=f"padding {a}") for a in "hw")
     dh, dw = (data.draw(st.integers(1, 3), label=f"dilation {a}") for a in "hw")

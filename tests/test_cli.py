@@ -19,8 +19,9 @@ from lrkernels import bench
 @pytest.fixture
 def tiny_bench(monkeypatch):
     monkeypatch.setattr(bench, "LINEAR_SHAPES", [(40, 48, 8, "tiny linear")])
-    monkeypatch.setattr(bench, "CONV_SHAPES",
-                        [(16, 10, 3, 1, "tiny conv"), (16, 12, 3, 2, "tiny s2")])
+    monkeypatch.setattr(
+        bench, "CONV_SHAPES", [(16, 10, 3, 1, "tiny conv"), (16, 12, 3, 2, "tiny s2")]
+    )
 
 
 def test_info_prints_json(capsys):
@@ -61,16 +62,24 @@ def test_bench_table_and_json(tiny_bench, tmp_path, capsys):
 
 def test_bench_cli_json(tiny_bench, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "rank_sweep", lambda quick: {"linear": [(8, 1.5), (16, 1.2)]})
-    monkeypatch.setattr(bench, "machine_peaks",
-                        lambda quick, threads, bandwidth_bytes=0: {
-                            "isa": lrkernels.get_isa(), "threads": threads,
-                            "fma_peak_gflops_per_core": None, "fma_peak_gflops": None,
-                            "read_bandwidth_gbs": 10.0})
+    monkeypatch.setattr(
+        bench,
+        "machine_peaks",
+        lambda quick, threads, bandwidth_bytes=0: {
+            "isa": lrkernels.get_isa(),
+            "threads": threads,
+            "fma_peak_gflops_per_core": None,
+            "fma_peak_gflops": None,
+            "read_bandwidth_gbs": 10.0,
+        },
+    )
     out = tmp_path / "bench.json"
     before = lrkernels.get_num_threads()
     try:
-        assert cli.main(["bench", "--quick", "--no-progress", "--threads", "1",
-                         "--json", str(out)]) == 0
+        assert (
+            cli.main(["bench", "--quick", "--no-progress", "--threads", "1", "--json", str(out)])
+            == 0
+        )
     finally:
         lrkernels.set_num_threads(before)
     data = json.loads(out.read_text())
@@ -79,11 +88,17 @@ def test_bench_cli_json(tiny_bench, tmp_path, monkeypatch, capsys):
     assert "lrkernels bench" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(bool(os.environ.get("LRKERNELS_NO_SUBPROCESS")),
-                    reason="LRKERNELS_NO_SUBPROCESS is set (e.g. under qemu user emulation)")
+@pytest.mark.skipif(
+    bool(os.environ.get("LRKERNELS_NO_SUBPROCESS")),
+    reason="LRKERNELS_NO_SUBPROCESS is set (e.g. under qemu user emulation)",
+)
 def test_demo_runs():
-    proc = subprocess.run([sys.executable, "-m", "lrkernels", "demo", "--batches", "1"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lrkernels", "demo", "--batches", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "match the numpy reference" in proc.stdout
 
@@ -96,6 +111,7 @@ def test_demo_runs():
 @pytest.fixture
 def no_run(monkeypatch):
     """bench.run and demo fail the test if reached: a bad argument must stop the CLI before."""
+
     def ran(*args, **kwargs):
         raise AssertionError("the run started despite a bad argument")
 

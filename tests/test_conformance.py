@@ -12,11 +12,10 @@ What is specific to one kind (exact known values, its own messages) stays in its
 
 from __future__ import annotations
 
-import lrkernels
 import numpy as np
 import pytest
-from lrkernels import _core
 
+import lrkernels
 from layer_cases import (
     Case,
     blocked_cases,
@@ -38,6 +37,7 @@ from lrk_testing import (
     run_concurrently,
     run_in_thread,
 )
+from lrkernels import _core
 
 F32 = np.float32
 
@@ -194,8 +194,7 @@ def _weight_case(kind):
 def _factors64(rng, kind, case):
     """Random float64 factors and bias for a case."""
     spec = SPEC[kind]
-    shapes = spec.factor_shapes(case.in_dim, case.out_dim, case.ranks[: N_RANKS[kind]],
-                                case.kernel)
+    shapes = spec.factor_shapes(case.in_dim, case.out_dim, case.ranks[: N_RANKS[kind]], case.kernel)
     return [rng.standard_normal(s) for s in shapes] + [rng.standard_normal(case.out_dim)]
 
 
@@ -240,8 +239,11 @@ def test_no_bias_zero_input_gives_exact_zero(isa, rng, kind, layout):
     results = Cases()
     for out in (1, 3, 8, 17, 40, 65):
         with results.case(f"out={out}"):
-            case = Case(7, 4, out, bias=False) if not SPEC[kind].conv else conv(
-                3, 3, out, (5, 4), (3, 3), padding=2, dilation=2, bias=False)
+            case = (
+                Case(7, 4, out, bias=False)
+                if not SPEC[kind].conv
+                else conv(3, 3, out, (5, 4), (3, 3), padding=2, dilation=2, bias=False)
+            )
             m = case.model(rng, kind, layout)
             assert m.layer.bias is None
             y = m.layer(np.zeros(m.input_shape(case.batch, case.hw)))
@@ -378,7 +380,8 @@ def _thread_inputs(rng, kind, layout):
     """A layer and four inputs of different sizes for it."""
     if SPEC[kind].conv:
         m = conv(1, 9, 17, (9, 6), (3, 3), padding=1, stride=(1, 2), ranks=(5, 17)).model(
-            rng, kind, layout)
+            rng, kind, layout
+        )
         sizes = [(1, (9, 6)), (3, (5, 7)), (2, (13, 11)), (1, (1, 1))]
         return m, [m.make_input(rng, n, hw) for n, hw in sizes]
     m = make_model(rng, kind, 65, 33, (48, 48))

@@ -86,8 +86,11 @@ def test_factor_properties_are_read_only_float32_arrays(rng, kind):
             a.setflags(write=True)
         with pytest.raises(AttributeError):
             setattr(layer, name, src)
-    scalars = [n for n in dir(layer) if not n.startswith("_") and n not in args
-               and not callable(getattr(layer, n))]
+    scalars = [
+        n
+        for n in dir(layer)
+        if not n.startswith("_") and n not in args and not callable(getattr(layer, n))
+    ]
     assert scalars, "no scalar properties"
     for name in scalars:
         with pytest.raises(AttributeError):
@@ -137,8 +140,9 @@ def test_geometry_properties_and_defaults(kind):
     for name, default in CONV_DEFAULTS.items():
         value = getattr(layer, name)
         assert value == (default if name == "layout" else (default, default)), (name, value)
-    layer = spec.cls(**ones_args(kind), stride=[3, 2], padding=(0, 2), dilation=np.int64(2),
-                     layout="NHWC")
+    layer = spec.cls(
+        **ones_args(kind), stride=[3, 2], padding=(0, 2), dilation=np.int64(2), layout="NHWC"
+    )
     assert (layer.stride, layer.padding, layer.dilation) == ((3, 2), (0, 2), (2, 2))
     assert layer.layout == "NHWC" and layer.kernel_size == KERNEL
     assert (layer.in_channels, layer.out_channels) == (CIN, COUT)
@@ -168,8 +172,17 @@ def bad_shapes(kind, layout):
     """Input shapes of a wrong ndim, a wrong in_features / channel count, or (convolutions) too
     small for the 3x3 kernel."""
     if not SPEC[kind].conv:
-        return [(), (2, 3, CIN), (1, 1, CIN), (2, CIN + 1), (2, CIN - 1), (CIN + 1,), (0,),
-                (0, CIN + 1), (CIN, 2)]
+        return [
+            (),
+            (2, 3, CIN),
+            (1, 1, CIN),
+            (2, CIN + 1),
+            (2, CIN - 1),
+            (CIN + 1,),
+            (0,),
+            (0, CIN + 1),
+            (CIN, 2),
+        ]
     other = "NHWC" if layout == "NCHW" else "NCHW"
     return [
         image_shape(2, CIN - 1, (5, 5), layout),  # 3 channels, the layer expects 4
@@ -205,8 +218,10 @@ def test_x_too_small_for_the_dilated_kernel(kind):
 
 
 X_OF_A_BAD_DTYPE = {  # id: (x from a good input, a text the message must hold)
-    **{np.dtype(d).name: (lambda x, d=d: x.astype(d), np.dtype(d).name)
-       for d in (np.int64, np.int32, np.uint8, bool, np.complex64, np.complex128, object)},
+    **{
+        np.dtype(d).name: (lambda x, d=d: x.astype(d), np.dtype(d).name)
+        for d in (np.int64, np.int32, np.uint8, bool, np.complex64, np.complex128, object)
+    },
     "list-of-ints": (lambda x: x.astype(int).tolist(), "int"),
     "list-of-bools": (lambda x: x.astype(bool).tolist(), "bool"),
     "strings": (lambda x: x.astype(int).astype("U1"), "U1"),
@@ -345,8 +360,14 @@ def test_bad_geometry(kind, kwargs, text):
 @every_conv
 @pytest.mark.parametrize(
     "kwargs",
-    [{"stride": 1.5}, {"padding": True}, {"dilation": "2"}, {"stride": (1, 2.0)},
-     {"padding": (1,)}, {"dilation": ()}],
+    [
+        {"stride": 1.5},
+        {"padding": True},
+        {"dilation": "2"},
+        {"stride": (1, 2.0)},
+        {"padding": (1,)},
+        {"dilation": ()},
+    ],
     ids=str,
 )
 def test_geometry_not_an_int_or_a_pair(kind, kwargs):

@@ -5,10 +5,10 @@ argument checks) is in test_conformance*.py."""
 
 from __future__ import annotations
 
-import lrkernels
 import numpy as np
 import pytest
 
+import lrkernels
 from lrk_testing import LAYOUTS, image_shape, window_counts
 
 F32 = np.float32
@@ -37,4 +37,3 @@ def test_dimensions():
     layer = lrkernels.Conv2d(np.ones((5, 3, 2, 4)), stride=(2, 1), padding=3, dilation=(1, 2))
     assert (layer.in_channels, layer.out_channels, layer.kernel_size) == (3, 5, (2, 4))
     assert (layer.stride, layer.padding, layer.dilation) == ((2, 1), (3, 3), (1, 2))
-

@@ -7,11 +7,10 @@ test_conformance*.py."""
 
 from __future__ import annotations
 
-import lrkernels
 import numpy as np
 import pytest
-from lrkernels import reference
 
+import lrkernels
 from layer_cases import conv_sweep_cases
 from lrk_testing import (
     EPS32,
@@ -25,6 +24,7 @@ from lrk_testing import (
     raises,
     window_counts,
 )
+from lrkernels import reference
 
 F32 = np.float32
 EPS64 = float(np.finfo(np.float64).eps)
@@ -59,9 +59,15 @@ def test_known_values(isa, layout):
     padding belongs to the vertical stage and the W padding to the horizontal one (outputs
     beyond the image get the bias only)."""
     cin, rank = 2, 3
-    layer = lrkernels.CPConv2d(np.ones((rank, cin)), np.ones((rank, 3)), np.ones((rank, 3)),
-                               np.ones((2, rank)), np.array([0.5, -1.0]), padding=(1, 2),
-                               layout=layout)
+    layer = lrkernels.CPConv2d(
+        np.ones((rank, cin)),
+        np.ones((rank, 3)),
+        np.ones((rank, 3)),
+        np.ones((2, rank)),
+        np.array([0.5, -1.0]),
+        padding=(1, 2),
+        layout=layout,
+    )
     y = layer(np.ones(image_shape(1, cin, (3, 4), layout), F32))
     assert lrkernels.last_used_isa() == isa
     expected = window_counts([2, 3, 2], [1, 2, 3, 3, 2, 1], rank * cin, [0.5, -1.0], layout)
@@ -75,8 +81,9 @@ def test_impulse_response_orientation(isa, layout):
     (cross-correlation), vertical along H and horizontal along W, exactly."""
     vertical = np.array([[1.0, 2.0, 3.0]])
     horizontal = np.array([[1.0, 10.0, 100.0, 1000.0, 10000.0]])
-    layer = lrkernels.CPConv2d([[1.0]], vertical, horizontal, [[1.0]], padding=(1, 2),
-                               layout=layout)
+    layer = lrkernels.CPConv2d(
+        [[1.0]], vertical, horizontal, [[1.0]], padding=(1, 2), layout=layout
+    )
     x = np.zeros((5, 7), F32)
     x[2, 3] = 1.0
     y = layer(x[None, None] if layout == "NCHW" else x[None, :, :, None])
@@ -90,9 +97,17 @@ def test_impulse_response_orientation(isa, layout):
 
 
 def test_dimensions_and_repr():
-    layer = lrkernels.CPConv2d(np.ones((3, 7)), np.ones((3, 1)), np.ones((3, 5)), np.ones((4, 3)),
-                               np.ones(4), stride=(1, 2), padding=(2, 0), dilation=3,
-                               layout="NHWC")
+    layer = lrkernels.CPConv2d(
+        np.ones((3, 7)),
+        np.ones((3, 1)),
+        np.ones((3, 5)),
+        np.ones((4, 3)),
+        np.ones(4),
+        stride=(1, 2),
+        padding=(2, 0),
+        dilation=3,
+        layout="NHWC",
+    )
     assert (layer.in_channels, layer.out_channels, layer.rank) == (7, 4, 3)
     assert type(layer.rank) is int
     assert layer.kernel_size == (1, 5) and layer.dilation == (3, 3)
@@ -114,8 +129,13 @@ def test_dimensions_and_repr():
     ids=["first", "vertical", "horizontal", "last", "depthwise", "last-T", "vertical-T"],
 )
 def test_rank_mismatch_names_the_shapes(changes, texts):
-    shapes = {"first": (2, 4), "vertical": (2, 3), "horizontal": (2, 3), "last": (3, 2),
-              "bias": (3,)}
+    shapes = {
+        "first": (2, 4),
+        "vertical": (2, 3),
+        "horizontal": (2, 3),
+        "last": (3, 2),
+        "bias": (3,),
+    }
     shapes.update(changes)
     args = {k: None if s is None else np.ones(s, F32) for k, s in shapes.items()}
     with raises(ValueError, *texts):

@@ -38,8 +38,10 @@ def test_bounds_bracket_the_rank(rng):
     assert np.sum((T - _cp_full([f[:, :hi] for f in slices])) ** 2) <= allowed2
     # rank lo is ruled out by the SVD of an unfolding, so by any CP fit
     s2 = max(
-        (np.linalg.svd(np.moveaxis(T, n, 0).reshape(T.shape[n], -1), compute_uv=False) ** 2
-         for n in range(4)),
+        (
+            np.linalg.svd(np.moveaxis(T, n, 0).reshape(T.shape[n], -1), compute_uv=False) ** 2
+            for n in range(4)
+        ),
         key=lambda s: s[lo:].sum(),
     )
     assert s2[lo:].sum() > allowed2

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from lrkernels import decompose, reference
 from lrkernels.decompose import ConvergenceWarning
 

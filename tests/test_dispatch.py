@@ -7,9 +7,10 @@ import platform
 import subprocess
 import sys
 
-import lrkernels
 import numpy as np
 import pytest
+
+import lrkernels
 from lrk_testing import CANONICAL_ISAS, make_model
 from lrkernels import _core
 

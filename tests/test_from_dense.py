@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import io
 
-import lrkernels
 import numpy as np
 import pytest
+
+import lrkernels
 from layer_table import SPEC
 from lrk_testing import (
     BOUND_FACTOR,

@@ -22,14 +22,24 @@ no_subprocess = pytest.mark.skipif(
     reason="LRKERNELS_NO_SUBPROCESS is set (e.g. under qemu user emulation)",
 )
 
-LAYER_CLASSES = [lrkernels.LowRankLinear, lrkernels.Linear, lrkernels.Conv2d,
-                 lrkernels.TuckerConv2d, lrkernels.CPConv2d]
+LAYER_CLASSES = [
+    lrkernels.LowRankLinear,
+    lrkernels.Linear,
+    lrkernels.Conv2d,
+    lrkernels.TuckerConv2d,
+    lrkernels.CPConv2d,
+]
 
 
 def run_python(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_conv_scratch_size_wrapping_in_bytes_is_an_error():
@@ -91,7 +101,11 @@ def test_uninitialized_object_raises_type_error(cls):
         print("ok")
     """
     r = run_python(code)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-2000:])
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (
+        r.returncode,
+        r.stdout,
+        r.stderr[-2000:],
+    )
 
 
 def test_set_num_threads_is_capped():
@@ -144,8 +158,15 @@ def test_conversion_failure_keeps_its_cause():
 
 def test_torch_like_tensor_failure_says_what_to_do():
     # torch raises from __array__ for a tensor that requires grad (and for bfloat16).
-    Tensor = type("Tensor", (), {"__array__": lambda self, *a, **k: (_ for _ in ()).throw(
-        RuntimeError("Can't call numpy() on Tensor that requires grad."))})
+    Tensor = type(
+        "Tensor",
+        (),
+        {
+            "__array__": lambda self, *a, **k: (_ for _ in ()).throw(
+                RuntimeError("Can't call numpy() on Tensor that requires grad.")
+            )
+        },
+    )
     with pytest.raises(TypeError, match=r"detach\(\)\.float\(\)"):
         lrkernels.Linear(np.ones((2, 3)))(Tensor())
 
@@ -170,8 +191,12 @@ def test_float64_input_beyond_float32_range_converts_as_numpy_does():
 @pytest.mark.parametrize("cls", LAYER_CLASSES, ids=lambda c: c.__name__)
 def test_second_init_is_refused(cls):
     spec = lrkernels.layer_specs.spec_for(cls)
-    shapes = spec.factor_shapes(3, 4, ranks=(2, 2) if cls is lrkernels.TuckerConv2d
-                                else (2,) if spec.factorized else (), kernel=(1, 1))
+    shapes = spec.factor_shapes(
+        3,
+        4,
+        ranks=(2, 2) if cls is lrkernels.TuckerConv2d else (2,) if spec.factorized else (),
+        kernel=(1, 1),
+    )
     layer = cls(*[np.ones(s, np.float32) for s in shapes])
     with pytest.raises(TypeError, match="already initialized"):
         layer.__init__(*[np.ones(s, np.float32) for s in shapes])
@@ -182,9 +207,14 @@ def test_workspace_above_the_kept_size_stays_valid_while_workers_use_it(restore_
     """Fuzzer finding F2: the calling thread freed its scratch (> 8 MiB) when it finished its own
     tasks of a parallel stage, while workers and the enclosing stage still used it. The output must
     match the one-thread result, every time (ASan in CI reports the use after free itself)."""
-    layer = lrkernels.TuckerConv2d(np.ones((6, 2), np.float32), np.ones((4, 6, 3, 1), np.float32),
-                                   np.ones((1, 4), np.float32), stride=(3, 1), padding=(2, 0),
-                                   dilation=(3, 1))
+    layer = lrkernels.TuckerConv2d(
+        np.ones((6, 2), np.float32),
+        np.ones((4, 6, 3, 1), np.float32),
+        np.ones((1, 4), np.float32),
+        stride=(3, 1),
+        padding=(2, 0),
+        dilation=(3, 1),
+    )
     x = np.ones((1, 2, 5, 50178), np.float32)  # about 13 MB of scratch
     lrkernels.set_num_threads(1)
     expected = layer(x)
@@ -193,8 +223,9 @@ def test_workspace_above_the_kept_size_stays_valid_while_workers_use_it(restore_
         np.testing.assert_array_equal(layer(x), expected)
 
 
-def test_lowrank_intermediate_above_the_kept_size_survives_its_first_gemm(restore_threads_3,
-                                                                            blocking):
+def test_lowrank_intermediate_above_the_kept_size_survives_its_first_gemm(
+    restore_threads_3, blocking
+):
     """F2's linear form: lowrank_gemm's intermediate (16 MB) freed between its two GEMMs."""
     rng = np.random.default_rng(0)
     U = rng.standard_normal((1, 100000)).astype(np.float32)
@@ -213,4 +244,3 @@ def restore_threads_3():
     before = lrkernels.get_num_threads()
     yield
     lrkernels.set_num_threads(before)
-

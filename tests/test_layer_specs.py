@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import lrkernels
 import numpy as np
 import pytest
+
+import lrkernels
 from lrkernels import reference
 from lrkernels.layer_specs import SPECS, LayerSpec, spec_for
 
@@ -81,10 +82,10 @@ def test_to_dense_run_reference_and_layer_agree(rng, layout):
         np.testing.assert_allclose(d(x), y, rtol=1e-4, atol=1e-4)
         nb = s.dense_equivalent(layer, 2 * W, bias=None)
         assert nb.bias is None
-        np.testing.assert_allclose(nb(x), 2 * (y - _bias_term(layer, layout)), rtol=1e-4,
-                                   atol=1e-4)
-        for f, shape in zip(s.factors(layer), s.factor_shapes(*s.in_out(layer), s.ranks(layer),
-                                                               s.kernel(layer))):
+        np.testing.assert_allclose(nb(x), 2 * (y - _bias_term(layer, layout)), rtol=1e-4, atol=1e-4)
+        for f, shape in zip(
+            s.factors(layer), s.factor_shapes(*s.in_out(layer), s.ranks(layer), s.kernel(layer))
+        ):
             assert np.shape(f) == shape
 
 

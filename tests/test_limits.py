@@ -20,7 +20,9 @@ def test_geometry_beyond_limits_rejected(arg, value):
     with pytest.raises(ValueError, match=arg):
         lrkernels.Conv2d(w, **{arg: value})
     with pytest.raises(ValueError, match=arg):
-        lrkernels.TuckerConv2d(np.ones((2, 3)), np.ones((2, 2, 3, 3)), np.ones((4, 2)), **{arg: value})
+        lrkernels.TuckerConv2d(
+            np.ones((2, 3)), np.ones((2, 2, 3, 3)), np.ones((4, 2)), **{arg: value}
+        )
 
 
 def test_output_element_count_overflow_is_value_error():

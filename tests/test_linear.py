@@ -4,9 +4,9 @@ threads, properties, argument checks) is in test_conformance*.py."""
 
 from __future__ import annotations
 
-import lrkernels
 import numpy as np
 
+import lrkernels
 from lrk_testing import check_output_array
 
 F32 = np.float32

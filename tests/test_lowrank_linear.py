@@ -7,10 +7,10 @@ from __future__ import annotations
 import threading
 import time
 
-import lrkernels
 import numpy as np
 import pytest
 
+import lrkernels
 from lrk_testing import check_output_array, make_model
 
 F32 = np.float32

@@ -15,10 +15,10 @@ Subnormals and flush-to-zero: test_subnormals.py.
 
 from __future__ import annotations
 
-import lrkernels
 import numpy as np
 import pytest
 
+import lrkernels
 from layer_table import CONV_KINDS, KINDS, LINEAR_KINDS
 from lrk_testing import (
     LAYOUTS,
@@ -61,18 +61,24 @@ def assert_ieee_like_reference(y, spec, x, case=""):
             f"{ref[first]!r} ({names[pr[first]]})"
         )
     finite = pr == 0
-    assert_within_bound(np.where(finite, y, 0.0), np.where(finite, ref, 0.0),
-                        np.where(finite, finite_bound(spec, x), 0.0), case)
+    assert_within_bound(
+        np.where(finite, y, 0.0),
+        np.where(finite, ref, 0.0),
+        np.where(finite, finite_bound(spec, x), 0.0),
+        case,
+    )
     return ref
 
 
 def field_mask(out_hw, pixel, kernel, stride, padding, dilation):
     """(Ho, Wo) bool: the outputs whose receptive field contains input pixel (h, w)."""
     masks = []
-    for size, p0, k, s, pd, d in zip(out_hw, pixel, pair(kernel), pair(stride), pair(padding),
-                                      pair(dilation)):
-        masks.append(np.array([any(i * s + t * d - pd == p0 for t in range(k))
-                               for i in range(size)]))
+    for size, p0, k, s, pd, d in zip(
+        out_hw, pixel, pair(kernel), pair(stride), pair(padding), pair(dilation)
+    ):
+        masks.append(
+            np.array([any(i * s + t * d - pd == p0 for t in range(k)) for i in range(size)])
+        )
     return np.outer(*masks)
 
 
@@ -209,7 +215,8 @@ def test_nonfinite_pixel_spreads_to_its_receptive_field(isa, rng, kind, layout, 
             nonfinite = ~np.isfinite(y4)
             assert not nonfinite[0].any(), f"{case}: image 0 has non-finite outputs"
             np.testing.assert_array_equal(
-                nonfinite[1], np.broadcast_to(mask, nonfinite[1].shape),
+                nonfinite[1],
+                np.broadcast_to(mask, nonfinite[1].shape),
                 err_msg=f"{case}: non-finite outputs are not the pixel's receptive field",
             )
             if np.isnan(value):
@@ -300,16 +307,24 @@ def test_nan_does_not_leak_into_later_calls(isa, rng, kind):
                 if w is not None:
                     w[...] = np.nan
             nan_layer = big.build()
-            small = [make_spec(kind, rng, cin=c, cout=o, r1=r, r2=r, kernel=k, geometry=g)
-                     for c, o, r, k in ((3, 5, 2, 1), (17, 9, 7, 3), (40, 48, 24, 3))]
+            small = [
+                make_spec(kind, rng, cin=c, cout=o, r1=r, r2=r, kernel=k, geometry=g)
+                for c, o, r, k in ((3, 5, 2, 1), (17, 9, 7, 3), (40, 48, 24, 3))
+            ]
 
             def x_for(spec, n, hw):
                 if kind in LINEAR_KINDS:
-                    return np.full((n * hw[0], spec.in_dim), np.nan, F32) if spec is big else \
-                        rng.standard_normal((n * hw[0], spec.in_dim)).astype(F32)
+                    return (
+                        np.full((n * hw[0], spec.in_dim), np.nan, F32)
+                        if spec is big
+                        else rng.standard_normal((n * hw[0], spec.in_dim)).astype(F32)
+                    )
                 shape = image_shape(n, spec.in_dim, hw, "NHWC")
-                return np.full(shape, np.nan, F32) if spec is big else \
-                    rng.standard_normal(shape).astype(F32)
+                return (
+                    np.full(shape, np.nan, F32)
+                    if spec is big
+                    else rng.standard_normal(shape).astype(F32)
+                )
 
             for spec in small:
                 y_nan = call(nan_layer, x_for(big, 2, (24, 19)), isa)
@@ -373,8 +388,7 @@ def test_large_values_do_not_overflow(isa, rng, kind, x_scale):
     first = STAGES[kind][0]
     scales[first] *= LARGE_X[x_scale]
     g = {"stride": 1, "padding": 1, "dilation": 1, "layout": "NHWC"}
-    spec = make_spec(kind, rng, cin=24, cout=20, r1=12, r2=10, kernel=3, geometry=g,
-                     scales=scales)
+    spec = make_spec(kind, rng, cin=24, cout=20, r1=12, r2=10, kernel=3, geometry=g, scales=scales)
     if kind in LINEAR_KINDS:
         x = (rng.standard_normal((7, 24)) * x_scale).astype(F32)
     else:

@@ -29,6 +29,7 @@ numbers honest) = 500, plus the 3 explicit `@example` cases, which run on every 
 The illegal-argument tests are in test_properties_illegal.py; the strategies in
 property_strategies.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,25 +44,25 @@ from hypothesis import strategies as st  # noqa: E402
 
 import lrkernels  # noqa: E402
 from layer_table import CONV_KINDS, LINEAR_KINDS  # noqa: E402
+from lrk_testing import (  # noqa: E402
+    assert_within_bound,
+    check_output_array,
+    conv_output_hw,
+    image_shape,
+)
 from property_strategies import (  # noqa: E402
+    INPUT_DTYPES,
     active,
     conv_geometry,
     dims,
     draw_array,
     draw_int_or_pair,
-    INPUT_DTYPES,
     isas,
     make_layer,
     ranks,
     seeds,
     threads,
     values,
-)
-from lrk_testing import (  # noqa: E402
-    assert_within_bound,
-    check_output_array,
-    conv_output_hw,
-    image_shape,
 )
 
 CI_EXAMPLES_PER_TEST = 50  # keep equal to max_examples of the "ci" profile in conftest.py
@@ -81,8 +82,7 @@ def test_linear_layers_match_reference(data):
     rank = data.draw(ranks, label="rank")
     bias = data.draw(st.booleans(), label="bias")
     # None: a 1-D x; large batches cross the row tiles and the threads' work threshold.
-    batch = data.draw(st.one_of(st.none(), st.integers(0, 20), st.integers(60, 300)),
-                      label="batch")
+    batch = data.draw(st.one_of(st.none(), st.integers(0, 20), st.integers(60, 300)), label="batch")
     isa = data.draw(isas, label="isa")
     n_threads = data.draw(threads, label="threads")
     pack_first = data.draw(st.booleans(), label="construct under the default ISA")
@@ -141,8 +141,10 @@ def test_conv_layers_match_reference(kind, data):
         y = layer(x)
         assert lrkernels.last_used_isa() == isa
     ho, wo = conv_output_hw(hw, kernel, stride, padding, dilation)
-    case = (f"{kind} Cin={cin} Cout={cout} ranks=({r1}, {r2}) kernel={kernel} {geometry} "
-            f"x {x.dtype}{x.shape} strides {x.strides}")
+    case = (
+        f"{kind} Cin={cin} Cout={cout} ranks=({r1}, {r2}) kernel={kernel} {geometry} "
+        f"x {x.dtype}{x.shape} strides {x.strides}"
+    )
     check_output_array(y, image_shape(batch, cout, (ho, wo), layout), case)
     assert not np.shares_memory(y, x), case
     assert_within_bound(y, ref(x), bound(x), case)
@@ -160,20 +162,22 @@ def test_thread_count_does_not_change_results(data):
         in_f = data.draw(st.integers(100, 300), label="in")
         out_f = data.draw(st.integers(100, 300), label="out")
         batch = data.draw(st.integers(1, 40), label="batch")
-        layer, _, _ = make_layer(kind, data, rng, in_f, out_f, (data.draw(ranks),), (1, 1),
-                                  True)
+        layer, _, _ = make_layer(kind, data, rng, in_f, out_f, (data.draw(ranks),), (1, 1), True)
         x = values(rng, (batch, in_f), np.float32)
     else:
         layout = data.draw(st.sampled_from(["NCHW", "NHWC"]), label="layout")
         cin, cout = (data.draw(st.integers(8, 40), label=n) for n in ("Cin", "Cout"))
         k = data.draw(st.sampled_from([1, 3, 5]), label="k")
         h, w = (data.draw(st.integers(10, 30), label=n) for n in "HW")
-        geometry = {"stride": data.draw(st.integers(1, 2), label="stride"),
-                    "padding": k // 2, "dilation": 1, "layout": layout}
+        geometry = {
+            "stride": data.draw(st.integers(1, 2), label="stride"),
+            "padding": k // 2,
+            "dilation": 1,
+            "layout": layout,
+        }
         r = data.draw(st.integers(4, 24), label="rank")
         layer, _, _ = make_layer(kind, data, rng, cin, cout, (r, r), (k, k), True, geometry)
-        x = values(rng, image_shape(data.draw(st.integers(1, 3)), cin, (h, w), layout),
-                   np.float32)
+        x = values(rng, image_shape(data.draw(st.integers(1, 3)), cin, (h, w), layout), np.float32)
     with active(isa, 1):
         y1 = layer(x)
     for n in counts:
@@ -190,7 +194,9 @@ def test_example_count_is_documented():
     import test_properties_illegal
 
     given_tests = [
-        f for module in (globals(), vars(test_properties_illegal)) for name, f in module.items()
+        f
+        for module in (globals(), vars(test_properties_illegal))
+        for name, f in module.items()
         if name.startswith("test_") and getattr(f, "is_hypothesis_test", False)
     ]
     n = sum(len(CONV_KINDS) if f is test_conv_layers_match_reference else 1 for f in given_tests)

@@ -13,6 +13,7 @@ from hypothesis import assume, example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from layer_table import CONV_KINDS, LINEAR_KINDS, N_RANKS, SPEC  # noqa: E402
+from lrk_testing import assert_within_bound, conv_output_hw, image_shape  # noqa: E402
 from property_strategies import (  # noqa: E402
     active,
     conv_geometry,
@@ -21,7 +22,6 @@ from property_strategies import (  # noqa: E402
     threads,
     values,
 )
-from lrk_testing import assert_within_bound, conv_output_hw, image_shape  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # Illegal arguments: ValueError or TypeError, never a crash, another exception or a result
@@ -30,14 +30,30 @@ from lrk_testing import assert_within_bound, conv_output_hw, image_shape  # noqa
 ILLEGAL = (ValueError, TypeError)
 
 # Arrays (or objects) that are never acceptable as weights, inputs or biases: wrong dtype kind.
-NON_FLOAT_DTYPES = (np.int8, np.int32, np.int64, np.uint8, np.uint64, bool, np.complex64,
-                    np.complex128, "U3", "S3", object, "M8[s]", "m8[s]")
+NON_FLOAT_DTYPES = (
+    np.int8,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint64,
+    bool,
+    np.complex64,
+    np.complex128,
+    "U3",
+    "S3",
+    object,
+    "M8[s]",
+    "m8[s]",
+)
 
 
 def non_float(shape, dtype):
     if np.dtype(dtype).kind in "OUS":
-        return np.full(shape, "1", dtype=dtype) if np.dtype(dtype).kind != "O" else np.full(
-            shape, None, dtype=object)
+        return (
+            np.full(shape, "1", dtype=dtype)
+            if np.dtype(dtype).kind != "O"
+            else np.full(shape, None, dtype=object)
+        )
     return np.ones(shape, dtype=dtype)
 
 
@@ -61,8 +77,10 @@ def _layer_args(kind, cin, cout, r1, r2, kh, kw):
     def tied(i, axis):
         return any(probe[i][axis] in p for j, p in enumerate(probe) if j != i)
 
-    return [(name, shape, tuple(a for a in range(len(shape)) if tied(i, a)))
-            for i, (name, shape) in enumerate(zip(names, shapes))]
+    return [
+        (name, shape, tuple(a for a in range(len(shape)) if tied(i, a)))
+        for i, (name, shape) in enumerate(zip(names, shapes))
+    ]
 
 
 def _build(kind, args, geometry=None):
@@ -79,24 +97,33 @@ def test_illegal_weights_raise(data):
     """One weight (or the bias) of any layer has a wrong ndim, an empty axis, an extent that
     disagrees with another argument, a non-float dtype, or is not an array at all."""
     kind = data.draw(st.sampled_from(LINEAR_KINDS + CONV_KINDS), label="kind")
-    sizes = tuple(data.draw(st.integers(1, 5), label=n)
-                  for n in ("Cin", "Cout", "rank 1", "rank 2", "kh", "kw"))
+    sizes = tuple(
+        data.draw(st.integers(1, 5), label=n)
+        for n in ("Cin", "Cout", "rank 1", "rank 2", "kh", "kw")
+    )
     specs = _layer_args(kind, *sizes)
     args = _ones_args(kind, *sizes)
     geometry = None if kind in LINEAR_KINDS else {"padding": 1}
     _build(kind, args, geometry)  # the unmodified arguments are legal
     name, shape, tied = data.draw(st.sampled_from(specs), label="which")
-    what = data.draw(st.sampled_from(["ndim", "empty", "mismatch", "dtype", "not array"]),
-                     label="what")
+    what = data.draw(
+        st.sampled_from(["ndim", "empty", "mismatch", "dtype", "not array"]), label="what"
+    )
     if what == "ndim":
         ndim = data.draw(st.integers(0, 5).filter(lambda n: n != len(shape)), label="ndim")
         args[name] = np.ones([data.draw(st.integers(1, 4)) for _ in range(ndim)], np.float32)
     elif what in ("empty", "mismatch"):
-        axis = data.draw(st.sampled_from(range(len(shape)) if what == "empty" else tied),
-                         label="axis")
+        axis = data.draw(
+            st.sampled_from(range(len(shape)) if what == "empty" else tied), label="axis"
+        )
         new = list(shape)
-        new[axis] = 0 if what == "empty" else data.draw(
-            st.integers(1, shape[axis] + 5).filter(lambda v: v != shape[axis]), label="extent")
+        new[axis] = (
+            0
+            if what == "empty"
+            else data.draw(
+                st.integers(1, shape[axis] + 5).filter(lambda v: v != shape[axis]), label="extent"
+            )
+        )
         args[name] = np.ones(new, np.float32)
     elif what == "dtype":
         args[name] = non_float(shape, data.draw(st.sampled_from(NON_FLOAT_DTYPES), label="dtype"))
@@ -112,9 +139,30 @@ def test_illegal_weights_raise(data):
 _never_legal = st.one_of(
     st.integers(max_value=-1),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([1.5, 2.0, True, False, np.True_, np.float64(2.0), np.float32(1.0), "2", b"1",
-                     None, 1 + 0j, np.array(1.5), np.array(2.0), np.array([2]),
-                     np.array([1, 1]), 2**63, 2**70, -(2**63) - 1, {}, object()]),
+    st.sampled_from(
+        [
+            1.5,
+            2.0,
+            True,
+            False,
+            np.True_,
+            np.float64(2.0),
+            np.float32(1.0),
+            "2",
+            b"1",
+            None,
+            1 + 0j,
+            np.array(1.5),
+            np.array(2.0),
+            np.array([2]),
+            np.array([1, 1]),
+            2**63,
+            2**70,
+            -(2**63) - 1,
+            {},
+            object(),
+        ]
+    ),
 )
 _zero = st.sampled_from([0, np.int64(0), np.array(0)])
 
@@ -151,8 +199,24 @@ def test_illegal_geometry_raises(kind, name_value):
 
 bad_layouts = st.one_of(
     st.text(max_size=6).filter(lambda s: s not in ("NCHW", "NHWC")),
-    st.sampled_from(["nchw", "nhwc", "NCWH", "CHWN", "NCHW ", " NHWC", "", b"NCHW", None, 0, 1,
-                     ["NCHW"], ("NHWC",), np.str_("nchw")]),
+    st.sampled_from(
+        [
+            "nchw",
+            "nhwc",
+            "NCWH",
+            "CHWN",
+            "NCHW ",
+            " NHWC",
+            "",
+            b"NCHW",
+            None,
+            0,
+            1,
+            ["NCHW"],
+            ("NHWC",),
+            np.str_("nchw"),
+        ]
+    ),
 )
 
 
@@ -205,8 +269,9 @@ def test_illegal_conv_inputs_raise(data):
     rng = np.random.default_rng(0)
     layer, ref, bound = make_layer(kind, data, rng, cin, cout, (2, 3), kernel, True, geometry)
     isa = data.draw(isas, label="isa")
-    what = data.draw(st.sampled_from(["ndim", "channels", "dtype", "too small", "not array"]),
-                     label="what")
+    what = data.draw(
+        st.sampled_from(["ndim", "channels", "dtype", "too small", "not array"]), label="what"
+    )
     n = data.draw(st.integers(0, 2), label="batch")
     if what == "ndim":
         ndim = data.draw(st.sampled_from([0, 1, 2, 3, 5]), label="ndim")
@@ -214,8 +279,10 @@ def test_illegal_conv_inputs_raise(data):
     elif what == "channels":
         c = data.draw(st.integers(0, cin + 4).filter(lambda v: v != cin), label="channels")
         other = data.draw(st.booleans(), label="other layout")
-        x = np.ones(image_shape(n, c, hw, ("NHWC" if layout == "NCHW" else "NCHW")
-                                if other else layout), np.float32)
+        x = np.ones(
+            image_shape(n, c, hw, ("NHWC" if layout == "NCHW" else "NCHW") if other else layout),
+            np.float32,
+        )
         assume(x.shape[1 if layout == "NCHW" else 3] != cin)
     elif what == "dtype":
         dtype = data.draw(st.sampled_from(NON_FLOAT_DTYPES), label="dtype")

@@ -4,9 +4,10 @@ TypeError naming the argument, not an IndexError or ZeroDivisionError from deep 
 
 from __future__ import annotations
 
-import lrkernels
 import numpy as np
 import pytest
+
+import lrkernels
 from lrkernels import decompose, report
 
 

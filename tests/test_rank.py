@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from lrkernels import decompose, rank
 from lrkernels.rank import RankChoice, RankWarning
 

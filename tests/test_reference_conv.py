@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from lrk_testing import LAYOUTS, conv_output_hw, pair
 from lrkernels import reference
 

@@ -12,10 +12,10 @@ import os
 import platform
 import time
 
-import lrkernels
 import numpy as np
 import pytest
 
+import lrkernels
 from layer_table import KINDS, LINEAR_KINDS
 from lrk_testing import call, image_shape, make_spec, run_in_thread
 
@@ -116,8 +116,8 @@ class CallerFlushToZero:
             offset, bits = 28, 0x8040  # __mxcsr: FTZ (bit 15) | DAZ (bit 6)
         else:
             offset, bits = 0, 1 << 24  # aarch64 __fpcr, armv7 __cw (FPSCR): FZ is bit 24
-        word = int.from_bytes(bytes(env[offset:offset + 4]), "little") | bits
-        env[offset:offset + 4] = list(word.to_bytes(4, "little"))
+        word = int.from_bytes(bytes(env[offset : offset + 4]), "little") | bits
+        env[offset : offset + 4] = list(word.to_bytes(4, "little"))
         assert self.libm.fesetenv(env) == 0
         return self
 
@@ -134,8 +134,10 @@ class CallerFlushToZero:
         return word if not ARMV7 else word & ~0x9F  # FPSCR flags: bits 0-4 and 7
 
 
-@pytest.mark.skipif(not CallerFlushToZero().supported,
-                    reason="needs glibc fesetenv on x86-64 or ARM (through ctypes)")
+@pytest.mark.skipif(
+    not CallerFlushToZero().supported,
+    reason="needs glibc fesetenv on x86-64 or ARM (through ctypes)",
+)
 @pytest.mark.parametrize("kind", KINDS)
 def test_callers_flush_to_zero_mode_does_not_depend_on_thread_count(isa, rng, kind):
     """README: results are bitwise identical for any thread count. That must hold also when the
@@ -156,8 +158,7 @@ def test_callers_flush_to_zero_mode_does_not_depend_on_thread_count(isa, rng, ki
         spec = make_spec(kind, rng, cin=384, cout=384, r1=192, bias=False)
         x = rng.standard_normal((128, 384)).astype(F32)
     else:
-        spec = make_spec(kind, rng, cin=96, cout=96, r1=48, r2=48, kernel=3, geometry=g,
-                         bias=False)
+        spec = make_spec(kind, rng, cin=96, cout=96, r1=48, r2=48, kernel=3, geometry=g, bias=False)
         x = rng.standard_normal(image_shape(2, 96, (24, 24), "NHWC")).astype(F32)
     layer = spec.build()
     x_sub = (x * TINY).astype(F32)
@@ -184,8 +185,10 @@ def test_callers_flush_to_zero_mode_does_not_depend_on_thread_count(isa, rng, ki
     )
 
 
-@pytest.mark.skipif(not CallerFlushToZero().supported,
-                    reason="needs glibc fegetenv on x86-64 or ARM (through ctypes)")
+@pytest.mark.skipif(
+    not CallerFlushToZero().supported,
+    reason="needs glibc fegetenv on x86-64 or ARM (through ctypes)",
+)
 @pytest.mark.parametrize("kind", KINDS)
 def test_layer_calls_restore_the_callers_floating_point_mode(isa, rng, kind):
     """The flush-to-zero mode a layer call switches on is undone when it returns: the calling

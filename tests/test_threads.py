@@ -81,8 +81,9 @@ def _bitwise_cases():
             continue
         for layout in LAYOUTS:
             for case in CONV_CASES:
-                yield pytest.param(kind, layout, case,
-                                   id=f"{kind}-{layout}-" + "x".join(map(str, case)))
+                yield pytest.param(
+                    kind, layout, case, id=f"{kind}-{layout}-" + "x".join(map(str, case))
+                )
 
 
 @pytest.mark.parametrize("kind, layout, case", list(_bitwise_cases()))
@@ -92,8 +93,9 @@ def test_bitwise_identical_for_every_thread_count(isa, rng, restore_threads, kin
         x = m.make_input(rng, case[0])
     else:
         n, cin, cout, h, w, k, s, p, d, r = case
-        m = make_model(rng, kind, cin, cout, (r, r + 1), k, stride=s, padding=p, dilation=d,
-                       layout=layout)
+        m = make_model(
+            rng, kind, cin, cout, (r, r + 1), k, stride=s, padding=p, dilation=d, layout=layout
+        )
         x = m.make_input(rng, n, (h, w))
     _same_for_every_thread_count(lambda: m.layer(x), f"{kind} {isa} {layout} {case}")
     assert lrkernels.last_used_isa() == isa
@@ -102,8 +104,13 @@ def test_bitwise_identical_for_every_thread_count(isa, rng, restore_threads, kin
 def test_concurrent_callers_with_a_busy_pool(rng, restore_threads):
     """Python threads sharing the pool: one gets it, the others run inline; all results exact."""
     lrkernels.set_num_threads(2)
-    layer = lrkernels.TuckerConv2d(rng.standard_normal((16, 32)), rng.standard_normal((16, 16, 3, 3)),
-                                   rng.standard_normal((32, 16)), padding=1, layout="NHWC")
+    layer = lrkernels.TuckerConv2d(
+        rng.standard_normal((16, 32)),
+        rng.standard_normal((16, 16, 3, 3)),
+        rng.standard_normal((32, 16)),
+        padding=1,
+        layout="NHWC",
+    )
     inputs = [rng.standard_normal((1, 28, 28, 32)).astype(np.float32) for _ in range(6)]
     expected = [layer(x) for x in inputs]
     errors = []
@@ -127,10 +134,7 @@ def test_concurrent_callers_with_a_busy_pool(rng, restore_threads):
 @no_subprocess
 @pytest.mark.parametrize("value, expect", [("3", "3"), ("0", "ValueError"), ("two", "ValueError")])
 def test_environment_variable(value, expect):
-    code = (
-        "import lrkernels\n"
-        "print(lrkernels.get_num_threads())\n"
-    )
+    code = "import lrkernels\nprint(lrkernels.get_num_threads())\n"
     env = dict(os.environ, LRKERNELS_NUM_THREADS=value)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if expect == "ValueError":
@@ -152,7 +156,8 @@ def test_scratch_growth_bounded_by_thread_count():
         "from lrkernels import _core\n"
         "lrkernels.set_num_threads(2)\n"
         "rng = np.random.default_rng(0)\n"
-        "layer = lrkernels.TuckerConv2d(rng.standard_normal((16, 48)), rng.standard_normal((16, 16, 3, 3)),\n"
+        "layer = lrkernels.TuckerConv2d(rng.standard_normal((16, 48)),\n"
+        "                               rng.standard_normal((16, 16, 3, 3)),\n"
         "                               rng.standard_normal((48, 16)), padding=1, layout='NCHW')\n"
         "x = rng.standard_normal((2, 48, 40, 40)).astype(np.float32)\n"
         "layer(x)\n"

@@ -5,10 +5,10 @@ blocking, threads, properties, argument checks) is in test_conformance*.py."""
 
 from __future__ import annotations
 
-import lrkernels
 import numpy as np
 import pytest
 
+import lrkernels
 from lrk_testing import LAYOUTS, check_output_array, image_shape, raises, window_counts
 
 F32 = np.float32
@@ -19,9 +19,14 @@ def test_known_values(isa, layout):
     """All-ones factors: y = bias + R_in R_out Cin (number of in-range pixels of the window);
     the padding belongs to the middle stage (outputs beyond the image get the bias only)."""
     cin, r_in, r_out = 2, 3, 2
-    layer = lrkernels.TuckerConv2d(np.ones((r_in, cin)), np.ones((r_out, r_in, 3, 3)),
-                                   np.ones((2, r_out)), np.array([0.5, -1.0]), padding=(1, 2),
-                                   layout=layout)
+    layer = lrkernels.TuckerConv2d(
+        np.ones((r_in, cin)),
+        np.ones((r_out, r_in, 3, 3)),
+        np.ones((2, r_out)),
+        np.array([0.5, -1.0]),
+        padding=(1, 2),
+        layout=layout,
+    )
     y = layer(np.ones(image_shape(1, cin, (3, 4), layout), F32))
     assert lrkernels.last_used_isa() == isa
     expected = window_counts([2, 3, 2], [1, 2, 3, 3, 2, 1], r_in * r_out * cin, [0.5, -1.0], layout)
@@ -30,8 +35,14 @@ def test_known_values(isa, layout):
 
 
 def test_dimensions():
-    layer = lrkernels.TuckerConv2d(np.ones((3, 7)), np.ones((5, 3, 1, 3)), np.ones((4, 5)),
-                                   stride=(1, 2), padding=(2, 0), dilation=3)
+    layer = lrkernels.TuckerConv2d(
+        np.ones((3, 7)),
+        np.ones((5, 3, 1, 3)),
+        np.ones((4, 5)),
+        stride=(1, 2),
+        padding=(2, 0),
+        dilation=3,
+    )
     assert (layer.in_channels, layer.out_channels, layer.ranks) == (7, 4, (3, 5))
     assert layer.kernel_size == (1, 3) and layer.dilation == (3, 3)
     assert isinstance(layer.ranks, tuple) and all(type(r) is int for r in layer.ranks)

@@ -15,11 +15,11 @@ std::string shape_str(const py::array& a) { return lrk::shape_str(shape_of(a)); 
 FloatArray float32_c_aligned(const py::array& a) {
   // array_t::ensure alone does not ask for alignment, and unaligned float loads fault on ARMv7.
   auto& api = py::detail::npy_api::get();
-  PyObject* r = api.PyArray_FromAny_(
-      a.ptr(), py::dtype::of<float>().release().ptr(), 0, 0,
-      py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
-          py::array::c_style | py::array::forcecast,
-      nullptr);
+  PyObject* r = api.PyArray_FromAny_(a.ptr(), py::dtype::of<float>().release().ptr(), 0, 0,
+                                     py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_ |
+                                         py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
+                                         py::array::c_style | py::array::forcecast,
+                                     nullptr);
   if (r == nullptr) throw py::error_already_set();
   return py::reinterpret_steal<FloatArray>(r);
 }
@@ -53,11 +53,12 @@ py::array as_real_float_array(py::handle obj, const char* what) {
     // Keep the cause: a tensor that requires grad, a bfloat16 tensor, an __array__ that raised.
     py::error_already_set cause;
     std::string type = py::str(py::type::of(obj).attr("__name__")).cast<std::string>();
-    const std::string cause_text =
-        py::str(cause.type().attr("__name__")).cast<std::string>() + ": " +
-        py::str(cause.value()).cast<std::string>();
-    std::string text = std::string(what) + " must be array-like (anything np.asarray accepts), "
-                       "but converting the " + type + " failed: " + cause_text;
+    const std::string cause_text = py::str(cause.type().attr("__name__")).cast<std::string>() +
+                                   ": " + py::str(cause.value()).cast<std::string>();
+    std::string text = std::string(what) +
+                       " must be array-like (anything np.asarray accepts), "
+                       "but converting the " +
+                       type + " failed: " + cause_text;
     if (type == "Tensor") text += "; for a torch tensor pass t.detach().float().cpu().numpy()";
     py::raise_from(cause, PyExc_TypeError, text.c_str());
     throw py::error_already_set();
@@ -65,7 +66,8 @@ py::array as_real_float_array(py::handle obj, const char* what) {
   py::array arr = py::reinterpret_steal<py::array>(converted);
   if (arr.dtype().kind() != 'f') {
     throw py::type_error(std::string(what) + " must have a real floating-point dtype, got " +
-                         py::str(arr.dtype()).cast<std::string>() + " with shape " + shape_str(arr));
+                         py::str(arr.dtype()).cast<std::string>() + " with shape " +
+                         shape_str(arr));
   }
   return arr;
 }

@@ -1,9 +1,8 @@
 // The layer classes, generated from the table of layer kinds (lrk::layer_kinds()): constructor
 // arguments, factor properties, docstrings and repr all come from the table. Only conversion
 // between Python objects and arrays lives here; every check on shapes and geometry is the core's.
-#include <pybind11/stl.h>
-
 #include <cxxabi.h>
+#include <pybind11/stl.h>
 
 #include <memory>
 #include <utility>
@@ -35,8 +34,8 @@ const lrk::Layer& layer_of(py::handle self) {
   // unset value pointer (a crash), so look at the instance's state first.
   auto* inst = reinterpret_cast<py::detail::instance*>(self.ptr());
   const auto v_h = inst->get_value_and_holder();
-  const auto* h = v_h && v_h.holder_constructed() ? static_cast<const LayerHandle*>(v_h.value_ptr())
-                                                  : nullptr;
+  const auto* h =
+      v_h && v_h.holder_constructed() ? static_cast<const LayerHandle*>(v_h.value_ptr()) : nullptr;
   if (h == nullptr || !h->layer) {
     throw py::type_error(py::str(py::type::of(self).attr("__name__")).cast<std::string>() +
                          " object is not initialized (created with __new__ without __init__)");
@@ -63,7 +62,8 @@ lrk::Layout parse_layout(py::handle obj) {
     if (v == "NCHW") return lrk::Layout::nchw;
     if (v == "NHWC") return lrk::Layout::nhwc;
   }
-  throw py::value_error("layout must be \"NCHW\" or \"NHWC\", got " + py::repr(obj).cast<std::string>());
+  throw py::value_error("layout must be \"NCHW\" or \"NHWC\", got " +
+                        py::repr(obj).cast<std::string>());
 }
 
 // Weights are converted to float32 once, here: a finite value beyond the float32 range would
@@ -74,14 +74,16 @@ void check_float32_range(const py::array& source, const FloatArray& converted, c
   py::module_ np = py::module_::import("numpy");
   py::object overflow = np.attr("isinf")(converted).attr("__and__")(np.attr("isfinite")(source));
   if (overflow.attr("any")().cast<bool>()) {
-    throw py::value_error(std::string(what) + " has finite values beyond the float32 range "
+    throw py::value_error(std::string(what) +
+                          " has finite values beyond the float32 range "
                           "(|x| > 3.4e38) that would become inf; rescale the weights");
   }
 }
 
 // Constructor arguments by the table: factors (positional or keyword), bias, and for the
 // convolutions the keyword-only stride, padding, dilation and layout.
-std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args, py::kwargs kwargs) {
+std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
+                                      py::kwargs kwargs) {
   const std::size_t nf = kind.factors.size();
   std::vector<std::string> names;
   for (const auto& f : kind.factors) names.emplace_back(f.name);
@@ -103,13 +105,17 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
     bool found = false;
     for (std::size_t i = 0; i < names.size() && !found; ++i) {
       if (key != names[i]) continue;
-      if (values[i]) throw py::type_error(where + " got multiple values for argument '" + key + "'");
+      if (values[i])
+        throw py::type_error(where + " got multiple values for argument '" + key + "'");
       values[i] = py::reinterpret_borrow<py::object>(item.second);
       found = true;
     }
     if (!found && kind.conv) {
-      py::object* slot = key == "stride" ? &stride : key == "padding" ? &padding
-                       : key == "dilation" ? &dilation : key == "layout" ? &layout : nullptr;
+      py::object* slot = key == "stride"     ? &stride
+                         : key == "padding"  ? &padding
+                         : key == "dilation" ? &dilation
+                         : key == "layout"   ? &layout
+                                             : nullptr;
       if (slot != nullptr) *slot = py::reinterpret_borrow<py::object>(item.second), found = true;
     }
     if (!found) throw py::type_error(where + " got an unexpected keyword argument '" + key + "'");
@@ -150,7 +156,8 @@ std::string repr(py::handle self) {
   const lrk::Layer& l = layer_of(self);
   std::string r = l.kind() + "(";
   if (!l.is_conv()) {
-    r += "in_features=" + std::to_string(l.in_dim()) + ", out_features=" + std::to_string(l.out_dim());
+    r += "in_features=" + std::to_string(l.in_dim()) +
+         ", out_features=" + std::to_string(l.out_dim());
     if (!l.ranks().empty()) r += ", rank=" + std::to_string(l.ranks()[0]);
   } else {
     const auto& c = static_cast<const lrk::ConvChain&>(l);
@@ -163,7 +170,8 @@ std::string repr(py::handle self) {
   }
   r += std::string(", bias=") + (l.bias() ? "True" : "False");
   if (l.is_conv()) {
-    r += std::string(", layout=\"") + lrk::layout_name(static_cast<const lrk::ConvChain&>(l).layout()) + "\"";
+    r += std::string(", layout=\"") +
+         lrk::layout_name(static_cast<const lrk::ConvChain&>(l).layout()) + "\"";
   }
   return r + ")";
 }
@@ -174,9 +182,9 @@ py::array_t<float> new_float32_array(const lrk::Shape& shape) {
   auto& api = py::detail::npy_api::get();
   Py_intptr_t dims[lrk::Shape::kMaxDims];
   for (std::size_t i = 0; i < shape.size(); ++i) dims[i] = static_cast<Py_intptr_t>(shape[i]);
-  PyObject* a = api.PyArray_NewFromDescr_(api.PyArray_Type_, py::dtype::of<float>().release().ptr(),
-                                          static_cast<int>(shape.size()), dims, nullptr, nullptr, 0,
-                                          nullptr);
+  PyObject* a =
+      api.PyArray_NewFromDescr_(api.PyArray_Type_, py::dtype::of<float>().release().ptr(),
+                                static_cast<int>(shape.size()), dims, nullptr, nullptr, 0, nullptr);
   if (a == nullptr) throw py::error_already_set();
   return py::reinterpret_steal<py::array_t<float>>(a);
 }
@@ -202,22 +210,26 @@ py::array_t<float> call(py::handle self, py::handle x_obj) {
 
 // Properties every layer has, on the common base class.
 void def_common(py::class_<LayerHandle>& base) {
-  base.def("__call__", &call, py::arg("x"),
-           "Apply the layer to x: (in_features,) or (batch, in_features) for a linear layer, 4-D in "
-           "the layer's layout for a convolution.")
-      .def_property_readonly("kind", [](py::handle self) { return layer_of(self).kind(); },
-                             "The layer kind: the class name of the built-in layer.")
+  base.def(
+          "__call__", &call, py::arg("x"),
+          "Apply the layer to x: (in_features,) or (batch, in_features) for a linear layer, 4-D in "
+          "the layer's layout for a convolution.")
+      .def_property_readonly(
+          "kind", [](py::handle self) { return layer_of(self).kind(); },
+          "The layer kind: the class name of the built-in layer.")
       .def_property_readonly(
           "factors",
           [](py::handle self) {
             const auto& fs = layer_of(self).factors();
             py::tuple t(fs.size());
-            for (std::size_t i = 0; i < fs.size(); ++i) t[i] = readonly_view(self, fs[i].data.data(), fs[i].shape);
+            for (std::size_t i = 0; i < fs.size(); ++i)
+              t[i] = readonly_view(self, fs[i].data.data(), fs[i].shape);
             return t;
           },
           "The factors in constructor order (bias excluded), read-only float32.")
-      .def_property_readonly("ranks", [](py::handle self) { return as_tuple(layer_of(self).ranks()); },
-                             "() for a dense layer, (rank,) or (R_in, R_out) for a factorized one.")
+      .def_property_readonly(
+          "ranks", [](py::handle self) { return as_tuple(layer_of(self).ranks()); },
+          "() for a dense layer, (rank,) or (R_in, R_out) for a factorized one.")
       .def_property_readonly(
           "bias",
           [](py::handle self) -> py::object {
@@ -232,7 +244,8 @@ void def_common(py::class_<LayerHandle>& base) {
 // The class docstring: the table's summary, then the parameters from the factors.
 std::string docstring(const lrk::LayerKind& kind) {
   std::string d = std::string(kind.doc) + "\n\nParameters\n----------\n";
-  for (const auto& f : kind.factors) d += std::string(f.name) + " : array_like, shape " + f.dims + "\n";
+  for (const auto& f : kind.factors)
+    d += std::string(f.name) + " : array_like, shape " + f.dims + "\n";
   const std::string out = kind.conv ? "out_channels" : "out_features";
   d += "bias : array_like, shape (" + out + ",), optional\n";
   if (kind.conv) {
@@ -241,7 +254,8 @@ std::string docstring(const lrk::LayerKind& kind) {
          "layout : \"NCHW\" (default) or \"NHWC\", keyword-only\n"
          "    Layout of the input and of the returned output.\n";
   }
-  d += "\nThe factors are converted to float32 and packed once, here, for the active ISA. Calling the\n"
+  d += "\nThe factors are converted to float32 and packed once, here, for the active ISA. Calling "
+       "the\n"
        "layer with x of shape ";
   d += kind.conv ? "(N, C, H, W) (or (N, H, W, C)), any real float dtype and strides, returns a\n"
                    "new float32 array (N, out_channels, Ho, Wo) (or (N, Ho, Wo, out_channels)).\n"
@@ -281,33 +295,47 @@ void bind_kind(py::module_& m, const lrk::LayerKind& kind) {
   }
   cls.attr("factor_names") = names;
   if (kind.factors.size() == 1 && std::string(kind.factors[0].name) != "weight") {
-    cls.def_property_readonly("weight", [](py::handle self) {
-      const lrk::Factor& factor = layer_of(self).factors()[0];
-      return readonly_view(self, factor.data.data(), factor.shape);
-    }, "The dense weight (an alias of the factor).");
+    cls.def_property_readonly(
+        "weight",
+        [](py::handle self) {
+          const lrk::Factor& factor = layer_of(self).factors()[0];
+          return readonly_view(self, factor.data.data(), factor.shape);
+        },
+        "The dense weight (an alias of the factor).");
   }
   if (std::string(kind.rank_names) == "(rank,)" || std::string(kind.rank_names) == "(R,)") {
     cls.def_property_readonly("rank", [](py::handle self) { return layer_of(self).ranks()[0]; });
   }
   if (!kind.conv) {
-    cls.def_property_readonly("in_features", [](py::handle self) { return layer_of(self).in_dim(); })
-        .def_property_readonly("out_features", [](py::handle self) { return layer_of(self).out_dim(); });
+    cls.def_property_readonly("in_features",
+                              [](py::handle self) { return layer_of(self).in_dim(); })
+        .def_property_readonly("out_features",
+                               [](py::handle self) { return layer_of(self).out_dim(); });
     return;
   }
   cls.def_property_readonly("in_channels", [](py::handle self) { return conv_of(self).in_dim(); })
-      .def_property_readonly("out_channels", [](py::handle self) { return conv_of(self).out_dim(); })
-      .def_property_readonly("kernel_size", [](py::handle self) {
-        return py::make_tuple(conv_of(self).geometry().kh, conv_of(self).geometry().kw);
-      })
-      .def_property_readonly("stride", [](py::handle self) {
-        return py::make_tuple(conv_of(self).geometry().sh, conv_of(self).geometry().sw);
-      })
-      .def_property_readonly("padding", [](py::handle self) {
-        return py::make_tuple(conv_of(self).geometry().ph, conv_of(self).geometry().pw);
-      })
-      .def_property_readonly("dilation", [](py::handle self) {
-        return py::make_tuple(conv_of(self).geometry().dh, conv_of(self).geometry().dw);
-      })
+      .def_property_readonly("out_channels",
+                             [](py::handle self) { return conv_of(self).out_dim(); })
+      .def_property_readonly("kernel_size",
+                             [](py::handle self) {
+                               return py::make_tuple(conv_of(self).geometry().kh,
+                                                     conv_of(self).geometry().kw);
+                             })
+      .def_property_readonly("stride",
+                             [](py::handle self) {
+                               return py::make_tuple(conv_of(self).geometry().sh,
+                                                     conv_of(self).geometry().sw);
+                             })
+      .def_property_readonly("padding",
+                             [](py::handle self) {
+                               return py::make_tuple(conv_of(self).geometry().ph,
+                                                     conv_of(self).geometry().pw);
+                             })
+      .def_property_readonly("dilation",
+                             [](py::handle self) {
+                               return py::make_tuple(conv_of(self).geometry().dh,
+                                                     conv_of(self).geometry().dw);
+                             })
       .def_property_readonly("layout", [](py::handle self) {
         return std::string(lrk::layout_name(conv_of(self).layout()));
       });
@@ -324,7 +352,8 @@ void bind_layers(py::module_& m) {
   if (lrk::layer_kinds().size() != kNumKinds) {
     throw std::logic_error("bind_layers: kNumKinds does not match the table of layer kinds");
   }
-  py::class_<LayerHandle> base(m, "Layer", "Base class of every lrkernels layer.", py::dynamic_attr());
+  py::class_<LayerHandle> base(m, "Layer", "Base class of every lrkernels layer.",
+                               py::dynamic_attr());
   g_layer_type = reinterpret_cast<PyTypeObject*>(base.ptr());
   def_common(base);
   bind_kinds(m, std::make_index_sequence<kNumKinds>());

@@ -25,7 +25,8 @@ namespace {
 Isa isa_or_raise(const std::string& name) {
   Isa isa;
   if (!lrk::isa_from_name(name.c_str(), &isa)) {
-    throw py::value_error("unknown ISA '" + name + "'; expected one of 'scalar', 'neon', 'avx2', 'avx512'");
+    throw py::value_error("unknown ISA '" + name +
+                          "'; expected one of 'scalar', 'neon', 'avx2', 'avx512'");
   }
   return isa;
 }
@@ -54,32 +55,41 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "lrkernels C++ core (use the lrkernels package, not this module)";
   lrk_py::bind_layers(m);
 
-  m.def("available_isas", [] { return isa_names(lrk::available_isa_mask()); },
-        "ISAs this build has AND this CPU supports, slowest first.");
-  m.def("compiled_isas", [] { return isa_names(lrk::compiled_isa_mask()); },
-        "ISAs compiled into this build.");
-  m.def("cpu_isas", [] { return isa_names(lrk::cpu_isa_mask()); },
-        "ISAs this CPU supports (whether or not this build has them).");
-  m.def("get_isa", [] { return std::string(lrk::isa_name(lrk::active_isa())); },
-        "The ISA new layer calls will use.");
+  m.def(
+      "available_isas", [] { return isa_names(lrk::available_isa_mask()); },
+      "ISAs this build has AND this CPU supports, slowest first.");
+  m.def(
+      "compiled_isas", [] { return isa_names(lrk::compiled_isa_mask()); },
+      "ISAs compiled into this build.");
+  m.def(
+      "cpu_isas", [] { return isa_names(lrk::cpu_isa_mask()); },
+      "ISAs this CPU supports (whether or not this build has them).");
+  m.def(
+      "get_isa", [] { return std::string(lrk::isa_name(lrk::active_isa())); },
+      "The ISA new layer calls will use.");
   m.def(
       "set_isa",
       [](const std::string& name) {
         const Isa isa = isa_or_raise(name);
         if (!(lrk::available_isa_mask() & (1u << static_cast<int>(isa)))) {
-          throw py::value_error("ISA '" + name + "' is not available here; available: " +
-                                py::str(py::cast(isa_names(lrk::available_isa_mask()))).cast<std::string>());
+          throw py::value_error(
+              "ISA '" + name + "' is not available here; available: " +
+              py::str(py::cast(isa_names(lrk::available_isa_mask()))).cast<std::string>());
         }
         lrk::set_active_isa(isa);
       },
       py::arg("name"), "Use ISA `name` for all following layer calls (ValueError if unavailable).");
-  m.def("last_used_isa", []() -> py::object {
+  m.def(
+      "last_used_isa",
+      []() -> py::object {
         const int i = lrk::last_used_isa();
         if (i < 0) return py::none();
         return py::str(lrk::isa_name(static_cast<Isa>(i)));
       },
       "ISA of the last layer call on this thread (None before any call).");
-  m.def("kernel_names", [] {
+  m.def(
+      "kernel_names",
+      [] {
         py::dict d;
         for (int i = 0; i < lrk::kNumIsas; ++i) {
           const Isa isa = static_cast<Isa>(i);
@@ -88,8 +98,11 @@ PYBIND11_MODULE(_core, m) {
           }
         }
         return d;
-      }, "The f32 GEMM micro-kernel of each available ISA.");
-  m.def("kernel_families", [] {
+      },
+      "The f32 GEMM micro-kernel of each available ISA.");
+  m.def(
+      "kernel_families",
+      [] {
         py::dict d;
         for (int i = 0; i < lrk::kNumIsas; ++i) {
           const Isa isa = static_cast<Isa>(i);
@@ -104,8 +117,11 @@ PYBIND11_MODULE(_core, m) {
           d[py::str(lrk::isa_name(isa))] = names;
         }
         return d;
-      }, "Every kernel family config of each available ISA, by name.");
-  m.def("kernel_tile", [](const std::string& name) {
+      },
+      "Every kernel family config of each available ISA, by name.");
+  m.def(
+      "kernel_tile",
+      [](const std::string& name) {
         const auto& ks = *lrk::kernel_set_for(isa_or_raise(name)).f32_gemm;
         return py::make_tuple(ks.mr, ks.nr, ks.kc);
       },
@@ -119,19 +135,26 @@ PYBIND11_MODULE(_core, m) {
         std::size_t iters = 1 << 14;
         double best = 0.0;
         lrk_py::without_gil([&] {
-        const auto stop = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-        while (std::chrono::steady_clock::now() < stop) {
-          const auto t0 = std::chrono::steady_clock::now();
-          probe->probe(iters, sink);
-          const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          if (dt < 1e-3) { iters *= 2; continue; }
-          best = std::max(best, iters * static_cast<double>(probe->flops_per_iteration) / dt / 1e9);
-        }
+          const auto stop =
+              std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+          while (std::chrono::steady_clock::now() < stop) {
+            const auto t0 = std::chrono::steady_clock::now();
+            probe->probe(iters, sink);
+            const double dt =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (dt < 1e-3) {
+              iters *= 2;
+              continue;
+            }
+            best =
+                std::max(best, iters * static_cast<double>(probe->flops_per_iteration) / dt / 1e9);
+          }
         });
         return py::float_(best);
       },
       py::arg("isa"), py::arg("seconds") = 0.2,
-      "Single-core f32 FMA peak of an ISA in GFLOP/s, measured with register-only FMAs (None for scalar).");
+      "Single-core f32 FMA peak of an ISA in GFLOP/s, measured with register-only FMAs (None for "
+      "scalar).");
   m.def(
       "set_num_threads",
       [](py::handle n_obj) {
@@ -140,17 +163,20 @@ PYBIND11_MODULE(_core, m) {
                                : py::reinterpret_steal<py::object>(PyNumber_Index(n_obj.ptr()));
         if (!index) {
           PyErr_Clear();
-          throw py::type_error("set_num_threads expects an int, got " + py::repr(n_obj).cast<std::string>());
+          throw py::type_error("set_num_threads expects an int, got " +
+                               py::repr(n_obj).cast<std::string>());
         }
         int overflow = 0;
         const long long n = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
         if (overflow < 0 || (overflow == 0 && n < 1)) {
-          throw py::value_error("set_num_threads expects n >= 1, got " + py::repr(n_obj).cast<std::string>());
+          throw py::value_error("set_num_threads expects n >= 1, got " +
+                                py::repr(n_obj).cast<std::string>());
         }
         if (overflow > 0 || static_cast<unsigned long long>(n) > lrk::max_num_threads()) {
-          throw py::value_error("set_num_threads expects n <= " + std::to_string(lrk::max_num_threads()) +
-                                " (4 threads per CPU of this machine, at least 16), got " +
-                                py::repr(n_obj).cast<std::string>());
+          throw py::value_error(
+              "set_num_threads expects n <= " + std::to_string(lrk::max_num_threads()) +
+              " (4 threads per CPU of this machine, at least 16), got " +
+              py::repr(n_obj).cast<std::string>());
         }
         lrk::set_num_threads(static_cast<std::size_t>(n));
       },
@@ -174,19 +200,21 @@ PYBIND11_MODULE(_core, m) {
   m.attr("build_flags") = LRK_BUILD_FLAGS;
   m.attr("__version__") = LRK_VERSION;
 
-  m.def("_set_blocking",
-        [](std::size_t kc, std::size_t nc, std::size_t mc, std::size_t mb) {
-          lrk::Blocking b;
-          b.kc = kc;
-          b.nc = nc;
-          b.mc = mc;
-          b.mb = mb;
-          lrk::set_blocking_override(b);
-        },
-        py::arg("kc") = 0, py::arg("nc") = 0, py::arg("mc") = 0, py::arg("mb") = 0,
-        "Testing hook: shrink the cache blocks (0 = default) so small shapes cross block edges.");
-  m.def("_scratch_held", [] { return lrk::thread_scratch_held(); },
-        "Testing hook: bytes of scratch the calling thread holds between calls.");
+  m.def(
+      "_set_blocking",
+      [](std::size_t kc, std::size_t nc, std::size_t mc, std::size_t mb) {
+        lrk::Blocking b;
+        b.kc = kc;
+        b.nc = nc;
+        b.mc = mc;
+        b.mb = mb;
+        lrk::set_blocking_override(b);
+      },
+      py::arg("kc") = 0, py::arg("nc") = 0, py::arg("mc") = 0, py::arg("mb") = 0,
+      "Testing hook: shrink the cache blocks (0 = default) so small shapes cross block edges.");
+  m.def(
+      "_scratch_held", [] { return lrk::thread_scratch_held(); },
+      "Testing hook: bytes of scratch the calling thread holds between calls.");
   m.def("_scratch_allocations", &lrk::scratch_allocation_count,
         "Testing hook: times a per-thread scratch buffer had to grow.");
 }

@@ -64,9 +64,7 @@
 extern "C" const char* __asan_default_options() {
   return "allocator_may_return_null=1:detect_leaks=1:abort_on_error=1";
 }
-extern "C" const char* __ubsan_default_options() {
-  return "print_stacktrace=1:halt_on_error=1";
-}
+extern "C" const char* __ubsan_default_options() { return "print_stacktrace=1:halt_on_error=1"; }
 
 namespace {
 
@@ -158,7 +156,8 @@ struct Values {
   unsigned mode;
   std::uint32_t state;
   // A linear congruential generator: wraps by design (a build with
-  // -fsanitize=unsigned-integer-overflow, which reports unchecked size arithmetic, must not stop here).
+  // -fsanitize=unsigned-integer-overflow, which reports unchecked size arithmetic, must not stop
+  // here).
   __attribute__((no_sanitize("unsigned-integer-overflow"))) float next() {
     state = state * 1664525u + 1013904223u;
     const int q = static_cast<int>((state >> 16) % 17) - 8;
@@ -223,7 +222,8 @@ struct Planes {
 };
 
 // out (rows, ...) = m (rows, c) applied per pixel (1x1 convolution).
-LRK_FUZZ_NO_COVERAGE Planes pointwise(const std::vector<double>& m, std::size_t rows, const Planes& x) {
+LRK_FUZZ_NO_COVERAGE Planes pointwise(const std::vector<double>& m, std::size_t rows,
+                                      const Planes& x) {
   Planes out{rows, x.h, x.w, std::vector<double>(rows * x.h * x.w, 0.0)};
   const std::size_t px = x.h * x.w;
   for (std::size_t r = 0; r < rows; ++r)
@@ -233,7 +233,8 @@ LRK_FUZZ_NO_COVERAGE Planes pointwise(const std::vector<double>& m, std::size_t 
 }
 
 // Dense kxk cross-correlation: w (n, c, kh, kw).
-LRK_FUZZ_NO_COVERAGE Planes conv_kxk(const std::vector<double>& wt, std::size_t n, const Planes& x, const Geometry& g) {
+LRK_FUZZ_NO_COVERAGE Planes conv_kxk(const std::vector<double>& wt, std::size_t n, const Planes& x,
+                                     const Geometry& g) {
   const std::size_t ho = exact_out(x.h, g.ph, g.dh, g.kh, g.sh);
   const std::size_t wo = exact_out(x.w, g.pw, g.dw, g.kw, g.sw);
   Planes out{n, ho, wo, std::vector<double>(n * ho * wo, 0.0)};
@@ -254,8 +255,9 @@ LRK_FUZZ_NO_COVERAGE Planes conv_kxk(const std::vector<double>& wt, std::size_t 
 }
 
 // CP middle: kh x 1 depthwise (H stride, padding, dilation), then 1 x kw (W ones).
-LRK_FUZZ_NO_COVERAGE Planes conv_depthwise_hv(const std::vector<double>& vert, const std::vector<double>& horiz,
-                         const Planes& x, const Geometry& g) {
+LRK_FUZZ_NO_COVERAGE Planes conv_depthwise_hv(const std::vector<double>& vert,
+                                              const std::vector<double>& horiz, const Planes& x,
+                                              const Geometry& g) {
   const std::size_t ho = exact_out(x.h, g.ph, g.dh, g.kh, g.sh);
   const std::size_t wo = exact_out(x.w, g.pw, g.dw, g.kw, g.sw);
   Planes v{x.c, ho, x.w, std::vector<double>(x.c * ho * x.w, 0.0)};
@@ -291,10 +293,12 @@ LRK_FUZZ_NO_COVERAGE std::vector<double> to_double(const std::vector<float>& v, 
 
 // The layer's output in its own layout (conv: NCHW or NHWC), in double; absolute: |everything|,
 // the magnitude that bounds the rounding error.
-LRK_FUZZ_NO_COVERAGE std::vector<double> reference(const std::string& kind, const std::vector<Factor>& f,
-                              const std::vector<float>* bias, const std::vector<float>& x,
-                              const Shape& xs, std::size_t ldx, bool nhwc, const Geometry& g,
-                              bool absolute) {
+LRK_FUZZ_NO_COVERAGE std::vector<double> reference(const std::string& kind,
+                                                   const std::vector<Factor>& f,
+                                                   const std::vector<float>* bias,
+                                                   const std::vector<float>& x, const Shape& xs,
+                                                   std::size_t ldx, bool nhwc, const Geometry& g,
+                                                   bool absolute) {
   std::vector<std::vector<double>> w;
   for (const Factor& fa : f) w.push_back(to_double(fa.data, absolute));
   std::vector<double> b;
@@ -331,8 +335,8 @@ LRK_FUZZ_NO_COVERAGE std::vector<double> reference(const std::string& kind, cons
     for (std::size_t ch = 0; ch < c; ++ch)
       for (std::size_t iy = 0; iy < h; ++iy)
         for (std::size_t ix = 0; ix < wd; ++ix) {
-          const std::size_t i = nhwc ? ((img * h + iy) * wd + ix) * c + ch
-                                     : ((img * c + ch) * h + iy) * wd + ix;
+          const std::size_t i =
+              nhwc ? ((img * h + iy) * wd + ix) * c + ch : ((img * c + ch) * h + iy) * wd + ix;
           p.v[(ch * h + iy) * wd + ix] = absolute ? std::fabs(double(x[i])) : double(x[i]);
         }
     Planes out;
@@ -374,9 +378,9 @@ u128 conv_workspace_bytes(const Geometry& g, std::size_t h, std::size_t w, std::
     if (a != 0 && b > kImpossibleBytes / a) return kImpossibleBytes;
     return a * b;
   };
-  u128 floats = sat(sat(ring, wp), csrc) + sat(wp, csrc) + sat(sat(ring, w), first && nchw ? cin : 0) +
-                sat(sat(band, wo), last ? n_mid : 0) + sat(sat(band, wo), nchw ? cout : 0) +
-                sat(band, g.kh) * 2 + 16 * 8;
+  u128 floats = sat(sat(ring, wp), csrc) + sat(wp, csrc) +
+                sat(sat(ring, w), first && nchw ? cin : 0) + sat(sat(band, wo), last ? n_mid : 0) +
+                sat(sat(band, wo), nchw ? cout : 0) + sat(band, g.kh) * 2 + 16 * 8;
   if (depthwise) floats += sat(wp, csrc) + 16 + 2 * u128(g.kw);
   return sat(floats, 4);
 }
@@ -391,8 +395,8 @@ struct Case {
 };
 
 void require_allowed(const char* where, const std::exception& e) {
-  if (dynamic_cast<const std::invalid_argument*>(&e) || dynamic_cast<const std::length_error*>(&e) ||
-      dynamic_cast<const std::bad_alloc*>(&e)) {
+  if (dynamic_cast<const std::invalid_argument*>(&e) ||
+      dynamic_cast<const std::length_error*>(&e) || dynamic_cast<const std::bad_alloc*>(&e)) {
     return;
   }
   finding(std::string(where) + " threw an exception of another type: " + e.what());
@@ -506,15 +510,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       bias.resize(1);  // create must refuse the factors first; keep a valid pointer
       factors_sane = false;
     } else {
-      if (wrong_bias && out_dim > 0) {  // create must refuse it: (out + 1,), (out - 1,), (out, 1) or ()
+      if (wrong_bias &&
+          out_dim > 0) {  // create must refuse it: (out + 1,), (out - 1,), (out, 1) or ()
         const std::uint8_t b = rd.byte();
-        bias_shape = b % 4 == 0 ? Shape{out_dim + 1}
+        bias_shape = b % 4 == 0   ? Shape{out_dim + 1}
                      : b % 4 == 1 ? Shape{out_dim - 1}
                      : b % 4 == 2 ? Shape{out_dim, 1}
                                   : Shape{};
         factors_sane = false;
       }
-      // As many values as the bias shape holds (exactly out_dim when right: ASan sees an over-read).
+      // As many values as the bias shape holds (exactly out_dim when right: ASan sees an
+      // over-read).
       std::size_t count = 1;
       for (std::size_t d : bias_shape) count *= d;
       bias.resize(std::max<std::size_t>(count, 1));
@@ -548,7 +554,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t batch = rd.size(0, 9);
     const std::uint8_t ldx_byte = rd.byte();
     const std::size_t in_plus_4 = in_dim > SIZE_MAX - 4 ? SIZE_MAX : in_dim + 4;  // no wrap
-    ldx = ldx_byte < 0xC0 ? std::min(in_plus_4 - 4 + ldx_byte % 4, in_plus_4) : rd.size(0, in_plus_4);
+    ldx =
+        ldx_byte < 0xC0 ? std::min(in_plus_4 - 4 + ldx_byte % 4, in_plus_4) : rd.size(0, in_plus_4);
     const std::uint8_t mismatch = rd.byte();
     const std::size_t in = mismatch % 16 == 0 ? rd.size(0, 20) : in_dim;
     xs = one_d ? Shape{in} : Shape{batch, in};
@@ -591,8 +598,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!layer) finding("create_layer returned null");
   if (!known) return 0;
   if (!factors_sane) {
-    finding("create_layer accepted a factor whose data length does not match its shape, or a "
-            "bias of the wrong shape");
+    finding(
+        "create_layer accepted a factor whose data length does not match its shape, or a "
+        "bias of the wrong shape");
   }
   if (layer->kind() != kind_name) finding("layer kind " + layer->kind() + " != " + kind_name);
   if (layer->in_dim() != in_dim || layer->out_dim() != out_dim) {
@@ -670,8 +678,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       first = last = depthwise = true;
       csrc = n_mid = f[0].shape[0];
     }
-    const u128 ws = conv_workspace_bytes(g, h, w, cin, csrc, n_mid, cout, first, last, !nhwc,
-                                         depthwise);
+    const u128 ws =
+        conv_workspace_bytes(g, h, w, cin, csrc, n_mid, cout, first, last, !nhwc, depthwise);
     if (ws > kMaxWorkspaceBytes && ws < kImpossibleBytes) {
       return note("not run: workspace of " + std::to_string(static_cast<double>(ws)) + " bytes"), 0;
     }
@@ -689,7 +697,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const Factor& fa : factors_copy) k += double(fa.shape[0]) * fa.shape[1];
     flops = 2.0 * batch * k;
     if (kind_name == "LowRankLinear") {  // lowrank_gemm's intermediate: <= 40 rows of the rank
-      scratch = u128(std::min<std::size_t>(batch, 40)) * ((factors_copy[0].shape[1] + 15) / 16 * 16) * 4;
+      scratch =
+          u128(std::min<std::size_t>(batch, 40)) * ((factors_copy[0].shape[1] + 15) / 16 * 16) * 4;
     }
   }
   if (flops > kMaxFlops && !impossible_workspace) {
@@ -722,8 +731,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (impossible_workspace && ran && !empty_call) {
     finding(kind_name + ": run succeeded with a workspace estimated beyond 4 TiB");
   }
-  const bool run_should_succeed = y_ok && !impossible_workspace &&
-                                  (kind.conv || xs.size() == 1 || xs[0] <= 1 || ldx >= in_dim);
+  const bool run_should_succeed =
+      y_ok && !impossible_workspace && (kind.conv || xs.size() == 1 || xs[0] <= 1 || ldx >= in_dim);
   if (!ran && run_should_succeed) {
     // Only an allocation failure is an acceptable reason left (all shapes were valid).
     try {

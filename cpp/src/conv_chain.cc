@@ -64,7 +64,8 @@ void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t
   const std::size_t lda = g.sw * csrc;
   const std::size_t panels = w.num_panels();
   // Panels are independent output channels: threads may split them (a small map is one band).
-  const std::size_t threads = std::min(panels, threads_for_flops(2.0 * rows * wo * n * ntaps * csrc));
+  const std::size_t threads =
+      std::min(panels, threads_for_flops(2.0 * rows * wo * n * ntaps * csrc));
   parallel_for(threads, threads, [&](std::size_t part) {
     const float* taps[kMaxTaps];
     for (std::size_t p = panels * part / threads; p < panels * (part + 1) / threads; ++p) {
@@ -88,19 +89,19 @@ void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t
 
 // Scratch for one call, carved from the per-thread buffer.
 struct ConvScratch {
-  float* ring = nullptr;        // ring_rows zero-padded source rows of wp x csrc
-  float* zero_row = nullptr;    // a padding row
-  float* pixels_in = nullptr;   // NCHW input rows of a band as pixels (ring rows x w x cin)
-  float* mid = nullptr;         // a band of kxk output rows (band x wo x n_kxk), Tucker only
-  float* out = nullptr;         // a band of output rows as pixels (band x wo x cout), NCHW only
+  float* ring = nullptr;         // ring_rows zero-padded source rows of wp x csrc
+  float* zero_row = nullptr;     // a padding row
+  float* pixels_in = nullptr;    // NCHW input rows of a band as pixels (ring rows x w x cin)
+  float* mid = nullptr;          // a band of kxk output rows (band x wo x n_kxk), Tucker only
+  float* out = nullptr;          // a band of output rows as pixels (band x wo x cout), NCHW only
   const float** rows = nullptr;  // band x kh source row pointers
   float* extra = nullptr;        // layer-specific (CPConv2d: one vertically filtered row)
 };
 
 // Drives one image, band by band: the ring of source rows is filled on demand by
-// fill(iy, interior, ld), each row once, after prepare(iy_begin, iy_end) saw the band's new rows; middle(src, rows, out) computes the kxk stage of a band
-// (src: rows x kh source row pointers) into dest(oy0) (rows contiguous), then emit(oy0, rows, out)
-// consumes it.
+// fill(iy, interior, ld), each row once, after prepare(iy_begin, iy_end) saw the band's new rows;
+// middle(src, rows, out) computes the kxk stage of a band (src: rows x kh source row pointers) into
+// dest(oy0) (rows contiguous), then emit(oy0, rows, out) consumes it.
 template <class Prepare, class Fill, class Middle, class Dest, class Emit>
 void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
                 const ConvScratch& s, std::size_t oy_begin, std::size_t oy_end, Prepare prepare,
@@ -109,13 +110,15 @@ void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t
   const std::size_t band = band_rows(g, h, w);
   const std::size_t ring = ring_rows(g, band);
   const std::size_t row_floats = (w + 2 * g.pw) * csrc;
-  auto ring_row = [&](long iy) { return s.ring + (static_cast<std::size_t>(iy) % ring) * row_floats; };
+  auto ring_row = [&](long iy) {
+    return s.ring + (static_cast<std::size_t>(iy) % ring) * row_floats;
+  };
   long filled = -1;  // highest input row already in the ring
   for (std::size_t oy0 = oy_begin; oy0 < ho; oy0 += band) {
     const std::size_t rows = std::min(band, ho - oy0);
     const long iy_first = static_cast<long>(oy0 * g.sh) - static_cast<long>(g.ph);
-    const long iy_last = static_cast<long>((oy0 + rows - 1) * g.sh + (g.kh - 1) * g.dh) -
-                         static_cast<long>(g.ph);
+    const long iy_last =
+        static_cast<long>((oy0 + rows - 1) * g.sh + (g.kh - 1) * g.dh) - static_cast<long>(g.ph);
     const long fill_begin = std::max(filled + 1, std::max(iy_first, 0L));
     const long fill_end = std::min(iy_last + 1, static_cast<long>(h));
     if (fill_begin < fill_end) {
@@ -147,7 +150,8 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
   // Sizes are checked: on 32-bit ARM a wide padded row times many channels can exceed size_t.
   auto mul = [](std::size_t a, std::size_t b) {
     std::size_t r;
-    if (__builtin_mul_overflow(a, b, &r)) throw std::length_error("convolution workspace too large");
+    if (__builtin_mul_overflow(a, b, &r))
+      throw std::length_error("convolution workspace too large");
     return r;
   };
   auto up = [](std::size_t f) {
@@ -156,13 +160,17 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
   };
   const std::size_t wp = w + 2 * g.pw, wo = g.out_w(w), band = band_rows(g, h, w);
   const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
-  const std::size_t sizes[] = {up(mul(mul(ring_rows(g, band), wp), csrc)), up(mul(wp, csrc)),
+  const std::size_t sizes[] = {up(mul(mul(ring_rows(g, band), wp), csrc)),
+                               up(mul(wp, csrc)),
                                up(mul(mul(ring_rows(g, band), w), cin)),
-                               up(mul(mul(band, wo), n_mid)), up(mul(mul(band, wo), cout)),
-                               up(mul(mul(band, g.kh), pointer_floats)), up(extra)};
+                               up(mul(mul(band, wo), n_mid)),
+                               up(mul(mul(band, wo), cout)),
+                               up(mul(mul(band, g.kh), pointer_floats)),
+                               up(extra)};
   std::size_t total = 0;
   for (std::size_t v : sizes) {
-    if (__builtin_add_overflow(total, v, &total)) throw std::length_error("convolution workspace too large");
+    if (__builtin_add_overflow(total, v, &total))
+      throw std::length_error("convolution workspace too large");
   }
   float* base = thread_scratch<float>(total);
   ConvScratch s;
@@ -207,9 +215,9 @@ void for_each_band_chunk(const ConvGeometry& g, const ConvInput& in, double flop
 struct ConvChain::Stages {
   std::unique_ptr<WeightOperand> first;  // (csrc, cin)
   ConvMiddle::Kind middle = ConvMiddle::kxk_conv;
-  std::unique_ptr<WeightOperand> core;   // kxk_conv: (n_mid, kh * kw * csrc), K ordered (ky, kx, c)
+  std::unique_ptr<WeightOperand> core;  // kxk_conv: (n_mid, kh * kw * csrc), K ordered (ky, kx, c)
   std::vector<float> vertical_taps, horizontal_taps;  // depthwise_hv: (taps, rank)
-  std::unique_ptr<WeightOperand> last;   // (cout, n_mid), carries the bias when present
+  std::unique_ptr<WeightOperand> last;  // (cout, n_mid), carries the bias when present
   std::size_t cin = 0, csrc = 0, n_mid = 0, cout = 0;
 };
 
@@ -283,8 +291,8 @@ Shape ConvChain::output_shape(const Shape& x) const {
   return nchw ? Shape{n, out_dim_, ho, wo} : Shape{n, ho, wo, out_dim_};
 }
 
-void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_shape,
-                           std::size_t, float* y) const {
+void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_shape, std::size_t,
+                           float* y) const {
   const Stages& st = *stages_;
   const ConvGeometry& g = g_;
   const bool nchw = layout_ == Layout::nchw;
@@ -318,8 +326,8 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
       st.middle == ConvMiddle::depthwise_hv ? row_floats + g.kw * pointer_floats : 0;
 
   for_each_band_chunk(g, in, flops, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
-    const ConvScratch s = make_scratch(g, in.h, w, csrc, first && nchw ? cin : 0,
-                                       last ? n_mid : 0, nchw ? cout : 0, extra);
+    const ConvScratch s = make_scratch(g, in.h, w, csrc, first && nchw ? cin : 0, last ? n_mid : 0,
+                                       nchw ? cout : 0, extra);
     const float* x_img = in.x + n * plane * cin;
     float* y_img = y + n * cout * ho * wo;
 
@@ -334,7 +342,8 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
       vertical_out = s.extra;
       std::memset(vertical_out, 0, wp * csrc * sizeof(float));
       horizontal_src = reinterpret_cast<const float**>(s.extra + row_floats);
-      for (std::size_t kx = 0; kx < g.kw; ++kx) horizontal_src[kx] = vertical_out + kx * g.dw * csrc;
+      for (std::size_t kx = 0; kx < g.kw; ++kx)
+        horizontal_src[kx] = vertical_out + kx * g.dw * csrc;
     }
     auto middle = [&](const float* const* src, std::size_t rows, float* out) {
       if (st.middle == ConvMiddle::kxk_conv) {
@@ -343,7 +352,8 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
       }
       const float* vertical_src[kMaxTaps];
       for (std::size_t r = 0; r < rows; ++r) {
-        for (std::size_t ky = 0; ky < g.kh; ++ky) vertical_src[ky] = src[r * g.kh + ky] + g.pw * csrc;
+        for (std::size_t ky = 0; ky < g.kh; ++ky)
+          vertical_src[ky] = src[r * g.kh + ky] + g.pw * csrc;
         depthwise(w, csrc, g.kh, vertical_src, csrc, st.vertical_taps.data(),
                   vertical_out + g.pw * csrc, csrc);
         depthwise(wo, csrc, g.kw, horizontal_src, g.sw * csrc, st.horizontal_taps.data(),
@@ -384,7 +394,8 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
     };
     auto fill = [&](std::size_t iy, float* dst, std::size_t ld) {
       if (first) {
-        const float* pixels = nchw ? s.pixels_in + (iy - rows_begin) * w * cin : x_img + iy * w * cin;
+        const float* pixels =
+            nchw ? s.pixels_in + (iy - rows_begin) * w * cin : x_img + iy * w * cin;
         gemm(w, pixels, cin, *first, dst, ld);
       } else if (nchw) {
         transpose(x_img + iy * w, cin, w, plane, dst, ld);  // NCHW row -> pixels

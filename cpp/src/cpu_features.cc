@@ -31,8 +31,8 @@ unsigned detect() {
   const bool fma = (ecx >> 12) & 1, osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1;
   if (!osxsave || !avx) return mask;
   const unsigned long long xcr0 = read_xcr0();
-  const bool os_ymm = (xcr0 & 0x6) == 0x6;     // XMM and YMM state saved by the OS
-  const bool os_zmm = (xcr0 & 0xE6) == 0xE6;   // plus opmask, ZMM0-15 high halves, ZMM16-31
+  const bool os_ymm = (xcr0 & 0x6) == 0x6;    // XMM and YMM state saved by the OS
+  const bool os_zmm = (xcr0 & 0xE6) == 0xE6;  // plus opmask, ZMM0-15 high halves, ZMM16-31
   if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return mask;
   const bool avx2 = (ebx >> 5) & 1, avx512f = (ebx >> 16) & 1;
   const bool vnni = (ecx >> 11) & 1, fp16 = (edx >> 23) & 1;
@@ -86,7 +86,8 @@ std::string cpu_description() {
   unsigned eax;
   if (__get_cpuid(0x80000000u, &eax, &regs[0], &regs[1], &regs[2]) && eax >= 0x80000004u) {
     for (unsigned i = 0; i < 3; ++i) {
-      __get_cpuid(0x80000002u + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2], &regs[4 * i + 3]);
+      __get_cpuid(0x80000002u + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2],
+                  &regs[4 * i + 3]);
     }
     std::string s(reinterpret_cast<const char*>(regs), sizeof(regs));
     s = s.c_str();  // drop trailing NULs

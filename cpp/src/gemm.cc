@@ -12,8 +12,8 @@ namespace {
 
 // Budgets in bytes. Deliberately below the smallest targets (Pi 4: 32 KiB L1D, 1 MiB shared L2;
 // x86 parts have more) so the same schedule works everywhere without cache probing.
-constexpr std::size_t kL2WeightBlockBytes = 512 * 1024;  // kc x nc packed weights
-constexpr std::size_t kL2InputBlockBytes = 256 * 1024;   // mc x kc input rows
+constexpr std::size_t kL2WeightBlockBytes = 512 * 1024;   // kc x nc packed weights
+constexpr std::size_t kL2InputBlockBytes = 256 * 1024;    // mc x kc input rows
 constexpr std::size_t kL2IntermediateBytes = 256 * 1024;  // mb x rank low-rank intermediate
 
 std::atomic<std::size_t> g_override_kc{0}, g_override_nc{0}, g_override_mc{0}, g_override_mb{0};
@@ -33,9 +33,9 @@ Blocking resolve_blocking(const F32GemmConfig& ks, std::size_t rank_hint) {
   b.kc = ks.kc;
   b.nc = round_down_to(kL2WeightBlockBytes / (b.kc * sizeof(float)), ks.nr);
   b.mc = round_down_to(kL2InputBlockBytes / (b.kc * sizeof(float)), ks.mr);
-  b.mb = round_down_to(kL2IntermediateBytes / (padded_rank(std::max<std::size_t>(rank_hint, 1)) *
-                                               sizeof(float)),
-                       ks.mr);
+  b.mb = round_down_to(
+      kL2IntermediateBytes / (padded_rank(std::max<std::size_t>(rank_hint, 1)) * sizeof(float)),
+      ks.mr);
   if (std::size_t v = g_override_kc.load(std::memory_order_relaxed)) b.kc = v;
   if (std::size_t v = g_override_nc.load(std::memory_order_relaxed)) b.nc = round_down_to(v, ks.nr);
   if (std::size_t v = g_override_mc.load(std::memory_order_relaxed)) b.mc = round_down_to(v, ks.mr);
@@ -59,9 +59,9 @@ namespace {
 // Rows [m_begin, m_end) x panels [p_begin, p_end) of C, Goto-style: the kc x nr panel stays in L1
 // while the row tiles of an M block pass over it. Every output element sees the same sequence of
 // micro-kernel calls whichever tile range it falls in, so splitting over ranges changes no bit.
-void gemm_tiles(const F32GemmConfig& ks, const Blocking& blk, std::size_t m_begin, std::size_t m_end,
-                std::size_t p_begin, std::size_t p_end, const float* a, std::size_t lda,
-                const PackedWeights& w, float* c, std::size_t ldc) {
+void gemm_tiles(const F32GemmConfig& ks, const Blocking& blk, std::size_t m_begin,
+                std::size_t m_end, std::size_t p_begin, std::size_t p_end, const float* a,
+                std::size_t lda, const PackedWeights& w, float* c, std::size_t ldc) {
   const std::size_t n = w.n(), k = w.k(), nr = ks.nr, mr = ks.mr;
   const std::size_t panels_per_nc = std::max<std::size_t>(1, blk.nc / nr);
   for (std::size_t pc0 = p_begin; pc0 < p_end; pc0 += panels_per_nc) {
@@ -87,7 +87,8 @@ void gemm_tiles(const F32GemmConfig& ks, const Blocking& blk, std::size_t m_begi
 }
 
 // [begin, end) of part `i` of `parts` near-equal parts of `count` items.
-std::pair<std::size_t, std::size_t> split_range(std::size_t count, std::size_t parts, std::size_t i) {
+std::pair<std::size_t, std::size_t> split_range(std::size_t count, std::size_t parts,
+                                                std::size_t i) {
   return {count * i / parts, count * (i + 1) / parts};
 }
 
@@ -109,16 +110,17 @@ void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w
   const std::size_t threads = threads_for_flops(2.0 * m * n * k);
 
   if (m <= mr) {
-    // One row tile (batch 1 is the GEMV case): no weight reuse to gain from blocking, so every packed
-    // panel is streamed exactly once over the full K and C is written once. Threads split panels.
+    // One row tile (batch 1 is the GEMV case): no weight reuse to gain from blocking, so every
+    // packed panel is streamed exactly once over the full K and C is written once. Threads split
+    // panels.
     const F32GemmUkernelFn kernel = ks.ukernel[m];
     const std::size_t parts = std::min(threads, panels);
     parallel_for(parts, parts, [&](std::size_t part) {
       const auto range = split_range(panels, parts, part);
       for (std::size_t p = range.first; p < range.second; ++p) {
         const std::size_t col0 = p * nr;
-        kernel(std::min(nr, n - col0), k, 1, &a, lda, w.panel_weights(p), w.panel_bias(p),
-               c + col0, ldc);
+        kernel(std::min(nr, n - col0), k, 1, &a, lda, w.panel_weights(p), w.panel_bias(p), c + col0,
+               ldc);
       }
     });
     return;
@@ -148,8 +150,8 @@ void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWe
   float* t = thread_scratch<float>(mb * ldt);
   for (std::size_t m0 = 0; m0 < m; m0 += mb) {
     const std::size_t rows = std::min(mb, m - m0);
-    gemm(rows, x + m0 * ldx, ldx, v, t, ldt);       // t = x V^T   (rank-sized, in L2)
-    gemm(rows, t, ldt, u, y + m0 * ldy, ldy);       // y = t U^T + b, while t is hot
+    gemm(rows, x + m0 * ldx, ldx, v, t, ldt);  // t = x V^T   (rank-sized, in L2)
+    gemm(rows, t, ldt, u, y + m0 * ldy, ldy);  // y = t U^T + b, while t is hot
   }
 }
 

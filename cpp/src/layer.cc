@@ -80,8 +80,8 @@ void ConvGeometry::check() const {
                                   std::to_string(kMaxGeometry) + ", got " + pair_str(f.a, f.b));
     }
     if (f.a < f.minimum || f.b < f.minimum) {
-      throw std::invalid_argument(std::string(f.name) + " must be >= " +
-                                  std::to_string(f.minimum) + ", got " + pair_str(f.a, f.b));
+      throw std::invalid_argument(std::string(f.name) + " must be >= " + std::to_string(f.minimum) +
+                                  ", got " + pair_str(f.a, f.b));
     }
   }
   if (kh * kw > kMaxTaps) {
@@ -119,8 +119,7 @@ const PackedWeights& WeightOperand::packed_for(const F32GemmConfig& config) cons
   throw std::logic_error("WeightOperand: more kernel configs than pack slots");
 }
 
-Layer::Layer(std::string kind, std::vector<Factor> factors, const float* bias,
-             std::size_t out_dim)
+Layer::Layer(std::string kind, std::vector<Factor> factors, const float* bias, std::size_t out_dim)
     : kind_(std::move(kind)), factors_(std::move(factors)), out_dim_(out_dim) {
   if (bias != nullptr) bias_.assign(bias, bias + out_dim);
 }
@@ -160,9 +159,10 @@ LinearChain::LinearChain(std::string kind, std::vector<Factor> factors, const fl
 
 Shape LinearChain::output_shape(const Shape& x) const {
   if (x.size() != 1 && x.size() != 2) {
-    throw std::invalid_argument(kind_ + " expects x of shape (in_features,) or (batch, in_features) = (" +
-                                std::to_string(in_dim_) + ",) or (batch, " + std::to_string(in_dim_) +
-                                "), got shape " + shape_str(x));
+    throw std::invalid_argument(kind_ +
+                                " expects x of shape (in_features,) or (batch, in_features) = (" +
+                                std::to_string(in_dim_) + ",) or (batch, " +
+                                std::to_string(in_dim_) + "), got shape " + shape_str(x));
   }
   if (x.back() != in_dim_) {
     throw std::invalid_argument(kind_ + " has in_features=" + std::to_string(in_dim_) +

@@ -20,8 +20,8 @@ void check_bias(const Shape& bias_shape, std::size_t out, const Factor& carrier)
   }
 }
 
-// The chain [factors[first]] -> middle -> [factors[last]] (index -1: no such stage), kernel kh x kw.
-// Element addresses survive the move of the vector into the layer, so they are taken first.
+// The chain [factors[first]] -> middle -> [factors[last]] (index -1: no such stage), kernel kh x
+// kw. Element addresses survive the move of the vector into the layer, so they are taken first.
 std::unique_ptr<Layer> conv_chain(const char* kind, std::vector<Factor> f, const float* bias,
                                   const ConvParams& p, int first, const ConvMiddle& middle,
                                   int last, std::size_t kh, std::size_t kw) {
@@ -78,8 +78,8 @@ std::unique_ptr<Layer> build_cp_conv2d(std::vector<Factor> f, const float* bias,
   if (vertical.shape[0] != r || horizontal.shape[0] != r || last.shape[1] != r) {
     rank_mismatch("first " + shape_str(first.shape) + " is (R, in_channels), vertical " +
                   shape_str(vertical.shape) + " must be (R, kh), horizontal " +
-                  shape_str(horizontal.shape) + " must be (R, kw), last " +
-                  shape_str(last.shape) + " must be (out_channels, R)");
+                  shape_str(horizontal.shape) + " must be (R, kw), last " + shape_str(last.shape) +
+                  " must be (out_channels, R)");
   }
   ConvMiddle middle;
   middle.kind = ConvMiddle::depthwise_hv;
@@ -95,26 +95,31 @@ const std::vector<LayerKind>& layer_kinds() {
   // The docstrings hold the summary; the parameters and the calling convention are generated
   // from the factors (cpp/bindings/layer_bindings.cc).
   static const std::vector<LayerKind> kinds = {
-      {"LowRankLinear", false,
+      {"LowRankLinear",
+       false,
        {{"U", 2, "(out_features, rank)"}, {"V", 2, "(rank, in_features)"}},
        0,
        "(rank,)",
        "Low-rank linear layer y = U (V x) + bias, run as one fused operation.",
        build_lowrank_linear},
-      {"Linear", false,
+      {"Linear",
+       false,
        {{"W", 2, "(out_features, in_features)"}},
        0,
        "()",
        "Dense linear layer y = W x + bias on the same kernels as LowRankLinear (the baseline).",
        build_linear},
-      {"Conv2d", true,
+      {"Conv2d",
+       true,
        {{"weight", 4, "(out_channels, in_channels, kh, kw)"}},
        0,
        "()",
-       "Dense 2-D convolution (groups=1, cross-correlation as in PyTorch) on the lrkernels engine:\n"
+       "Dense 2-D convolution (groups=1, cross-correlation as in PyTorch) on the lrkernels "
+       "engine:\n"
        "the baseline a factorized convolution is compared with.",
        build_conv2d},
-      {"TuckerConv2d", true,
+      {"TuckerConv2d",
+       true,
        {{"first", 2, "(R_in, in_channels)"},
         {"core", 4, "(R_out, R_in, kh, kw)"},
         {"last", 2, "(out_channels, R_out)"}},
@@ -125,7 +130,8 @@ const std::vector<LayerKind>& layer_kinds() {
        "dilation, and a 1x1 convolution R_out -> out_channels carrying the bias. No full\n"
        "intermediate tensor is written.",
        build_tucker_conv2d},
-      {"CPConv2d", true,
+      {"CPConv2d",
+       true,
        {{"first", 2, "(R, in_channels)"},
         {"vertical", 2, "(R, kh)"},
         {"horizontal", 2, "(R, kw)"},

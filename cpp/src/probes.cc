@@ -18,7 +18,8 @@ double measure_read_bandwidth(std::size_t bytes, double seconds, std::size_t thr
   threads = std::min(std::max<std::size_t>(1, threads), max_num_threads());
   // First touch on the threads that will read, so pages are spread as they will be used.
   parallel_for(threads, threads, [&](std::size_t part) {
-    std::memset(data + count * part / threads, 0, (count * (part + 1) / threads - count * part / threads) * sizeof(float));
+    std::memset(data + count * part / threads, 0,
+                (count * (part + 1) / threads - count * part / threads) * sizeof(float));
   });
   volatile float sink = 0.0f;
   double best = 0.0;

@@ -1,17 +1,17 @@
 #include "lrkernels/threadpool.h"
 
-#include "lrkernels/fp_mode.h"
-#include "lrkernels/gemm.h"  // trim_thread_scratch
-
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <mutex>
-#include <thread>
 #include <cstdint>
 #include <exception>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
+
+#include "lrkernels/fp_mode.h"
+#include "lrkernels/gemm.h"  // trim_thread_scratch
 
 #if defined(__linux__)
 #include <pthread.h>
@@ -161,7 +161,8 @@ class Pool {
     std::uint64_t seen = generation_.load(std::memory_order_acquire);
     for (;;) {
       // A layer's next call usually follows at once: spin a little before sleeping.
-      for (int spin = 0; spin < 4000 && generation_.load(std::memory_order_acquire) == seen; ++spin) {
+      for (int spin = 0; spin < 4000 && generation_.load(std::memory_order_acquire) == seen;
+           ++spin) {
         cpu_relax();
       }
       Job* job = nullptr;
@@ -203,9 +204,9 @@ std::size_t max_num_threads() {
 }
 void set_num_threads(std::size_t n) {
   if (n < 1 || n > max_num_threads()) {
-    throw std::invalid_argument("set_num_threads expects 1 <= n <= " +
-                                std::to_string(max_num_threads()) +
-                                " (4 threads per CPU of this machine, at least 16), got " + std::to_string(n));
+    throw std::invalid_argument(
+        "set_num_threads expects 1 <= n <= " + std::to_string(max_num_threads()) +
+        " (4 threads per CPU of this machine, at least 16), got " + std::to_string(n));
   }
   Pool::get().set_threads(n);
 }

@@ -97,9 +97,9 @@ void run_linear(const LinearCase& lc, const std::string& tag) {
                 tag.c_str(), kind_name, lc.in, lc.out, lc.rank, lc.batch, lc.ldx, int(lc.bias),
                 lc.one_d ? "1-D" : "2-D");
   try {
-    auto layer = lrk::create_layer(*lrk::find_layer_kind(kind_name), factors,
-                                   lc.bias ? bias.data() : nullptr,
-                                   lc.bias ? Shape{lc.out} : Shape{});
+    auto layer =
+        lrk::create_layer(*lrk::find_layer_kind(kind_name), factors,
+                          lc.bias ? bias.data() : nullptr, lc.bias ? Shape{lc.out} : Shape{});
     const Shape x_shape = lc.one_d ? Shape{lc.in} : Shape{lc.batch, lc.in};
     std::vector<float> y(lc.batch * lc.out, NAN);
     layer->run(x.data(), x_shape, lc.ldx, y.data());
@@ -134,7 +134,7 @@ struct Geometry {
 };
 
 struct ConvCase {
-  const char* kind;  // Conv2d, TuckerConv2d, CPConv2d
+  const char* kind;                     // Conv2d, TuckerConv2d, CPConv2d
   std::size_t n, c, h, w, out, r1, r2;  // r1, r2: R_in, R_out (Tucker) or R (CP, r1)
   Geometry g;
   lrk::Layout layout;
@@ -198,7 +198,8 @@ void run_conv(const ConvCase& cc, const std::string& tag) {
   const std::vector<float> bias = lrk_test::random_floats(g_gen, cc.out);
   const std::vector<float> x = lrk_test::random_floats(g_gen, cc.n * cc.c * cc.h * cc.w);
   auto x_at = [&](std::size_t n, std::size_t c, std::size_t y, std::size_t xx) {
-    return nchw ? x[((n * cc.c + c) * cc.h + y) * cc.w + xx] : x[((n * cc.h + y) * cc.w + xx) * cc.c + c];
+    return nchw ? x[((n * cc.c + c) * cc.h + y) * cc.w + xx]
+                : x[((n * cc.h + y) * cc.w + xx) * cc.c + c];
   };
   char what[240];
   std::snprintf(what, sizeof what,
@@ -212,9 +213,9 @@ void run_conv(const ConvCase& cc, const std::string& tag) {
     params.geometry.ph = g.ph, params.geometry.pw = g.pw;
     params.geometry.dh = g.dh, params.geometry.dw = g.dw;
     params.layout = cc.layout;
-    auto layer = lrk::create_layer(*lrk::find_layer_kind(kind), factors,
-                                   cc.bias ? bias.data() : nullptr,
-                                   cc.bias ? Shape{cc.out} : Shape{}, params);
+    auto layer =
+        lrk::create_layer(*lrk::find_layer_kind(kind), factors, cc.bias ? bias.data() : nullptr,
+                          cc.bias ? Shape{cc.out} : Shape{}, params);
     const Shape x_shape = nchw ? Shape{cc.n, cc.c, cc.h, cc.w} : Shape{cc.n, cc.h, cc.w, cc.c};
     const Shape y_shape = layer->output_shape(x_shape);
     const std::size_t ho = nchw ? y_shape[2] : y_shape[1], wo = nchw ? y_shape[3] : y_shape[2];
@@ -261,12 +262,11 @@ void run_conv(const ConvCase& cc, const std::string& tag) {
 }
 
 void run_all(const std::string& tag) {
-  const LinearCase linear[] = {
-      {5, 7, 0, 3, 5, true, false},     {17, 33, 0, 9, 20, false, false},
-      {64, 9, 0, 1, 64, true, true},    {5, 7, 3, 3, 5, true, false},
-      {17, 33, 8, 13, 19, true, false}, {64, 9, 17, 2, 64, false, false},
-      {3, 40, 1, 0, 3, true, false},    {33, 65, 16, 1, 33, true, true},
-      {40, 17, 5, 17, 41, false, false}};
+  const LinearCase linear[] = {{5, 7, 0, 3, 5, true, false},     {17, 33, 0, 9, 20, false, false},
+                               {64, 9, 0, 1, 64, true, true},    {5, 7, 3, 3, 5, true, false},
+                               {17, 33, 8, 13, 19, true, false}, {64, 9, 17, 2, 64, false, false},
+                               {3, 40, 1, 0, 3, true, false},    {33, 65, 16, 1, 33, true, true},
+                               {40, 17, 5, 17, 41, false, false}};
   for (const LinearCase& lc : linear) run_linear(lc, tag);
 
   const Geometry geometries[] = {

@@ -8,10 +8,12 @@
 //     packed with the config's own `pack` into a 64-byte aligned panel; sentinels around C and
 //     past column nr.
 //   f32 transpose: rows and cols 1..17, 31..33, tight and padded strides, sentinels.
-//   f32 dwconv: pixels 1..9, channels 1..17, 31..33, 64, taps 1..7, step > channels, ldo > channels.
-//   FMA probe: runs, writes a finite sink and nothing past 16 floats.
+//   f32 dwconv: pixels 1..9, channels 1..17, 31..33, 64, taps 1..7, step > channels, ldo >
+//   channels. FMA probe: runs, writes a finite sink and nothing past 16 floats.
 // Usage: lrkernels_ukernel_tester [FILTER]   (only families whose name contains FILTER)
 // Exit status 0 when every case passes; one FAIL line per failing case (at most 10 per family).
+#include "ukernel_tester.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -25,7 +27,6 @@
 #include "lrkernels/aligned_buffer.h"
 #include "lrkernels/dispatch.h"
 #include "lrkernels/kernel_config.h"
-#include "ukernel_tester.h"
 
 namespace {
 
@@ -84,8 +85,8 @@ struct GemmCase {
 };
 
 // One call of cfg.ukernel[rows]: C (rows x nr, stride ldc) = [bias | C] + sum over taps of
-// A_t (rows x kc, stride lda) * W_t (kc x nr). W is n x (taps * kc) with n = nr, packed with cfg.pack
-// into one panel of width NR.
+// A_t (rows x kc, stride lda) * W_t (kc x nr). W is n x (taps * kc) with n = nr, packed with
+// cfg.pack into one panel of width NR.
 void gemm_case(const lrk::F32GemmConfig& cfg, const GemmCase& g, Pool& pool, Family& fam) {
   const std::size_t NR = cfg.nr, K = g.taps * g.kc;
   // Weights (n x K row-major) and bias, packed by the config's own packer.
@@ -144,8 +145,9 @@ void gemm_case(const lrk::F32GemmConfig& cfg, const GemmCase& g, Pool& pool, Fam
     const std::size_t row = (e - g.shift) / g.ldc, col = (e - g.shift) % g.ldc;
     const bool inside = e >= g.shift && row >= 1 && row <= g.rows && col < g.nr;
     if (!inside && !is_sentinel(cbuf[e])) {
-      std::snprintf(what, sizeof what, "wrote outside the tile: buffer row %zu (tile row %ld), col %zu",
-                    row, long(row) - 1, col);
+      std::snprintf(what, sizeof what,
+                    "wrote outside the tile: buffer row %zu (tile row %ld), col %zu", row,
+                    long(row) - 1, col);
       fam.check(false, fmt, g.rows, g.nr, g.kc, g.taps, g.lda, g.ldc, init_name, g.shift, what);
       return;
     }
@@ -178,8 +180,14 @@ void test_gemm(const lrk::F32GemmConfig& cfg, Pool& pool, Family& fam) {
         for (std::size_t taps : taps_list) {
           for (int variant = 0; variant < 4; ++variant) {
             const bool padded = variant & 1;
-            GemmCase g{rows, nr, kc, taps, padded ? kc + 3 : kc, padded ? nr + 5 : nr,
-                       (variant & 2) == 0, padded ? std::size_t(1) : 0};
+            GemmCase g{rows,
+                       nr,
+                       kc,
+                       taps,
+                       padded ? kc + 3 : kc,
+                       padded ? nr + 5 : nr,
+                       (variant & 2) == 0,
+                       padded ? std::size_t(1) : 0};
             gemm_case(cfg, g, pool, fam);
           }
         }
@@ -215,8 +223,8 @@ void test_transpose(const lrk::F32TransposeConfig& cfg, Pool& pool, Family& fam)
         std::size_t bad = 0;
         for (std::size_t e = 0; ok && e < dbuf.size(); ++e) {
           const long off = long(e) - long(kGuard);
-          const bool inside = off >= 0 && std::size_t(off) < cols * ldd &&
-                              std::size_t(off) % ldd < rows;
+          const bool inside =
+              off >= 0 && std::size_t(off) < cols * ldd && std::size_t(off) % ldd < rows;
           if (inside) {
             const std::size_t j = std::size_t(off) / ldd, i = std::size_t(off) % ldd;
             ok = std::memcmp(&dbuf[e], &src[i * lds + j], sizeof(float)) == 0;
@@ -263,8 +271,8 @@ void test_dwconv(const lrk::F32DwconvConfig& cfg, Pool& pool, Family& fam) {
           char what[128] = "";
           for (std::size_t e = 0; what[0] == 0 && e < obuf.size(); ++e) {
             const long off = long(e) - long(kGuard);
-            const bool inside = off >= 0 && std::size_t(off) < pixels * ldo &&
-                                std::size_t(off) % ldo < channels;
+            const bool inside =
+                off >= 0 && std::size_t(off) < pixels * ldo && std::size_t(off) % ldo < channels;
             if (inside) {
               const std::size_t p = std::size_t(off) / ldo, ch = std::size_t(off) % ldo;
               double ref = 0, mag = 0;

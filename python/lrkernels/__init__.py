@@ -71,14 +71,19 @@ def _python_init(cls):
     params += [P(name, P.POSITIONAL_OR_KEYWORD) for name in cls.factor_names]
     params.append(P("bias", P.POSITIONAL_OR_KEYWORD, default=None))
     if "in_channels" in dir(cls):
-        params += [P("stride", P.KEYWORD_ONLY, default=1), P("padding", P.KEYWORD_ONLY, default=0),
-                   P("dilation", P.KEYWORD_ONLY, default=1),
-                   P("layout", P.KEYWORD_ONLY, default="NCHW")]
+        params += [
+            P("stride", P.KEYWORD_ONLY, default=1),
+            P("padding", P.KEYWORD_ONLY, default=0),
+            P("dilation", P.KEYWORD_ONLY, default=1),
+            P("layout", P.KEYWORD_ONLY, default="NCHW"),
+        ]
 
     def __init__(self, *args, **kwargs):
         if self._initialized:
-            raise TypeError(f"{type(self).__name__} is already initialized; layers are immutable "
-                            "once created: create a new one")
+            raise TypeError(
+                f"{type(self).__name__} is already initialized; layers are immutable "
+                "once created: create a new one"
+            )
         native_init(self, *args, **kwargs)
 
     __init__.__signature__ = inspect.Signature(params)

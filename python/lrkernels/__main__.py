@@ -46,18 +46,22 @@ def demo(args) -> int:
     info = lrkernels.info()
     isa = lrkernels.get_isa()
     print(f"lrkernels {info['version']} on {info['cpu']} ({info['machine']})")
-    print(f"ISAs available: {', '.join(info['isas_available'])}; using {isa} "
-          f"({info['kernels'][isa]}); threads: lrkernels {lrkernels.get_num_threads()}, "
-          f"numpy {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}")
+    print(
+        f"ISAs available: {', '.join(info['isas_available'])}; using {isa} "
+        f"({info['kernels'][isa]}); threads: lrkernels {lrkernels.get_num_threads()}, "
+        f"numpy {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}"
+    )
     peak = lrkernels._core.measure_peak_gflops(isa, 0.2)
     if peak:
         print(f"measured single-core f32 FMA peak ({isa}): {peak:.0f} GFLOP/s")
     print()
 
     rng = np.random.default_rng(0)
-    header = (f"{'layer':34s} {'batch':>5s} {'max rel err':>11s} {'lowrank us':>10s} "
-              f"{'numpy 2mm us':>12s} {'speed-up':>8s} {'dense us':>9s} {'vs dense':>8s} "
-              f"{'GFLOP/s':>8s}")
+    header = (
+        f"{'layer':34s} {'batch':>5s} {'max rel err':>11s} {'lowrank us':>10s} "
+        f"{'numpy 2mm us':>12s} {'speed-up':>8s} {'dense us':>9s} {'vs dense':>8s} "
+        f"{'GFLOP/s':>8s}"
+    )
     print(header)
     print("-" * len(header))
     worst = 0.0
@@ -80,12 +84,17 @@ def demo(args) -> int:
             t_dense = _median_seconds(lambda: dense(x))
             gflops = batch * spec.flops(layer)[0] / t_lr / 1e9
             label = f"{name} {out_f}x{in_f} r{rank}"
-            print(f"{label:34s} {batch:5d} {err:11.2e} {t_lr * 1e6:10.1f} {t_np * 1e6:12.1f} "
-                  f"{t_np / t_lr:7.2f}x {t_dense * 1e6:9.1f} {t_dense / t_lr:7.2f}x {gflops:8.1f}")
+            print(
+                f"{label:34s} {batch:5d} {err:11.2e} {t_lr * 1e6:10.1f} {t_np * 1e6:12.1f} "
+                f"{t_np / t_lr:7.2f}x {t_dense * 1e6:9.1f} {t_dense / t_lr:7.2f}x {gflops:8.1f}"
+            )
     print()
     ok = worst < 1e-4
-    print(f"all layers match the numpy reference (worst relative error {worst:.1e})" if ok
-          else f"MISMATCH against the numpy reference: worst relative error {worst:.1e}")
+    print(
+        f"all layers match the numpy reference (worst relative error {worst:.1e})"
+        if ok
+        else f"MISMATCH against the numpy reference: worst relative error {worst:.1e}"
+    )
     return 0 if ok else 1
 
 
@@ -112,7 +121,8 @@ def _threads(text):
     if value is None or not 1 <= value <= top:
         raise argparse.ArgumentTypeError(
             f"expected an integer from 1 to {top} (lrkernels._core.max_num_threads() on this "
-            f"machine), got {text!r}")
+            f"machine), got {text!r}"
+        )
     return value
 
 
@@ -158,31 +168,47 @@ def _have_matplotlib() -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="lrkernels", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lrkernels", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="check and time example layers on this machine")
-    p_demo.add_argument("--batches", type=_positive_int, nargs="+", default=[1, 8, 64],
-                        help="batch sizes (integers >= 1; default 1 8 64)")
-    p_demo.add_argument("--isa", type=_isa,
-                        help="run on this ISA (default: the best available)")
-    p_demo.add_argument("--threads", type=_threads, default=1,
-                        help="threads for lrkernels and numpy's BLAS alike (default 1)")
+    p_demo.add_argument(
+        "--batches",
+        type=_positive_int,
+        nargs="+",
+        default=[1, 8, 64],
+        help="batch sizes (integers >= 1; default 1 8 64)",
+    )
+    p_demo.add_argument("--isa", type=_isa, help="run on this ISA (default: the best available)")
+    p_demo.add_argument(
+        "--threads",
+        type=_threads,
+        default=1,
+        help="threads for lrkernels and numpy's BLAS alike (default 1)",
+    )
     sub.add_parser("info", help="print build and CPU facts as JSON")
     from lrkernels.bench import COLUMNS_HELP
 
-    p_bench = sub.add_parser("bench",
-                             help="factorized vs dense layers on this machine (< 1 minute)",
-                             epilog="Columns:\n" + COLUMNS_HELP,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    p_bench.add_argument("--threads", type=_threads,
-                         help="threads per layer call, 1 to lrkernels._core.max_num_threads() "
-                              "(default: all CPUs)")
+    p_bench = sub.add_parser(
+        "bench",
+        help="factorized vs dense layers on this machine (< 1 minute)",
+        epilog="Columns:\n" + COLUMNS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p_bench.add_argument(
+        "--threads",
+        type=_threads,
+        help="threads per layer call, 1 to lrkernels._core.max_num_threads() (default: all CPUs)",
+    )
     p_bench.add_argument("--isa", type=_isa, help="run on this ISA (default: the best available)")
     p_bench.add_argument("--quick", action="store_true", help="fewer layers and shorter timings")
     p_bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    p_bench.add_argument("--plot", metavar="FILE",
-                         help="draw speed-up against rank (needs matplotlib: lrkernels[plot])")
+    p_bench.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="draw speed-up against rank (needs matplotlib: lrkernels[plot])",
+    )
     p_bench.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     args = parser.parse_args(argv)
 

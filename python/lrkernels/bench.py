@@ -118,8 +118,16 @@ def _case(name, shape, batch, layer, x, input_hw=None):
     flops = spec.flops(layer, input_hw)[0] * (1 if spec.conv else batch)
     ranks = spec.ranks(layer)
     rank = "-" if not ranks else str(ranks[0]) if len(ranks) == 1 else str(ranks)
-    return (name, spec.name, shape, batch, rank, lambda: layer(x), float(flops),
-            4 * spec.num_factor_params(layer))
+    return (
+        name,
+        spec.name,
+        shape,
+        batch,
+        rank,
+        lambda: layer(x),
+        float(flops),
+        4 * spec.num_factor_params(layer),
+    )
 
 
 def _cases(quick: bool):
@@ -152,8 +160,9 @@ def _cases(quick: bool):
         yield _case(name, shape, 1, dense, x, (size, size))
 
 
-def run(quick: bool = False, progress=sys.stderr,
-        bandwidth_bytes: int = 256 << 20) -> tuple[dict, list[Result]]:
+def run(
+    quick: bool = False, progress=sys.stderr, bandwidth_bytes: int = 256 << 20
+) -> tuple[dict, list[Result]]:
     threads = get_num_threads()
     peaks = machine_peaks(quick, threads, bandwidth_bytes)
     budget = 0.1 if quick else 0.25
@@ -176,7 +185,8 @@ def run(quick: bool = False, progress=sys.stderr,
             # layer's loads can beat the probe's (up to ~2x seen), so it is a ratio, not a "%".
             if weight_bytes not in bandwidth:
                 bandwidth[weight_bytes] = _core.measure_read_bandwidth(
-                    weight_bytes, 0.05 if quick else 0.1, threads)
+                    weight_bytes, 0.05 if quick else 0.1, threads
+                )
             res.extra["read_probe_gbs"] = bandwidth[weight_bytes]
             res.extra["vs_read_probe"] = res.gbytes_per_s / bandwidth[weight_bytes]
         results.append(res)
@@ -190,8 +200,9 @@ def run(quick: bool = False, progress=sys.stderr,
 def format_table(peaks: dict, results: list[Result]) -> str:
     fma = peaks["fma_peak_gflops"]
     lines = [
-        f"lrkernels bench: isa={peaks['isa']} threads={peaks['threads']} "
-        f"FMA peak={fma:.0f} GFLOP/s" if fma else f"lrkernels bench: isa={peaks['isa']}",
+        f"lrkernels bench: isa={peaks['isa']} threads={peaks['threads']} FMA peak={fma:.0f} GFLOP/s"
+        if fma
+        else f"lrkernels bench: isa={peaks['isa']}",
         f"streaming-read probe (large buffer, {peaks['threads']} thread(s)): "
         f"{peaks['read_bandwidth_gbs']:.1f} GB/s",
         "",
@@ -208,7 +219,8 @@ def format_table(peaks: dict, results: list[Result]) -> str:
             gbs, vs = f"{'-':>7s}", f"{'-':>7s}"
         lines.append(
             f"{r.layer:22s} {r.shape:24s} {r.batch:5d} {r.kind:13s} {r.rank:>10s} "
-            f"{r.seconds * 1e6:9.1f} {r.gflops:8.1f} {pct} {gbs} {vs} {speed}")
+            f"{r.seconds * 1e6:9.1f} {r.gflops:8.1f} {pct} {gbs} {vs} {speed}"
+        )
     lines.append("")
     lines.append(COLUMNS_HELP)
     return "\n".join(lines)
@@ -223,8 +235,11 @@ def rank_sweep(quick: bool = False) -> dict:
     x = rng.standard_normal((batch, in_f)).astype(np.float32)
     dense_lin = Linear(rng.standard_normal((out_f, in_f)).astype(np.float32))
     t_dense = _median_seconds(lambda: dense_lin(x), budget)
-    ranks = ([8, 32, 128, 256, 512, 768] if quick
-             else [8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 1000])
+    ranks = (
+        [8, 32, 128, 256, 512, 768]
+        if quick
+        else [8, 16, 32, 64, 128, 256, 384, 512, 640, 768, 1000]
+    )
     linear = []
     for r in ranks:
         layer = LowRankLinear(rng.standard_normal((out_f, r)), rng.standard_normal((r, in_f)))
@@ -234,9 +249,14 @@ def rank_sweep(quick: bool = False) -> dict:
     dense_conv = Conv2d(rng.standard_normal((c, c, 3, 3)), padding=1, layout="NHWC")
     t_dense_conv = _median_seconds(lambda: dense_conv(xc), budget)
     conv = []
-    for r in ([8, 32, 64, 96, 128] if quick else [8, 16, 32, 48, 64, 80, 96, 112, 128]):
-        layer = TuckerConv2d(rng.standard_normal((r, c)), rng.standard_normal((r, r, 3, 3)),
-                             rng.standard_normal((c, r)), padding=1, layout="NHWC")
+    for r in [8, 32, 64, 96, 128] if quick else [8, 16, 32, 48, 64, 80, 96, 112, 128]:
+        layer = TuckerConv2d(
+            rng.standard_normal((r, c)),
+            rng.standard_normal((r, r, 3, 3)),
+            rng.standard_normal((c, r)),
+            padding=1,
+            layout="NHWC",
+        )
         conv.append((r, t_dense_conv / _median_seconds(lambda: layer(xc), budget)))
     return {"linear 1000x1280 batch 8": linear, "tucker 128ch 28x28 3x3": conv}
 
@@ -275,7 +295,15 @@ def main(args) -> int:
         print(f"\nspeed-up against rank written to {args.plot}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": peaks, "cpu": _core.cpu_name(),
-                       "results": [asdict(r) for r in results], "rank_sweep": sweep}, f, indent=2)
+            json.dump(
+                {
+                    "machine": peaks,
+                    "cpu": _core.cpu_name(),
+                    "results": [asdict(r) for r in results],
+                    "rank_sweep": sweep,
+                },
+                f,
+                indent=2,
+            )
         print(f"results written to {args.json}")
     return 0

@@ -231,8 +231,9 @@ class LayerSpec:
         if len(ranks) != self._num_ranks:
             want = {0: "()", 1: "(rank,)", 2: "(r_in, r_out)"}[self._num_ranks]
             raise ValueError(f"{self.name}.factor_shapes: ranks must be {want}, got {ranks!r}")
-        return self._shapes(operator.index(in_dim), operator.index(out_dim), ranks,
-                            _kernel_pair(kernel))
+        return self._shapes(
+            operator.index(in_dim), operator.index(out_dim), ranks, _kernel_pair(kernel)
+        )
 
     def num_factor_params(self, layer) -> int:
         """The number of weights in the factors (bias excluded)."""

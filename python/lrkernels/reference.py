@@ -21,7 +21,7 @@ def linear(x, W, bias=None):
 
 
 def lowrank_linear(x, U, V, bias=None):
-    """y = U (V x) + bias, for U (out, rank) and V (rank, in): the two stages one after the other."""
+    """y = U (V x) + bias, for U (out, rank) and V (rank, in): the two stages one after another."""
     x = np.asarray(x, dtype=np.float64)
     t = x @ np.asarray(V, dtype=np.float64).T  # (..., rank)
     y = t @ np.asarray(U, dtype=np.float64).T  # (..., out)

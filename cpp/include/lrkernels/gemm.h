@@ -1,5 +1,6 @@
 // The shared GEMM driver: weight packing, cache blocking and the fused low-rank schedule.
-// Free of intrinsics and compiled with baseline flags; all ISA-specific work is in the micro-kernels.
+// Free of intrinsics and compiled with baseline flags; all ISA-specific work is in the
+// micro-kernels.
 #pragma once
 
 #include <cstddef>
@@ -48,7 +49,8 @@ struct Blocking {
 Blocking resolve_blocking(const F32GemmConfig& config, std::size_t rank_hint);
 // `config`, or its narrow variant when an operand with n output columns fits in the narrower panel.
 const F32GemmConfig& config_for_width(const F32GemmConfig& config, std::size_t n);
-// For tests: shrink the blocks so that small shapes cross every block edge. All zero restores defaults.
+// For tests: shrink the blocks so that small shapes cross every block edge. All zero restores
+// defaults.
 void set_blocking_override(const Blocking& b);
 
 // Threads worth using for a call of this many flops (at most num_threads()).
@@ -71,7 +73,8 @@ template <class T>
 T* thread_scratch(std::size_t count) {
   return static_cast<T*>(thread_scratch_bytes(checked_bytes(count, sizeof(T), "scratch")));
 }
-// How many times any thread's scratch had to grow (tests check that repeated calls do not allocate).
+// How many times any thread's scratch had to grow (tests check that repeated calls do not
+// allocate).
 std::size_t scratch_allocation_count();
 // Scratch a thread keeps between calls. A larger workspace (a wide convolution) is freed when its
 // call ends, so one such call does not pin tens of MB per thread for the life of the process; its

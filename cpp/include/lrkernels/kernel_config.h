@@ -33,7 +33,7 @@ struct F32GemmConfig {
   unsigned required_features = 0;  // CpuFeature bits beyond the ISA itself
   DType input_type = DType::f32, weight_type = DType::f32, output_type = DType::f32;
   std::size_t input_bytes = 4, weight_bytes = 4, output_bytes = 4;  // element sizes
-  std::size_t mr = 0;  // rows of the full tile
+  std::size_t mr = 0;                                               // rows of the full tile
   std::size_t nr = 0;  // columns of the full tile = packed panel width
   std::size_t kc = 0;  // K block: a kc x nr weight panel fits in about half of L1
   // ukernel[r] computes an r x nr tile, r in 1..mr (slot 0 unused). Fewer rows than mr get their

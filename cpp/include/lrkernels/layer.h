@@ -157,7 +157,8 @@ class LinearChain : public Layer {
 // The middle stage of a convolution chain.
 struct ConvMiddle {
   enum Kind { kxk_conv, depthwise_hv } kind = kxk_conv;
-  // kxk_conv: weight (n_out, n_in, kh, kw). depthwise_hv: vertical (rank, kh), horizontal (rank, kw).
+  // kxk_conv: weight (n_out, n_in, kh, kw). depthwise_hv: vertical (rank, kh), horizontal (rank,
+  // kw).
   const Factor* weight = nullptr;
   const Factor* vertical = nullptr;
   const Factor* horizontal = nullptr;
@@ -202,8 +203,8 @@ struct LayerKind {
   bool conv;
   std::vector<FactorSpec> factors;  // constructor order, bias excluded
   std::size_t bias_factor;          // the factor whose first dimension the bias must match
-  const char* rank_names;  // how ranks() reads: "" (dense), "rank", "(R_in, R_out)"
-  const char* doc;         // the class docstring (Python)
+  const char* rank_names;           // how ranks() reads: "" (dense), "rank", "(R_in, R_out)"
+  const char* doc;                  // the class docstring (Python)
   // Builds the layer's stage chain from factors whose count, ndim, non-emptiness and bias shape
   // create_layer has checked; checks what is specific to the kind (rank agreement).
   std::unique_ptr<Layer> (*build)(std::vector<Factor> factors, const float* bias,

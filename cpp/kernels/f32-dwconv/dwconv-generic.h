@@ -1,8 +1,8 @@
 // Depthwise (per-channel) filter over taps, written as plain loops over contiguous channels.
 //
 // Included by each per-ISA kernel file inside its own anonymous namespace, so every ISA gets its
-// own TU-local copy vectorized with that file's flags (no code shared across ISA translation units).
-// out[p * ldo + c] = sum_t weights[t * channels + c] * src[t][p * step + c]
+// own TU-local copy vectorized with that file's flags (no code shared across ISA translation
+// units). out[p * ldo + c] = sum_t weights[t * channels + c] * src[t][p * step + c]
 inline void depthwise_taps(std::size_t pixels, std::size_t channels, std::size_t taps,
                            const float* const* src, std::size_t step, const float* weights,
                            float* out, std::size_t ldo) {

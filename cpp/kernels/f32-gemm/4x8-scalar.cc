@@ -38,10 +38,9 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
   }
 }
 
-
 }  // namespace
 
-extern const F32GemmUkernelFn f32_gemm_4x8__scalar[5] = {
-    nullptr, gemm_ukernel<1>, gemm_ukernel<2>, gemm_ukernel<3>, gemm_ukernel<4>};
+extern const F32GemmUkernelFn f32_gemm_4x8__scalar[5] = {nullptr, gemm_ukernel<1>, gemm_ukernel<2>,
+                                                         gemm_ukernel<3>, gemm_ukernel<4>};
 
 }  // namespace lrk

@@ -63,13 +63,13 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
     const float* w = w_taps + tap * kc * kNr;
     std::size_t k = 0;
     for (; k + Split <= kc; k += Split) {
-  #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (std::size_t s = 0; s < Split; ++s) {
         const float* wk = w + (k + s) * kNr;
         _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchRows * kNr), _MM_HINT_T0);
         const __m256 w0 = _mm256_loadu_ps(wk);
         const __m256 w1 = _mm256_loadu_ps(wk + 8);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (std::size_t i = 0; i < Rows; ++i) {
           const __m256 ai = _mm256_broadcast_ss(a + i * lda + k + s);
           acc[s][i][0] = _mm256_fmadd_ps(ai, w0, acc[s][i][0]);
@@ -81,7 +81,7 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
       const float* wk = w + k * kNr;
       const __m256 w0 = _mm256_loadu_ps(wk);
       const __m256 w1 = _mm256_loadu_ps(wk + 8);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (std::size_t i = 0; i < Rows; ++i) {
         const __m256 ai = _mm256_broadcast_ss(a + i * lda + k);
         acc[0][i][0] = _mm256_fmadd_ps(ai, w0, acc[0][i][0]);
@@ -104,7 +104,6 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
     _mm256_maskstore_ps(c + i * ldc + 8, mask1, acc[0][i][1]);
   }
 }
-
 
 }  // namespace
 

@@ -1,5 +1,5 @@
-// The AVX-512 GEMM micro-kernel template, Rows x (16 * Vecs). Included inside an anonymous namespace
-// by 8x32-avx512.cc and 12x16-avx512.cc (each gets its own TU-local copy).
+// The AVX-512 GEMM micro-kernel template, Rows x (16 * Vecs). Included inside an anonymous
+// namespace by 8x32-avx512.cc and 12x16-avx512.cc (each gets its own TU-local copy).
 //
 // Why 8x32: 16 accumulators + 2 weight vectors leave 14 of the 32 zmm registers free, and each
 // k step issues 2 weight loads and 8 embedded broadcasts for 16 FMAs, so the two FMA ports (not the
@@ -62,34 +62,36 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
     const float* w = w_taps + tap * kc * Nr;
     std::size_t k = 0;
     for (; k + Split <= kc; k += Split) {
-  #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (std::size_t s = 0; s < Split; ++s) {
         const float* wk = w + (k + s) * Nr;
         __m512 wv[Vecs];
-  #pragma GCC unroll 2
+#pragma GCC unroll 2
         for (std::size_t v = 0; v < Vecs; ++v) {
           _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchBytes / sizeof(float) + 16 * v),
                        _MM_HINT_T0);
           wv[v] = _mm512_loadu_ps(wk + 16 * v);
         }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (std::size_t i = 0; i < Rows; ++i) {
           const __m512 ai = _mm512_set1_ps(a[i * lda + k + s]);
-  #pragma GCC unroll 2
-          for (std::size_t v = 0; v < Vecs; ++v) acc[s][i][v] = _mm512_fmadd_ps(ai, wv[v], acc[s][i][v]);
+#pragma GCC unroll 2
+          for (std::size_t v = 0; v < Vecs; ++v)
+            acc[s][i][v] = _mm512_fmadd_ps(ai, wv[v], acc[s][i][v]);
         }
       }
     }
     for (; k < kc; ++k) {
       const float* wk = w + k * Nr;
       __m512 wv[Vecs];
-  #pragma GCC unroll 2
+#pragma GCC unroll 2
       for (std::size_t v = 0; v < Vecs; ++v) wv[v] = _mm512_loadu_ps(wk + 16 * v);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (std::size_t i = 0; i < Rows; ++i) {
         const __m512 ai = _mm512_set1_ps(a[i * lda + k]);
-  #pragma GCC unroll 2
-        for (std::size_t v = 0; v < Vecs; ++v) acc[0][i][v] = _mm512_fmadd_ps(ai, wv[v], acc[0][i][v]);
+#pragma GCC unroll 2
+        for (std::size_t v = 0; v < Vecs; ++v)
+          acc[0][i][v] = _mm512_fmadd_ps(ai, wv[v], acc[0][i][v]);
       }
     }
   }
@@ -99,12 +101,14 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
 #pragma GCC unroll 16
     for (std::size_t i = 0; i < Rows; ++i) {
 #pragma GCC unroll 2
-      for (std::size_t v = 0; v < Vecs; ++v) acc[0][i][v] = _mm512_add_ps(acc[0][i][v], acc[s][i][v]);
+      for (std::size_t v = 0; v < Vecs; ++v)
+        acc[0][i][v] = _mm512_add_ps(acc[0][i][v], acc[s][i][v]);
     }
   }
 #pragma GCC unroll 16
   for (std::size_t i = 0; i < Rows; ++i) {
 #pragma GCC unroll 2
-    for (std::size_t v = 0; v < Vecs; ++v) _mm512_mask_storeu_ps(c + i * ldc + 16 * v, mask[v], acc[0][i][v]);
+    for (std::size_t v = 0; v < Vecs; ++v)
+      _mm512_mask_storeu_ps(c + i * ldc + 16 * v, mask[v], acc[0][i][v]);
   }
 }

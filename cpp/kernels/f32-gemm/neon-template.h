@@ -39,7 +39,8 @@ inline float32x4_t fma_scalar(float32x4_t acc, float32x4_t w, float a) {
 // by reference and everything is force-inlined, so they stay in registers.
 template <int Lane, std::size_t Split, std::size_t Rows>
 __attribute__((always_inline)) inline void lane_step(float32x4_t (&acc)[Split][Rows][2],
-                                                     const float* wk, const float32x4_t (&av)[Rows]) {
+                                                     const float* wk,
+                                                     const float32x4_t (&av)[Rows]) {
   const float32x4_t w0 = vld1q_f32(wk);
   const float32x4_t w1 = vld1q_f32(wk + 4);
   constexpr std::size_t s = static_cast<std::size_t>(Lane) % Split;
@@ -96,7 +97,7 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
     std::size_t k = 0;
     for (; k + 4 <= kc; k += 4) {
       float32x4_t av[Rows];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (std::size_t i = 0; i < Rows; ++i) av[i] = vld1q_f32(a + i * lda + k);
       const float* wk = w + k * kNr;
       lane_step<0>(acc, wk, av);
@@ -107,7 +108,7 @@ void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float*
     for (; k < kc; ++k) {
       const float32x4_t w0 = vld1q_f32(w + k * kNr);
       const float32x4_t w1 = vld1q_f32(w + k * kNr + 4);
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (std::size_t i = 0; i < Rows; ++i) {
         const float ai = a[i * lda + k];
         acc[0][i][0] = fma_scalar(acc[0][i][0], w0, ai);

@@ -12,11 +12,11 @@ void transpose(const float* src, std::size_t rows, std::size_t cols, std::size_t
     for (std::size_t j0 = 0; j0 < cols; j0 += 8) {
       const std::size_t jn = cols - j0 < 8 ? cols - j0 : 8;
       for (std::size_t i = 0; i < in; ++i)
-        for (std::size_t j = 0; j < jn; ++j) dst[(j0 + j) * ldd + i0 + i] = src[(i0 + i) * lds + j0 + j];
+        for (std::size_t j = 0; j < jn; ++j)
+          dst[(j0 + j) * ldd + i0 + i] = src[(i0 + i) * lds + j0 + j];
     }
   }
 }
-
 
 }  // namespace
 

@@ -37,4 +37,3 @@ void transpose(const float* src, std::size_t rows, std::size_t cols, std::size_t
   for (std::size_t i = i0; i < rows; ++i)
     for (std::size_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
 }
-

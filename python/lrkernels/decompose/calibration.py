@@ -208,5 +208,12 @@ def _make_calib(calibration, shape, stride, padding, dilation, layout, reg):
     """The calibration of a conv weight of `shape`, or None without calibration data."""
     if calibration is None:
         return None
-    return _Calib(calibration, shape, _pair(stride, "stride", 1), _pair(padding, "padding"),
-                  _pair(dilation, "dilation", 1), layout, reg)
+    return _Calib(
+        calibration,
+        shape,
+        _pair(stride, "stride", 1),
+        _pair(padding, "padding"),
+        _pair(dilation, "dilation", 1),
+        layout,
+        reg,
+    )

@@ -120,8 +120,17 @@ def _unreachable(errors, target, sweeps_left):
 
 
 def _cp_als(
-    T, R, n_iter_max, tol, seed, degeneracy=1e4, linesearch=True, *,
-    init=None, target=None, deadline=None,
+    T,
+    R,
+    n_iter_max,
+    tol,
+    seed,
+    degeneracy=1e4,
+    linesearch=True,
+    *,
+    init=None,
+    target=None,
+    deadline=None,
 ):
     """CP-ALS with extrapolation (line search every other sweep, accepted only if it lowers the
     error; Bro 1998, Acar et al. 2011) and divergence detection; returns the best iterate.

@@ -131,13 +131,18 @@ def _start(A, R, fits, seed, norm):
 def _reporter(progress, t0):
     """progress as a function of (event, message, **data): stderr lines for True, the user's
     callable gets a dict (event, message, seconds and the data), None/False: nothing."""
+
     def say(event, message, **data):
         seconds = time.monotonic() - t0
         if progress is True:
-            print(f"[lrkernels CP energy search {seconds:6.1f} s] {message}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[lrkernels CP energy search {seconds:6.1f} s] {message}",
+                file=sys.stderr,
+                flush=True,
+            )
         elif callable(progress) and progress is not False:
             progress(dict(data, event=event, message=message, seconds=seconds))
+
     return say
 
 
@@ -156,8 +161,13 @@ def _cp_energy_search(A, energy, n_iter_max, tol, seed, max_seconds=20.0, progre
 
     lo, hi, slices = _bounds(A, allowed2) if norm > 0 else (0, 1, None)
     lo0, hi0 = lo, hi
-    say("bounds", f"rank in ({lo}, {hi}] (an unfolding's SVD rules out <= {lo}; the slice "
-        f"decomposition reaches it at {hi}); energy {energy:.6g}", lower=lo, upper=hi)
+    say(
+        "bounds",
+        f"rank in ({lo}, {hi}] (an unfolding's SVD rules out <= {lo}; the slice "
+        f"decomposition reaches it at {hi}); energy {energy:.6g}",
+        lower=lo,
+        upper=hi,
+    )
     fits = {} if slices is None else {hi: [f[:, :hi] for f in slices]}
     tried = {}
     stopped = None
@@ -170,20 +180,32 @@ def _cp_energy_search(A, energy, n_iter_max, tol, seed, max_seconds=20.0, progre
         init, label = _start(A, mid, fits, seed, norm)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            f, info = _cp_als(A, mid, sweeps, tol, seed, init=init, target=target,
-                              deadline=deadline)
+            f, info = _cp_als(
+                A, mid, sweeps, tol, seed, init=init, target=target, deadline=deadline
+            )
         ok = keeps(info)
         if not ok and info["stop"] == "max_seconds":
             stopped = "max_seconds"  # cut short: undecided, not too small
             break
         kept = 1.0 - info["error"] ** 2
-        tried[mid] = {"kept": kept, "sweeps": info["iterations"], "stop": info["stop"],
-                      "start": label}
+        tried[mid] = {
+            "kept": kept,
+            "sweeps": info["iterations"],
+            "stop": info["stop"],
+            "start": label,
+        }
         fits[mid] = f
         lo, hi = (lo, mid) if ok else (mid, hi)
-        say("rank", f"rank {mid}: keeps {kept:.6g} ({'enough' if ok else 'too little'}; "
+        say(
+            "rank",
+            f"rank {mid}: keeps {kept:.6g} ({'enough' if ok else 'too little'}; "
             f"{info['iterations']} sweeps from {label}, {info['stop']}); now ({lo}, {hi}]",
-            rank=mid, kept=kept, enough=ok, lower=lo, upper=hi)
+            rank=mid,
+            kept=kept,
+            enough=ok,
+            lower=lo,
+            upper=hi,
+        )
     # The chosen rank: its search fit (or the slice components) refined by full ALS sweeps.
     init = fits.get(hi) if fits else None
     with warnings.catch_warnings():
@@ -191,11 +213,15 @@ def _cp_energy_search(A, energy, n_iter_max, tol, seed, max_seconds=20.0, progre
         factors, info = _cp_als(A, hi, n_iter_max, tol, seed, init=init, deadline=deadline)
     kept = 1.0 - info["error"] ** 2
     seconds = time.monotonic() - t0
-    how = (f"bisection over ({lo0}, {hi0}] (bounds from the SVDs of the unfoldings and of the "
-           f"slices), ALS runs of <= {sweeps} sweeps, warm-started")
+    how = (
+        f"bisection over ({lo0}, {hi0}] (bounds from the SVDs of the unfoldings and of the "
+        f"slices), ALS runs of <= {sweeps} sweeps, warm-started"
+    )
     if stopped:
-        how += (f"; stopped by max_seconds={max_seconds:g} with ranks {lo + 1}..{hi - 1} "
-                f"undecided (a smaller rank may reach it)")
+        how += (
+            f"; stopped by max_seconds={max_seconds:g} with ranks {lo + 1}..{hi - 1} "
+            f"undecided (a smaller rank may reach it)"
+        )
         warnings.warn(
             f"CP energy search: the time budget max_seconds={max_seconds:g} ran out; rank {hi} "
             f"keeps {kept:.6g} >= {energy:.6g} but ranks {lo + 1}..{hi - 1} were not tried to "
@@ -207,9 +233,18 @@ def _cp_energy_search(A, energy, n_iter_max, tol, seed, max_seconds=20.0, progre
         hi,
         f"smallest CP rank found whose ALS fit keeps >= {energy:.6g} of the squared Frobenius "
         f"norm (keeps {kept:.6g}; {how}; ranks tried: {sorted(tried)}; {seconds:.1f} s)",
-        {"energy": energy, "kept": kept, "tried": sorted(tried), "runs": tried,
-         "bounds": (lo0, hi0), "interval": (lo, hi), "stopped": stopped,
-         "search_sweeps": sweeps, "max_seconds": max_seconds, "seconds": seconds},
+        {
+            "energy": energy,
+            "kept": kept,
+            "tried": sorted(tried),
+            "runs": tried,
+            "bounds": (lo0, hi0),
+            "interval": (lo, hi),
+            "stopped": stopped,
+            "search_sweeps": sweeps,
+            "max_seconds": max_seconds,
+            "seconds": seconds,
+        },
     )
     say("done", str(choice), rank=hi, kept=kept)
     return factors, info, choice

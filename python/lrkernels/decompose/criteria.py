@@ -16,8 +16,8 @@ import warnings
 import numpy as np
 
 from .. import rank as _rank
-from ..rank._base import _check_energy
 from ..rank import RankChoice
+from ..rank._base import _check_energy
 from ._common import ConvergenceWarning, _array, _check_int, _check_iter
 from .calibration import _calibration_rows, _make_calib
 from .cp_als import _cp_64, _cp_finish, _max_cp_rank
@@ -93,7 +93,6 @@ def linear_factors(
     return U.astype(np.float32), V.astype(np.float32), choice
 
 
-
 def tucker2_factors(
     weight,
     *,
@@ -145,7 +144,6 @@ def tucker2_factors(
     first, core, last, info = _tucker2_64(T, *choice.rank, method, n_iter_max, tol, calib)
     choice.details["decomposition"] = info
     return first.astype(np.float32), core.astype(np.float32), last.astype(np.float32), choice
-
 
 
 def cp_factors(

@@ -9,7 +9,8 @@ also accepted as ``ranks=``.
 ``spec.decomposer`` the classmethod ``spec.cls.from_dense``: ``cls`` is honoured, so a user
 subclass of LowRankLinear gets an instance of the subclass (built as ``cls(*factors, bias,
 **geometry)``, the base class's constructor signature). The layer records how its rank was found
-as ``layer.rank_choice`` (a RankChoice: rank, reason, details). Linear and Conv2d have no from_dense:
+as ``layer.rank_choice`` (a RankChoice: rank, reason, details). Linear and Conv2d have no
+from_dense:
 their "decomposition" would be the weight itself, which their constructors already take.
 """
 

@@ -19,7 +19,6 @@ def _tucker_full(first, core, last):
     return np.einsum("os,sryx,rc->ocyx", last, core, first, optimize=True)
 
 
-
 def _hooi(T, r_in, r_out, method, n_iter_max, tol):
     """HOSVD start, then HOOI sweeps; returns the best (first, last) seen and the info dict."""
     norm = float(np.linalg.norm(T.ravel()))
@@ -73,7 +72,6 @@ def _check_ranks(ranks, cin, cout, name="ranks"):
 def _check_method(method):
     if method not in ("hooi", "hosvd"):
         raise ValueError(f"method must be 'hooi' or 'hosvd', got {method!r}")
-
 
 
 def _tucker2_64(T, r_in, r_out, method, n_iter_max, tol, calib):

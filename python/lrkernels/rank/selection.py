@@ -5,7 +5,8 @@ from __future__ import annotations
 import heapq
 import math
 import numbers
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
