@@ -76,7 +76,7 @@ constexpr std::size_t kMaxFactorElements = std::size_t(1) << 18;  // 1 MiB of fl
 constexpr std::size_t kMaxBufferBytes = std::size_t(64) << 20;
 constexpr std::size_t kMaxWorkspaceBytes = std::size_t(64) << 20;
 constexpr u128 kImpossibleBytes = u128(1) << 42;  // above ASan's largest allocation (1 TiB)
-constexpr double kMaxFlops = 2e7;
+constexpr double kMaxFlops = 5e6;                 // 3 threads need >= 1.5e6 (threads_for_flops)
 constexpr double kMaxOracleFlops = 1.5e6;  // includes some two-thread cases (threads_for_flops)
 
 constexpr std::size_t kSpecial[16] = {
