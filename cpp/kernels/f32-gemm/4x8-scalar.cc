@@ -9,7 +9,6 @@
 namespace lrk {
 namespace {
 
-constexpr std::size_t kMr = 4;
 constexpr std::size_t kNr = 8;
 
 template <std::size_t Rows>

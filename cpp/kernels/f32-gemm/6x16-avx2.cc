@@ -11,7 +11,6 @@
 namespace lrk {
 namespace {
 
-constexpr std::size_t kMr = 6;
 constexpr std::size_t kNr = 16;
 // Weight rows (64 bytes each) fetched 8 KiB ahead, as in the AVX-512 kernel.
 constexpr std::size_t kPrefetchRows = 128;
