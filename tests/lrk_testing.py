@@ -2,8 +2,8 @@
 kind with its factors, float64 oracle and bound), sub-case collection, threads.
 
 Imported by the test modules as a plain module (pytest puts tests/ on sys.path). The shapes,
-geometries and input layouts the tests sweep are in layer_cases.py; the layer kinds come from
-the table in layer_table.py.
+geometries and input layouts the tests sweep are in layer_cases.py and layer_sweeps.py; the
+layer kinds come from the table in layer_table.py.
 """
 
 from __future__ import annotations

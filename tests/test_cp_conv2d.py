@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lrkernels
-from layer_cases import conv_sweep_cases
+from conv_cases import conv_sweep_cases
 from lrk_testing import (
     EPS32,
     LAYOUTS,
