@@ -17,8 +17,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 usage="usage: $0 aarch64|armv7 [QEMU_CPU] [--wheel WHEEL] [--toolchain FILE] [--smoke-only] [-- PYTEST_ARGS...]"
-[ $# -ge 1 ] || die "$usage"
-lrk_arch_setup "$1"; shift
+lrk_arch_args "$usage" "$@"; shift
 QEMU_CPU="$LRK_QEMU_CPU_DEFAULT"
 if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then QEMU_CPU="$1"; shift; fi
 WHEEL="${LRK_WHEEL:-}"
@@ -69,7 +68,7 @@ run_target() {
   (cd "$WORK" && env -u PYTHONHOME -u PYTHONSTARTUP \
      PYTHONPATH="$WORK/site:$LRK_TARGET_SITE" PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 \
      LRKERNELS_NO_SUBPROCESS=1 LRKERNELS_NO_TIMING=1 \
-     "$LRK_QEMU" -cpu "$QEMU_CPU" -L "$LRK_SYSROOT_DIR" "$LRK_TARGET_PYTHON" "$@")
+     lrk_qemu_python "$QEMU_CPU" -- "$@")
 }
 
 step_begin "smoke check ($LRK_QEMU -cpu $QEMU_CPU)"
