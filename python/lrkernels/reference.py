@@ -160,6 +160,24 @@ def _factor(a, name, form):
     return a
 
 
+def _conv_call(x, layout, stride, padding, dilation, factors):
+    """The checked arguments of a convolution: (x as float64 NCHW, (stride, padding, dilation) as
+    pairs, [each factor of `factors`, (array, name, form) triples, checked by _factor])."""
+    geometry = (
+        _pair(stride, "stride", 1),
+        _pair(padding, "padding", 0),
+        _pair(dilation, "dilation", 1),
+    )
+    return _to_nchw(x, layout), geometry, [_factor(*f) for f in factors]
+
+
+def _conv_result(y, bias, layout):
+    """The float64 NCHW result y plus the bias (or None), in `layout`."""
+    if bias is not None:
+        y = y + bias[None, :, None, None]
+    return _from_nchw(y, layout)
+
+
 def _check_channels(x, layout, w, name):
     """x (NCHW) has the channels w (shape (..., Cin, ...), Cin its second axis) expects."""
     if x.shape[1] != w.shape[1]:
@@ -185,17 +203,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW")
     stride and dilation >= 1, padding >= 0. Returns float64 (N, Cout, Ho, Wo) or (N, Ho, Wo, Cout)
     with Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (Wo likewise), which must be >= 1.
     """
-    stride = _pair(stride, "stride", 1)
-    padding = _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
-    x = _to_nchw(x, layout)
-    w = _factor(weight, "weight", "(Cout, Cin, kh, kw)")
+    x, (stride, padding, dilation), (w,) = _conv_call(
+        x, layout, stride, padding, dilation, [(weight, "weight", "(Cout, Cin, kh, kw)")]
+    )
     _check_channels(x, layout, w, "weight")
     bias = _check_bias(bias, w.shape[0])
     y = _conv2d_nchw(x, w, stride, padding, dilation)
-    if bias is not None:
-        y = y + bias[None, :, None, None]
-    return _from_nchw(y, layout)
+    return _conv_result(y, bias, layout)
 
 
 def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"):
@@ -214,13 +228,18 @@ def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation
     first: (R_in, Cin); core: (R_out, R_in, kh, kw); last: (Cout, R_out); bias: (Cout,) or None.
     x, stride, padding, dilation, layout and the result as in `conv2d`.
     """
-    stride = _pair(stride, "stride", 1)
-    padding = _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
-    x = _to_nchw(x, layout)
-    first = _factor(first, "first", "(R_in, Cin)")
-    core = _factor(core, "core", "(R_out, R_in, kh, kw)")
-    last = _factor(last, "last", "(Cout, R_out)")
+    x, (stride, padding, dilation), (first, core, last) = _conv_call(
+        x,
+        layout,
+        stride,
+        padding,
+        dilation,
+        [
+            (first, "first", "(R_in, Cin)"),
+            (core, "core", "(R_out, R_in, kh, kw)"),
+            (last, "last", "(Cout, R_out)"),
+        ],
+    )
     if core.shape[1] != first.shape[0]:
         raise ValueError(
             f"rank mismatch: first {first.shape} has R_in={first.shape[0]}, "
@@ -238,9 +257,7 @@ def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation
     t = np.einsum("rc,nchw->nrhw", first, x)
     u = _conv2d_nchw(t, core, stride, padding, dilation)
     y = np.einsum("or,nrhw->nohw", last, u)
-    if bias is not None:
-        y = y + bias[None, :, None, None]
-    return _from_nchw(y, layout)
+    return _conv_result(y, bias, layout)
 
 
 def cp_conv2d(
@@ -264,14 +281,19 @@ def cp_conv2d(
     first: (R, Cin); vertical: (R, kh); horizontal: (R, kw); last: (Cout, R); bias: (Cout,) or
     None. x, stride, padding, dilation, layout and the result as in `conv2d`.
     """
-    stride = _pair(stride, "stride", 1)
-    padding = _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
-    x = _to_nchw(x, layout)
-    first = _factor(first, "first", "(R, Cin)")
-    vertical = _factor(vertical, "vertical", "(R, kh)")
-    horizontal = _factor(horizontal, "horizontal", "(R, kw)")
-    last = _factor(last, "last", "(Cout, R)")
+    x, (stride, padding, dilation), (first, vertical, horizontal, last) = _conv_call(
+        x,
+        layout,
+        stride,
+        padding,
+        dilation,
+        [
+            (first, "first", "(R, Cin)"),
+            (vertical, "vertical", "(R, kh)"),
+            (horizontal, "horizontal", "(R, kw)"),
+            (last, "last", "(Cout, R)"),
+        ],
+    )
     r = first.shape[0]
     if vertical.shape[0] != r or horizontal.shape[0] != r or last.shape[1] != r:
         raise ValueError(
@@ -307,6 +329,4 @@ def cp_conv2d(
         cols = up[:, :, :, _taps(kx * dw, sw, wo)]  # (N, R, Ho, Wo)
         v += cols * horizontal[None, :, kx, None, None]
     y = np.einsum("nrhw,or->nohw", v, last, optimize=True)
-    if bias is not None:
-        y = y + bias[None, :, None, None]
-    return _from_nchw(y, layout)
+    return _conv_result(y, bias, layout)
