@@ -115,6 +115,20 @@ def _output_hw(hw, kernel, stride, padding, dilation, refusal):
     return ho, wo
 
 
+def _image_output_hw(x, kernel, stride, padding, dilation, what):
+    """_output_hw of the float64 NCHW images x; `what` (the weight or kernel) in the message."""
+    return _output_hw(
+        x.shape[2:],
+        kernel,
+        stride,
+        padding,
+        dilation,
+        lambda ho, wo: (
+            f"output size would be ({ho}, {wo}) < 1: input (N, C, H, W) = {x.shape}, {what}"
+        ),
+    )
+
+
 def _taps(start, stride, count):
     """The slice of `count` input positions start, start + stride, ... along one axis."""
     return slice(start, start + stride * (count - 1) + 1, stride)
@@ -134,17 +148,7 @@ def _conv2d_nchw(x, w, stride, padding, dilation):
     n = x.shape[0]
     cout, _, kh, kw = w.shape
     (ph, pw) = padding
-    ho, wo = _output_hw(
-        x.shape[2:],
-        (kh, kw),
-        stride,
-        padding,
-        dilation,
-        lambda ho, wo: (
-            f"output size would be ({ho}, {wo}) < 1: input (N, C, H, W) = {x.shape}, "
-            f"weight {w.shape}"
-        ),
-    )
+    ho, wo = _image_output_hw(x, (kh, kw), stride, padding, dilation, f"weight {w.shape}")
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # explicit zero padding
     y = np.zeros((n, cout, ho, wo))
     for ky, kx, patch in _windows(xp, (kh, kw), stride, dilation, (ho, wo)):  # (N, Cin, Ho, Wo)
@@ -160,15 +164,20 @@ def _factor(a, name, form):
     return a
 
 
-def _conv_call(x, layout, stride, padding, dilation, factors):
-    """The checked arguments of a convolution: (x as float64 NCHW, (stride, padding, dilation) as
-    pairs, [each factor of `factors`, (array, name, form) triples, checked by _factor])."""
+def _factors(*factors):
+    """Each of the (array, name, form) triples checked by _factor."""
+    return [_factor(*f) for f in factors]
+
+
+def _conv_input(x, layout, stride, padding, dilation):
+    """A convolution's checked input and geometry: (x as float64 NCHW, (stride, padding,
+    dilation) as pairs)."""
     geometry = (
         _pair(stride, "stride", 1),
         _pair(padding, "padding", 0),
         _pair(dilation, "dilation", 1),
     )
-    return _to_nchw(x, layout), geometry, [_factor(*f) for f in factors]
+    return _to_nchw(x, layout), geometry
 
 
 def _conv_result(y, bias, layout):
@@ -203,9 +212,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW")
     stride and dilation >= 1, padding >= 0. Returns float64 (N, Cout, Ho, Wo) or (N, Ho, Wo, Cout)
     with Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (Wo likewise), which must be >= 1.
     """
-    x, (stride, padding, dilation), (w,) = _conv_call(
-        x, layout, stride, padding, dilation, [(weight, "weight", "(Cout, Cin, kh, kw)")]
-    )
+    x, (stride, padding, dilation) = _conv_input(x, layout, stride, padding, dilation)
+    w = _factor(weight, "weight", "(Cout, Cin, kh, kw)")
     _check_channels(x, layout, w, "weight")
     bias = _check_bias(bias, w.shape[0])
     y = _conv2d_nchw(x, w, stride, padding, dilation)
@@ -228,17 +236,11 @@ def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation
     first: (R_in, Cin); core: (R_out, R_in, kh, kw); last: (Cout, R_out); bias: (Cout,) or None.
     x, stride, padding, dilation, layout and the result as in `conv2d`.
     """
-    x, (stride, padding, dilation), (first, core, last) = _conv_call(
-        x,
-        layout,
-        stride,
-        padding,
-        dilation,
-        [
-            (first, "first", "(R_in, Cin)"),
-            (core, "core", "(R_out, R_in, kh, kw)"),
-            (last, "last", "(Cout, R_out)"),
-        ],
+    x, (stride, padding, dilation) = _conv_input(x, layout, stride, padding, dilation)
+    first, core, last = _factors(
+        (first, "first", "(R_in, Cin)"),
+        (core, "core", "(R_out, R_in, kh, kw)"),
+        (last, "last", "(Cout, R_out)"),
     )
     if core.shape[1] != first.shape[0]:
         raise ValueError(
@@ -281,18 +283,12 @@ def cp_conv2d(
     first: (R, Cin); vertical: (R, kh); horizontal: (R, kw); last: (Cout, R); bias: (Cout,) or
     None. x, stride, padding, dilation, layout and the result as in `conv2d`.
     """
-    x, (stride, padding, dilation), (first, vertical, horizontal, last) = _conv_call(
-        x,
-        layout,
-        stride,
-        padding,
-        dilation,
-        [
-            (first, "first", "(R, Cin)"),
-            (vertical, "vertical", "(R, kh)"),
-            (horizontal, "horizontal", "(R, kw)"),
-            (last, "last", "(Cout, R)"),
-        ],
+    x, (stride, padding, dilation) = _conv_input(x, layout, stride, padding, dilation)
+    first, vertical, horizontal, last = _factors(
+        (first, "first", "(R, Cin)"),
+        (vertical, "vertical", "(R, kh)"),
+        (horizontal, "horizontal", "(R, kw)"),
+        (last, "last", "(Cout, R)"),
     )
     r = first.shape[0]
     if vertical.shape[0] != r or horizontal.shape[0] != r or last.shape[1] != r:
@@ -306,17 +302,7 @@ def cp_conv2d(
     n, _, h, wd = x.shape
     kh, kw = vertical.shape[1], horizontal.shape[1]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    ho, wo = _output_hw(
-        (h, wd),
-        (kh, kw),
-        stride,
-        padding,
-        dilation,
-        lambda ho, wo: (
-            f"output size would be ({ho}, {wo}) < 1: input (N, C, H, W) = {x.shape}, "
-            f"kernel ({kh}, {kw})"
-        ),
-    )
+    ho, wo = _image_output_hw(x, (kh, kw), stride, padding, dilation, f"kernel ({kh}, {kw})")
     t = np.einsum("nchw,rc->nrhw", x, first, optimize=True)  # (N, R, H, W)
     tp = np.pad(t, ((0, 0), (0, 0), (ph, ph), (0, 0)))
     u = np.zeros((n, r, ho, wd))
