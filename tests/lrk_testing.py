@@ -203,6 +203,17 @@ def window_counts(rows, cols, per_pixel, biases, layout="NCHW"):
     return y if layout == "NCHW" else y.transpose(0, 2, 3, 1)
 
 
+def check_padded_window_sums(layer, isa, per_pixel, layout):
+    """The known values of a 3x3 convolution with all-ones factors, bias (0.5, -1.0) and padding
+    (1, 2), run by `isa` on an all-ones 3x4 image of the layer's channels: exactly window_counts
+    with `per_pixel` per tap inside the image (outputs beyond the image get the bias only)."""
+    y = layer(np.ones(image_shape(1, layer.in_channels, (3, 4), layout), np.float32))
+    assert lrkernels.last_used_isa() == isa
+    expected = window_counts([2, 3, 2], [1, 2, 3, 3, 2, 1], per_pixel, [0.5, -1.0], layout)
+    check_output_array(y, expected.shape)
+    np.testing.assert_array_equal(y, expected)
+
+
 # --------------------------------------------------------------------------------------------
 # A layer of any kind with its factors, the float64 oracle and the error bound
 # --------------------------------------------------------------------------------------------
