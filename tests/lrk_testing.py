@@ -2,8 +2,8 @@
 kind with its factors, float64 oracle and bound), sub-case collection, threads.
 
 Imported by the test modules as a plain module (pytest puts tests/ on sys.path). The shapes,
-geometries and input layouts the tests sweep are in layer_cases.py; the layer kinds come from
-the table in layer_table.py.
+geometries and input layouts the tests sweep are in layer_cases.py and layer_sweeps.py; the
+layer kinds come from the table in layer_table.py.
 """
 
 from __future__ import annotations
@@ -201,6 +201,17 @@ def window_counts(rows, cols, per_pixel, biases, layout="NCHW"):
     counts = per_pixel * np.outer(rows, cols).astype(np.float32)
     y = np.stack([counts + b for b in biases])[None]
     return y if layout == "NCHW" else y.transpose(0, 2, 3, 1)
+
+
+def check_padded_window_sums(layer, isa, per_pixel, layout):
+    """The known values of a 3x3 convolution with all-ones factors, bias (0.5, -1.0) and padding
+    (1, 2), run by `isa` on an all-ones 3x4 image of the layer's channels: exactly window_counts
+    with `per_pixel` per tap inside the image (outputs beyond the image get the bias only)."""
+    y = layer(np.ones(image_shape(1, layer.in_channels, (3, 4), layout), np.float32))
+    assert lrkernels.last_used_isa() == isa
+    expected = window_counts([2, 3, 2], [1, 2, 3, 3, 2, 1], per_pixel, [0.5, -1.0], layout)
+    check_output_array(y, expected.shape)
+    np.testing.assert_array_equal(y, expected)
 
 
 # --------------------------------------------------------------------------------------------

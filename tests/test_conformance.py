@@ -1,7 +1,7 @@
 """Conformance of every layer kind, generated from the layer table (layer_table.py).
 
 Every kind x every available ISA (the `isa` fixture) x layout (NCHW and NHWC for convolutions,
-rows for linear layers) x geometry sweep (layer_cases.py: shapes around the micro-kernel tile
+rows for linear layers) x geometry sweep (layer_sweeps.py: shapes around the micro-kernel tile
 edges, ranks around the tile widths, batch 0/1/odd/around mr, kernels, strides, paddings,
 dilations, shrunken cache blocks), with inputs and weights in every layout and dtype. Each call
 is checked against the float64 reference under the float32 error bound (lrk_testing.py), with
@@ -16,16 +16,8 @@ import numpy as np
 import pytest
 
 import lrkernels
-from layer_cases import (
-    Case,
-    blocked_cases,
-    blocking_configs,
-    conv,
-    inputs_in_every_layout,
-    sweep,
-    sweeps_for,
-    weight_variants,
-)
+from layer_cases import Case, blocking_configs, conv, inputs_in_every_layout, weight_variants
+from layer_sweeps import blocked_cases, sweep, sweeps_for
 from layer_table import KIND_LAYOUTS, LINEAR_KINDS, N_RANKS, SPEC, kind_layout_id, spec_for
 from lrk_testing import (
     BOUNDS,
@@ -91,7 +83,7 @@ def run_cases(rng, isa, kind, layout, cases, strided=False):
     ],
 )
 def test_sweep(isa, tile, rng, kind, layout, name):
-    """tile-edges, batches, geometry, sizes, ranks: see layer_cases.SWEEPS."""
+    """tile-edges, batches, geometry, sizes, ranks: see layer_sweeps.SWEEPS."""
     run_cases(rng, isa, kind, layout, sweep(name, kind, tile))
 
 

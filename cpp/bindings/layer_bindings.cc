@@ -47,6 +47,14 @@ const lrk::ConvChain& conv_of(py::handle self) {
   return static_cast<const lrk::ConvChain&>(layer_of(self));
 }
 
+// A convolution's getter of the geometry pair (g.*h, g.*w), e.g. (kh, kw).
+auto geometry_pair(std::size_t lrk::ConvGeometry::*h, std::size_t lrk::ConvGeometry::*w) {
+  return [h, w](py::handle self) {
+    const lrk::ConvGeometry& g = conv_of(self).geometry();
+    return py::make_tuple(g.*h, g.*w);
+  };
+}
+
 py::tuple as_tuple(const lrk::Shape& s) {
   py::tuple t(s.size());
   for (std::size_t i = 0; i < s.size(); ++i) t[i] = py::int_(s[i]);
@@ -318,25 +326,13 @@ void bind_kind(py::module_& m, const lrk::LayerKind& kind) {
       .def_property_readonly("out_channels",
                              [](py::handle self) { return conv_of(self).out_dim(); })
       .def_property_readonly("kernel_size",
-                             [](py::handle self) {
-                               return py::make_tuple(conv_of(self).geometry().kh,
-                                                     conv_of(self).geometry().kw);
-                             })
+                             geometry_pair(&lrk::ConvGeometry::kh, &lrk::ConvGeometry::kw))
       .def_property_readonly("stride",
-                             [](py::handle self) {
-                               return py::make_tuple(conv_of(self).geometry().sh,
-                                                     conv_of(self).geometry().sw);
-                             })
+                             geometry_pair(&lrk::ConvGeometry::sh, &lrk::ConvGeometry::sw))
       .def_property_readonly("padding",
-                             [](py::handle self) {
-                               return py::make_tuple(conv_of(self).geometry().ph,
-                                                     conv_of(self).geometry().pw);
-                             })
+                             geometry_pair(&lrk::ConvGeometry::ph, &lrk::ConvGeometry::pw))
       .def_property_readonly("dilation",
-                             [](py::handle self) {
-                               return py::make_tuple(conv_of(self).geometry().dh,
-                                                     conv_of(self).geometry().dw);
-                             })
+                             geometry_pair(&lrk::ConvGeometry::dh, &lrk::ConvGeometry::dw))
       .def_property_readonly("layout", [](py::handle self) {
         return std::string(lrk::layout_name(conv_of(self).layout()));
       });

@@ -49,6 +49,18 @@ std::string compiler_string() {
 #endif
 }
 
+// {ISA name: what(its kernel set)} for every available ISA.
+template <class What>
+py::dict per_available_isa(What what) {
+  py::dict d;
+  for (int i = 0; i < lrk::kNumIsas; ++i) {
+    if (!(lrk::available_isa_mask() & (1u << i))) continue;
+    const Isa isa = static_cast<Isa>(i);
+    d[py::str(lrk::isa_name(isa))] = what(lrk::kernel_set_for(isa));
+  }
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -90,33 +102,22 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "kernel_names",
       [] {
-        py::dict d;
-        for (int i = 0; i < lrk::kNumIsas; ++i) {
-          const Isa isa = static_cast<Isa>(i);
-          if (lrk::available_isa_mask() & (1u << i)) {
-            d[py::str(lrk::isa_name(isa))] = py::str(lrk::kernel_set_for(isa).f32_gemm->name);
-          }
-        }
-        return d;
+        return per_available_isa(
+            [](const lrk::KernelSet& ks) { return py::str(ks.f32_gemm->name); });
       },
       "The f32 GEMM micro-kernel of each available ISA.");
   m.def(
       "kernel_families",
       [] {
-        py::dict d;
-        for (int i = 0; i < lrk::kNumIsas; ++i) {
-          const Isa isa = static_cast<Isa>(i);
-          if (!(lrk::available_isa_mask() & (1u << i))) continue;
-          const lrk::KernelSet& ks = lrk::kernel_set_for(isa);
+        return per_available_isa([](const lrk::KernelSet& ks) {
           py::list names;
           names.append(ks.f32_gemm->name);
           if (ks.f32_gemm->narrow) names.append(ks.f32_gemm->narrow->name);
           names.append(ks.f32_transpose->name);
           names.append(ks.f32_dwconv->name);
           if (ks.fma_probe) names.append(ks.fma_probe->name);
-          d[py::str(lrk::isa_name(isa))] = names;
-        }
-        return d;
+          return names;
+        });
       },
       "Every kernel family config of each available ISA, by name.");
   m.def(

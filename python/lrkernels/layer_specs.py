@@ -292,6 +292,15 @@ class LayerSpec:
         return _core.Conv2d(W32, b32, **self.geometry(layer))
 
 
+def _dense_baseline(name, cls, conv, weight_name, weight_dims, reference_fn, shapes, macs):
+    """The spec of a dense baseline (Linear, Conv2d): one weight, no rank, no decomposer."""
+    factors = dict(factor_names=(weight_name,), factor_dims=(weight_dims,))
+    dense = dict(factorized=False, decomposer=None, _dense=_dense_single, _num_ranks=0)
+    return LayerSpec(
+        name, cls, conv, reference=reference_fn, _shapes=shapes, _macs=macs, **factors, **dense
+    )
+
+
 def _make_specs():
     # The decomposers live in lrkernels.decompose (numpy only), which does not import this module.
     from . import decompose as d
@@ -304,12 +313,9 @@ def _make_specs():
             reference=reference.lowrank_linear, decomposer=d.lowrank_linear_from_dense,
             _dense=_dense_lowrank, _shapes=_shapes_lowrank, _macs=_macs_lowrank, _num_ranks=1,
         ),
-        LayerSpec(
-            name="Linear", cls=_core.Linear, conv=False, factorized=False,
-            factor_names=("W",),
-            factor_dims=("(out_features, in_features)",),
-            reference=reference.linear, decomposer=None,
-            _dense=_dense_single, _shapes=_shapes_linear, _macs=_macs_linear, _num_ranks=0,
+        _dense_baseline(
+            "Linear", _core.Linear, False, "W", "(out_features, in_features)",
+            reference.linear, _shapes_linear, _macs_linear,
         ),
         LayerSpec(
             name="TuckerConv2d", cls=_core.TuckerConv2d, conv=True, factorized=True,
@@ -325,12 +331,9 @@ def _make_specs():
             reference=reference.cp_conv2d, decomposer=d.cp_conv2d_from_dense,
             _dense=_dense_cp, _shapes=_shapes_cp, _macs=_macs_cp, _num_ranks=1,
         ),
-        LayerSpec(
-            name="Conv2d", cls=_core.Conv2d, conv=True, factorized=False,
-            factor_names=("weight",),
-            factor_dims=("(out_channels, in_channels, kh, kw)",),
-            reference=reference.conv2d, decomposer=None,
-            _dense=_dense_single, _shapes=_shapes_conv, _macs=_macs_conv, _num_ranks=0,
+        _dense_baseline(
+            "Conv2d", _core.Conv2d, True, "weight", "(out_channels, in_channels, kh, kw)",
+            reference.conv2d, _shapes_conv, _macs_conv,
         ),
     )  # fmt: skip
 

@@ -101,28 +101,99 @@ def output_size(size, kernel, stride, padding, dilation):
     return (size + 2 * padding - span) // stride + 1
 
 
-def _conv2d_nchw(x, w, stride, padding, dilation):
-    """The convolution itself on float64 (N, Cin, H, W) and (Cout, Cin, kh, kw), no bias."""
-    n, cin, h, wd = x.shape
-    cout, _, kh, kw = w.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    ho = output_size(h, kh, sh, ph, dh)
-    wo = output_size(wd, kw, sw, pw, dw)
+def _output_hw(hw, kernel, stride, padding, dilation, refusal):
+    """(Ho, Wo) of images of size hw = (H, W) under the pairs kernel, stride, padding, dilation.
+
+    When either is < 1: ValueError with the message `refusal(ho, wo)` followed by the stride,
+    padding and dilation.
+    """
+    ho, wo = (output_size(*axis) for axis in zip(hw, kernel, stride, padding, dilation))
     if ho < 1 or wo < 1:
         raise ValueError(
-            f"output size would be ({ho}, {wo}) < 1: input (N, C, H, W) = {x.shape}, "
-            f"weight {w.shape}, stride {stride}, padding {padding}, dilation {dilation}"
+            f"{refusal(ho, wo)}, stride {stride}, padding {padding}, dilation {dilation}"
         )
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # explicit zero padding
-    y = np.zeros((n, cout, ho, wo))
+    return ho, wo
+
+
+def _image_output_hw(x, kernel, stride, padding, dilation, what):
+    """_output_hw of the float64 NCHW images x; `what` (the weight or kernel) in the message."""
+    return _output_hw(
+        x.shape[2:],
+        kernel,
+        stride,
+        padding,
+        dilation,
+        lambda ho, wo: (
+            f"output size would be ({ho}, {wo}) < 1: input (N, C, H, W) = {x.shape}, {what}"
+        ),
+    )
+
+
+def _taps(start, stride, count):
+    """The slice of `count` input positions start, start + stride, ... along one axis."""
+    return slice(start, start + stride * (count - 1) + 1, stride)
+
+
+def _windows(xp, kernel, stride, dilation, out_hw):
+    """(ky, kx, window) for every tap of the kernel over the padded images xp (..., Hp, Wp):
+    window[..., i, j] = xp[..., i*sh + ky*dh, j*sw + kx*dw] for i < Ho, j < Wo."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
     for ky in range(kh):
         for kx in range(kw):
-            # Input rows ky*dh + i*sh (i < ho) and columns kx*dw + j*sw (j < wo) of the padded x.
-            rows = slice(ky * dh, ky * dh + sh * (ho - 1) + 1, sh)
-            cols = slice(kx * dw, kx * dw + sw * (wo - 1) + 1, sw)
-            patch = xp[:, :, rows, cols]  # (N, Cin, Ho, Wo)
-            y += np.einsum("nchw,oc->nohw", patch, w[:, :, ky, kx], optimize=True)
+            yield ky, kx, xp[..., _taps(ky * dh, sh, ho), _taps(kx * dw, sw, wo)]
+
+
+def _conv2d_nchw(x, w, stride, padding, dilation):
+    """The convolution itself on float64 (N, Cin, H, W) and (Cout, Cin, kh, kw), no bias."""
+    n = x.shape[0]
+    cout, _, kh, kw = w.shape
+    (ph, pw) = padding
+    ho, wo = _image_output_hw(x, (kh, kw), stride, padding, dilation, f"weight {w.shape}")
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # explicit zero padding
+    y = np.zeros((n, cout, ho, wo))
+    for ky, kx, patch in _windows(xp, (kh, kw), stride, dilation, (ho, wo)):  # (N, Cin, Ho, Wo)
+        y += np.einsum("nchw,oc->nohw", patch, w[:, :, ky, kx], optimize=True)
     return y
+
+
+def _factor(a, name, form):
+    """A factor as a float64 array of the shape `form` (e.g. "(R, Cin)": its rank), non-empty."""
+    a = _float64(a, name)
+    if a.ndim != form.count(",") + 1 or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty {form} array, got {a.shape}")
+    return a
+
+
+def _factors(*factors):
+    """Each of the (array, name, form) triples checked by _factor."""
+    return [_factor(*f) for f in factors]
+
+
+def _conv_input(x, layout, stride, padding, dilation):
+    """A convolution's checked input and geometry: (x as float64 NCHW, (stride, padding,
+    dilation) as pairs)."""
+    geometry = (
+        _pair(stride, "stride", 1),
+        _pair(padding, "padding", 0),
+        _pair(dilation, "dilation", 1),
+    )
+    return _to_nchw(x, layout), geometry
+
+
+def _conv_result(y, bias, layout):
+    """The float64 NCHW result y plus the bias (or None), in `layout`."""
+    if bias is not None:
+        y = y + bias[None, :, None, None]
+    return _from_nchw(y, layout)
+
+
+def _check_channels(x, layout, w, name):
+    """x (NCHW) has the channels w (shape (..., Cin, ...), Cin its second axis) expects."""
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} channels ({layout} shape {_from_nchw(x, layout).shape}), "
+            f"{name} {w.shape} expects {w.shape[1]}"
+        )
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"):
@@ -141,23 +212,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW")
     stride and dilation >= 1, padding >= 0. Returns float64 (N, Cout, Ho, Wo) or (N, Ho, Wo, Cout)
     with Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (Wo likewise), which must be >= 1.
     """
-    stride = _pair(stride, "stride", 1)
-    padding = _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
-    x = _to_nchw(x, layout)
-    w = _float64(weight, "weight")
-    if w.ndim != 4 or w.size == 0:
-        raise ValueError(f"weight must be a non-empty (Cout, Cin, kh, kw) array, got {w.shape}")
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(
-            f"x has {x.shape[1]} channels ({layout} shape {_from_nchw(x, layout).shape}), "
-            f"weight {w.shape} expects {w.shape[1]}"
-        )
+    x, (stride, padding, dilation) = _conv_input(x, layout, stride, padding, dilation)
+    w = _factor(weight, "weight", "(Cout, Cin, kh, kw)")
+    _check_channels(x, layout, w, "weight")
     bias = _check_bias(bias, w.shape[0])
     y = _conv2d_nchw(x, w, stride, padding, dilation)
-    if bias is not None:
-        y = y + bias[None, :, None, None]
-    return _from_nchw(y, layout)
+    return _conv_result(y, bias, layout)
 
 
 def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"):
@@ -176,19 +236,12 @@ def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation
     first: (R_in, Cin); core: (R_out, R_in, kh, kw); last: (Cout, R_out); bias: (Cout,) or None.
     x, stride, padding, dilation, layout and the result as in `conv2d`.
     """
-    stride = _pair(stride, "stride", 1)
-    padding = _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
-    x = _to_nchw(x, layout)
-    first = _float64(first, "first")
-    core = _float64(core, "core")
-    last = _float64(last, "last")
-    if first.ndim != 2 or first.size == 0:
-        raise ValueError(f"first must be a non-empty (R_in, Cin) array, got {first.shape}")
-    if core.ndim != 4 or core.size == 0:
-        raise ValueError(f"core must be a non-empty (R_out, R_in, kh, kw) array, got {core.shape}")
-    if last.ndim != 2 or last.size == 0:
-        raise ValueError(f"last must be a non-empty (Cout, R_out) array, got {last.shape}")
+    x, (stride, padding, dilation) = _conv_input(x, layout, stride, padding, dilation)
+    first, core, last = _factors(
+        (first, "first", "(R_in, Cin)"),
+        (core, "core", "(R_out, R_in, kh, kw)"),
+        (last, "last", "(Cout, R_out)"),
+    )
     if core.shape[1] != first.shape[0]:
         raise ValueError(
             f"rank mismatch: first {first.shape} has R_in={first.shape[0]}, "
@@ -199,20 +252,14 @@ def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation
             f"rank mismatch: core {core.shape} has R_out={core.shape[0]}, "
             f"last {last.shape} expects R_out={last.shape[1]}"
         )
-    if x.shape[1] != first.shape[1]:
-        raise ValueError(
-            f"x has {x.shape[1]} channels ({layout} shape {_from_nchw(x, layout).shape}), "
-            f"first {first.shape} expects {first.shape[1]}"
-        )
+    _check_channels(x, layout, first, "first")
     bias = _check_bias(bias, last.shape[0])
     # The 1x1 stages are per-pixel channel mixes (valid on an empty image too, which the middle
     # stage's padding may still turn into a non-empty output).
     t = np.einsum("rc,nchw->nrhw", first, x)
     u = _conv2d_nchw(t, core, stride, padding, dilation)
     y = np.einsum("or,nrhw->nohw", last, u)
-    if bias is not None:
-        y = y + bias[None, :, None, None]
-    return _from_nchw(y, layout)
+    return _conv_result(y, bias, layout)
 
 
 def cp_conv2d(
@@ -236,22 +283,13 @@ def cp_conv2d(
     first: (R, Cin); vertical: (R, kh); horizontal: (R, kw); last: (Cout, R); bias: (Cout,) or
     None. x, stride, padding, dilation, layout and the result as in `conv2d`.
     """
-    stride = _pair(stride, "stride", 1)
-    padding = _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
-    x = _to_nchw(x, layout)
-    first = _float64(first, "first")
-    vertical = _float64(vertical, "vertical")
-    horizontal = _float64(horizontal, "horizontal")
-    last = _float64(last, "last")
-    for a, name, form in (
+    x, (stride, padding, dilation) = _conv_input(x, layout, stride, padding, dilation)
+    first, vertical, horizontal, last = _factors(
         (first, "first", "(R, Cin)"),
         (vertical, "vertical", "(R, kh)"),
         (horizontal, "horizontal", "(R, kw)"),
         (last, "last", "(Cout, R)"),
-    ):
-        if a.ndim != 2 or a.size == 0:
-            raise ValueError(f"{name} must be a non-empty {form} array, got {a.shape}")
+    )
     r = first.shape[0]
     if vertical.shape[0] != r or horizontal.shape[0] != r or last.shape[1] != r:
         raise ValueError(
@@ -259,34 +297,22 @@ def cp_conv2d(
             f"(R, kh), horizontal {horizontal.shape} must be (R, kw), last {last.shape} must be "
             f"(Cout, R)"
         )
-    if x.shape[1] != first.shape[1]:
-        raise ValueError(
-            f"x has {x.shape[1]} channels ({layout} shape {_from_nchw(x, layout).shape}), "
-            f"first {first.shape} expects {first.shape[1]}"
-        )
+    _check_channels(x, layout, first, "first")
     bias = _check_bias(bias, last.shape[0])
     n, _, h, wd = x.shape
     kh, kw = vertical.shape[1], horizontal.shape[1]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    ho = output_size(h, kh, sh, ph, dh)
-    wo = output_size(wd, kw, sw, pw, dw)
-    if ho < 1 or wo < 1:
-        raise ValueError(
-            f"output size would be ({ho}, {wo}) < 1: input (N, C, H, W) = {x.shape}, "
-            f"kernel ({kh}, {kw}), stride {stride}, padding {padding}, dilation {dilation}"
-        )
+    ho, wo = _image_output_hw(x, (kh, kw), stride, padding, dilation, f"kernel ({kh}, {kw})")
     t = np.einsum("nchw,rc->nrhw", x, first, optimize=True)  # (N, R, H, W)
     tp = np.pad(t, ((0, 0), (0, 0), (ph, ph), (0, 0)))
     u = np.zeros((n, r, ho, wd))
     for ky in range(kh):
-        rows = tp[:, :, ky * dh : ky * dh + sh * (ho - 1) + 1 : sh, :]  # (N, R, Ho, W)
+        rows = tp[:, :, _taps(ky * dh, sh, ho), :]  # (N, R, Ho, W)
         u += rows * vertical[None, :, ky, None, None]
     up = np.pad(u, ((0, 0), (0, 0), (0, 0), (pw, pw)))
     v = np.zeros((n, r, ho, wo))
     for kx in range(kw):
-        cols = up[:, :, :, kx * dw : kx * dw + sw * (wo - 1) + 1 : sw]  # (N, R, Ho, Wo)
+        cols = up[:, :, :, _taps(kx * dw, sw, wo)]  # (N, R, Ho, Wo)
         v += cols * horizontal[None, :, kx, None, None]
     y = np.einsum("nrhw,or->nohw", v, last, optimize=True)
-    if bias is not None:
-        y = y + bias[None, :, None, None]
-    return _from_nchw(y, layout)
+    return _conv_result(y, bias, layout)

@@ -16,10 +16,7 @@ set -euo pipefail
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then die "usage: $0 aarch64|armv7 [TOOLCHAIN_FILE]"; fi
 lrk_arch_setup "$1"
-TOOLCHAIN="${2:-$LRK_TOOLCHAIN_DEFAULT}"
-[ -f "$TOOLCHAIN" ] || die "no toolchain file $TOOLCHAIN"
-TOOLCHAIN="$(cd "$(dirname "$TOOLCHAIN")" && pwd)/$(basename "$TOOLCHAIN")"
-BOARD="$(basename "$TOOLCHAIN" .cmake)"
+lrk_toolchain "${2:-$LRK_TOOLCHAIN_DEFAULT}"
 if grep -q 'set(LRK_CROSS_ARCH ' "$TOOLCHAIN" && ! grep -q "set(LRK_CROSS_ARCH $LRK_ARCH)" "$TOOLCHAIN"; then
   die "$TOOLCHAIN is a toolchain for another architecture than $LRK_ARCH"
 fi

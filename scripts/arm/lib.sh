@@ -43,6 +43,23 @@ lrk_arch_setup() {
   export LRK_CACHE
 }
 
+# The start of a script's argument parsing: lrk_arch_args USAGE "$@" dies with USAGE when there is
+# no ARCH argument, else sets the architecture up (lrk_arch_setup); the caller shifts ARCH off.
+lrk_arch_args() {
+  local usage="$1"; shift
+  [ $# -ge 1 ] || die "$usage"
+  lrk_arch_setup "$1"
+}
+
+# A CMake toolchain file for LRK_ARCH: lrk_toolchain FILE checks that it exists and sets TOOLCHAIN
+# (its absolute path) and BOARD (its name without .cmake).
+lrk_toolchain() {
+  TOOLCHAIN="$1"
+  [ -f "$TOOLCHAIN" ] || die "no toolchain file $TOOLCHAIN"
+  TOOLCHAIN="$(cd "$(dirname "$TOOLCHAIN")" && pwd)/$(basename "$TOOLCHAIN")"
+  BOARD="$(basename "$TOOLCHAIN" .cmake)"
+}
+
 # Run the target interpreter under qemu user-mode emulation: lrk_qemu_python [QEMU_CPU] -- ARGS...
 lrk_qemu_python() {
   local cpu="$1"; shift

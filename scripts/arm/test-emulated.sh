@@ -17,8 +17,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 usage="usage: $0 aarch64|armv7 [QEMU_CPU] [--wheel WHEEL] [--toolchain FILE] [--smoke-only] [-- PYTEST_ARGS...]"
-[ $# -ge 1 ] || die "$usage"
-lrk_arch_setup "$1"; shift
+lrk_arch_args "$usage" "$@"; shift
 QEMU_CPU="$LRK_QEMU_CPU_DEFAULT"
 if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then QEMU_CPU="$1"; shift; fi
 WHEEL="${LRK_WHEEL:-}"
@@ -65,6 +64,7 @@ log "wheel $(basename "$WHEEL") -> $WORK/site"
 step_end
 
 # The emulated interpreter: target site dirs only, nothing from the host's Python environment.
+# (Not lrk_qemu_python: env runs programs, not shell functions.)
 run_target() {
   (cd "$WORK" && env -u PYTHONHOME -u PYTHONSTARTUP \
      PYTHONPATH="$WORK/site:$LRK_TARGET_SITE" PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 \

@@ -15,8 +15,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 usage="usage: $0 aarch64|armv7 [QEMU_CPU...] [--toolchain FILE] [--dynamic]"
-[ $# -ge 1 ] || die "$usage"
-lrk_arch_setup "$1"; shift
+lrk_arch_args "$usage" "$@"; shift
 TOOLCHAIN="$LRK_TOOLCHAIN_DEFAULT"
 STATIC=ON
 CPUS=()
@@ -29,9 +28,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "${#CPUS[@]}" -gt 0 ] || CPUS=("$LRK_QEMU_CPU_DEFAULT")
-[ -f "$TOOLCHAIN" ] || die "no toolchain file $TOOLCHAIN"
-TOOLCHAIN="$(cd "$(dirname "$TOOLCHAIN")" && pwd)/$(basename "$TOOLCHAIN")"
-BOARD="$(basename "$TOOLCHAIN" .cmake)"
+lrk_toolchain "$TOOLCHAIN"
 BUILD_DIR="$LRK_REPO/build/selftest-$LRK_ARCH-$BOARD"
 if [ "$STATIC" = OFF ] && [ ! -f "$LRK_SYSROOT_DIR/.lrk-sysroot" ]; then
   die "--dynamic needs the sysroot: run setup-sysroot.sh $LRK_ARCH first"

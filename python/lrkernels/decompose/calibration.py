@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..reference import output_size
+from ..reference import _output_hw, _windows
 from ._common import _array, _check_layout, _check_reg, _leading_left, _pair
 
 __all__ = ["channel_second_moment", "patch_second_moment"]
@@ -62,25 +62,21 @@ def channel_second_moment(X, layout="NCHW"):
 def _patches(X, kernel, stride, padding, dilation):
     """im2col of float64 (N, Cin, H, W): rows (n, i, j), columns (c, ky, kx) like weight[o]."""
     n, cin, h, w = X.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    ho = output_size(h, kh, sh, ph, dh)
-    wo = output_size(w, kw, sw, pw, dw)
-    if ho < 1 or wo < 1:
-        raise ValueError(
-            f"calibration images of size {(h, w)} give no output position for kernel {kernel}, "
-            f"stride {stride}, padding {padding}, dilation {dilation}"
-        )
+    (kh, kw), (ph, pw) = kernel, padding
+    ho, wo = _output_hw(
+        (h, w),
+        kernel,
+        stride,
+        padding,
+        dilation,
+        lambda ho, wo: (
+            f"calibration images of size {(h, w)} give no output position for kernel {kernel}"
+        ),
+    )
     xp = np.pad(X, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = np.empty((n, ho, wo, cin, kh, kw))
-    for ky in range(kh):
-        for kx in range(kw):
-            sl = xp[
-                :,
-                :,
-                ky * dh : ky * dh + sh * (ho - 1) + 1 : sh,
-                kx * dw : kx * dw + sw * (wo - 1) + 1 : sw,
-            ]
-            cols[:, :, :, :, ky, kx] = sl.transpose(0, 2, 3, 1)
+    for ky, kx, window in _windows(xp, kernel, stride, dilation, (ho, wo)):
+        cols[:, :, :, :, ky, kx] = window.transpose(0, 2, 3, 1)
     return cols.reshape(n * ho * wo, cin * kh * kw)
 
 

@@ -31,6 +31,13 @@ def _with_choice(layer, choice):
     return layer
 
 
+def _build(layer_class, default_class, factors_and_choice, bias, **geometry):
+    """(layer_class or default_class)(*factors, bias, **geometry) from a ``*_factors`` result
+    (factors..., RankChoice), with its rank choice as ``layer.rank_choice``."""
+    *factors, choice = factors_and_choice
+    return _with_choice((layer_class or default_class)(*factors, bias, **geometry), choice)
+
+
 def lowrank_linear_from_dense(
     weight,
     bias=None,
@@ -52,10 +59,10 @@ def lowrank_linear_from_dense(
 
     layer_class: the class to build (a subclass of LowRankLinear; default LowRankLinear).
     """
-    U, V, choice = linear_factors(
+    result = linear_factors(
         weight, rank=rank, energy=energy, ratio=ratio, vbmf=vbmf, calibration=calibration
     )
-    return _with_choice((layer_class or _core.LowRankLinear)(U, V, bias), choice)
+    return _build(layer_class, _core.LowRankLinear, result, bias)
 
 
 def tucker_conv2d_from_dense(
@@ -86,7 +93,8 @@ def tucker_conv2d_from_dense(
 
     layer_class: the class to build (a subclass of TuckerConv2d; default TuckerConv2d).
     """
-    first, core, last, choice = tucker2_factors(
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, layout=layout)
+    result = tucker2_factors(
         weight,
         rank=rank,
         ranks=ranks,
@@ -94,16 +102,10 @@ def tucker_conv2d_from_dense(
         ratio=ratio,
         vbmf=vbmf,
         calibration=calibration,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        layout=layout,
         method=method,
+        **geometry,
     )
-    layer = (layer_class or _core.TuckerConv2d)(
-        first, core, last, bias, stride=stride, padding=padding, dilation=dilation, layout=layout
-    )
-    return _with_choice(layer, choice)
+    return _build(layer_class, _core.TuckerConv2d, result, bias, **geometry)
 
 
 def cp_conv2d_from_dense(
@@ -138,35 +140,22 @@ def cp_conv2d_from_dense(
 
     layer_class: the class to build (a subclass of CPConv2d; default CPConv2d).
     """
-    first, vertical, horizontal, last, choice = cp_factors(
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, layout=layout)
+    result = cp_factors(
         weight,
         rank=rank,
         energy=energy,
         ratio=ratio,
         vbmf=vbmf,
         calibration=calibration,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        layout=layout,
         n_iter_max=n_iter_max,
         tol=tol,
         seed=seed,
         max_seconds=max_seconds,
         progress=progress,
+        **geometry,
     )
-    layer = (layer_class or _core.CPConv2d)(
-        first,
-        vertical,
-        horizontal,
-        last,
-        bias,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        layout=layout,
-    )
-    return _with_choice(layer, choice)
+    return _build(layer_class, _core.CPConv2d, result, bias, **geometry)
 
 
 # --------------------------------------------------------------------------------------------

@@ -77,22 +77,31 @@ def _check_int(value, name: str, lo: int = 1, hi: int | None = None, hi_why: str
     return value
 
 
+def _check_real(value, name: str, kind: str, valid, range_: str) -> float:
+    """value as a Python float: ValueError "{name} must be {kind}" when it is not a real number
+    (bools are refused), "{name} must be {range_}" when valid(value) is false."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    value = float(value)
+    if not valid(value):
+        raise ValueError(f"{name} must be {range_}, got {value!r}")
+    return value
+
+
 def _check_energy(energy) -> float:
-    if isinstance(energy, (bool, np.bool_)) or not isinstance(energy, numbers.Real):
-        raise ValueError(f"energy must be a number in (0, 1], got {energy!r}")
-    energy = float(energy)
-    if not (0.0 < energy <= 1.0):
-        raise ValueError(f"energy must be in (0, 1], got {energy!r}")
-    return energy
+    return _check_real(
+        energy, "energy", "a number in (0, 1]", lambda e: 0.0 < e <= 1.0, "in (0, 1]"
+    )
 
 
 def _check_ratio(ratio) -> float:
-    if isinstance(ratio, (bool, np.bool_)) or not isinstance(ratio, numbers.Real):
-        raise ValueError(f"ratio must be a positive number, got {ratio!r}")
-    ratio = float(ratio)
-    if not (ratio > 0.0 and math.isfinite(ratio)):
-        raise ValueError(f"ratio must be a positive finite number, got {ratio!r}")
-    return ratio
+    return _check_real(
+        ratio,
+        "ratio",
+        "a positive number",
+        lambda q: q > 0.0 and math.isfinite(q),
+        "a positive finite number",
+    )
 
 
 def _check_shape(shape, kind: str) -> tuple:
