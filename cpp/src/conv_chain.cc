@@ -245,7 +245,7 @@ ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float*
     if (first == nullptr) st.cin = st.csrc = w.shape[1];
     st.n_mid = w.shape[0];
     st.core = std::make_unique<WeightOperand>(
-        taps_outer(w.data.data(), st.n_mid, st.csrc, g_.kh, g_.kw).data(), st.n_mid,
+        taps_outer(w.data.data(), st.n_mid, st.csrc, g_.kh, g_.kw), st.n_mid,
         g_.kh * g_.kw * st.csrc, last ? nullptr : this->bias());
   } else {
     st.n_mid = st.csrc;

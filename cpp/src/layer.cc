@@ -91,13 +91,16 @@ void ConvGeometry::check() const {
 }
 
 WeightOperand::WeightOperand(const float* w, std::size_t n, std::size_t k, const float* bias)
-    : n_(n), k_(k) {
+    : n_(n), k_(k), w_(w), bias_(bias) {
   if (w == nullptr || n == 0 || k == 0) {
     throw std::invalid_argument("weight matrix must be non-empty, got shape " + shape_str({n, k}));
   }
-  w_.assign(w, w + checked_bytes(n, k, "weight matrix"));
-  if (bias != nullptr) bias_.assign(bias, bias + n);
   packed_for(*active_kernel_set().f32_gemm);  // pack once, at construction, for the ISA in use
+}
+
+WeightOperand::WeightOperand(std::vector<float> w, std::size_t n, std::size_t k, const float* bias)
+    : WeightOperand(w.data(), n, k, bias) {
+  owned_ = std::move(w);  // the buffer moves, so w_ still points at it
 }
 
 const PackedWeights& WeightOperand::packed_for(const F32GemmConfig& config) const {
@@ -111,7 +114,7 @@ const PackedWeights& WeightOperand::packed_for(const F32GemmConfig& config) cons
     const F32GemmConfig* key = keys_[i].load(std::memory_order_relaxed);
     if (key == &config) return *packs_[i];
     if (key == nullptr) {
-      packs_[i] = std::make_unique<PackedWeights>(w_.data(), n_, k_, bias(), config);
+      packs_[i] = std::make_unique<PackedWeights>(w_, n_, k_, bias_, config);
       keys_[i].store(&config, std::memory_order_release);
       return *packs_[i];
     }

@@ -77,23 +77,30 @@ struct ConvGeometry {
   void check() const;
 };
 
-// A weight matrix W (n x k) and optional bias (n), kept as float32 and packed once per kernel
-// family config: at construction for the active ISA, on first use for another (set_isa later).
+// A weight matrix W (n x k) and optional bias (n), packed once per kernel family config: at
+// construction for the active ISA, on first use for another (set_isa later). The float32 source
+// stays readable for that: borrowed from the layer's own factors (which outlive the operand), or
+// owned when it is a rearranged copy (a convolution's taps-outer weight).
 class WeightOperand {
  public:
+  // Borrows w and bias: both must outlive the operand.
   WeightOperand(const float* w, std::size_t n, std::size_t k, const float* bias);
+  // Owns w (n * k floats); borrows bias.
+  WeightOperand(std::vector<float> w, std::size_t n, std::size_t k, const float* bias);
   WeightOperand(const WeightOperand&) = delete;
   WeightOperand& operator=(const WeightOperand&) = delete;
 
   std::size_t n() const { return n_; }
   std::size_t k() const { return k_; }
-  const float* bias() const { return bias_.empty() ? nullptr : bias_.data(); }
+  const float* bias() const { return bias_; }
   const PackedWeights& packed_for(const F32GemmConfig& config) const;
 
  private:
   static constexpr std::size_t kMaxPacks = 8;  // distinct configs one process can ask for
   std::size_t n_, k_;
-  std::vector<float> w_, bias_;
+  std::vector<float> owned_;
+  const float* w_;
+  const float* bias_;
   mutable std::mutex pack_mutex_;
   // Keyed by the config the panels were requested for; published once, read lock-free.
   mutable std::unique_ptr<PackedWeights> packs_[kMaxPacks];
