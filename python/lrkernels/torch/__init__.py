@@ -1,0 +1,50 @@
+"""lrkernels for PyTorch models: factorized modules that train with autograd and infer on the
+fused kernels, whole-model compression, rank choice by validation, and safe save/load.
+
+Needs PyTorch (``pip install "lrkernels[torch]"``); ``import lrkernels`` itself does not.
+
+Modules (parameters = the factors; ``from_linear`` / ``from_conv`` / ``from_factors``)
+    LowRankLinear, TuckerConv2d, CPConv2d
+Whole models
+    compress(model, *, rank= | energy= | ratio= | vbmf=True | budget= | latency_target=, ...)
+        -> (compressed model, CompressionReport)
+    fuse(model)        fold BatchNorm into the factorized layer before it and fuse a following
+                       ReLU / ReLU6 / Hardtanh into its kernel (for inference)
+    sweep(model, levels, evaluate, finetune=None, folds=None, ...) -> SweepResult
+    save(model, path) / load(model, path)   no pickle; ``lrkernels.load_layers(path)`` reads the
+                       same file without torch
+"""
+
+from __future__ import annotations
+
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "lrkernels.torch needs PyTorch, which is not installed: pip install 'lrkernels[torch]' "
+        "(the rest of lrkernels needs numpy only)"
+    ) from e
+
+from .compress import CompressionReport, LayerReport, compress
+from .convert import fold_batchnorm, why_not_factorizable
+from .fuse import fuse
+from .modules import CPConv2d, FactorizedModule, LowRankLinear, TuckerConv2d
+from .serialize import load, save
+from .sweep import SweepResult, sweep
+
+__all__ = [
+    "CPConv2d",
+    "CompressionReport",
+    "FactorizedModule",
+    "LayerReport",
+    "LowRankLinear",
+    "SweepResult",
+    "TuckerConv2d",
+    "compress",
+    "fold_batchnorm",
+    "fuse",
+    "load",
+    "save",
+    "sweep",
+    "why_not_factorizable",
+]

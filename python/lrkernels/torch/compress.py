@@ -1,0 +1,725 @@
+"""``compress(model, ...)``: every nn.Linear / nn.Conv2d of a model factorized by one criterion,
+with a per-layer report (ranks and why, parameters, FLOPs, calibration error, measured latency).
+
+Layers are taken in the order the model runs them (recorded on the first calibration batch or on
+``example_inputs``; module order otherwise). With ``calibration=``, each layer's real inputs are
+captured with a forward hook on the model *as compressed so far*, so later layers are fitted to
+the inputs they will see, and the fit is data-aware (``from_dense(calibration=...)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fnmatch
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+import lrkernels
+from lrkernels.rank import allocate_budget, by_ratio
+
+from .convert import factorize_conv, factorize_linear, to_numpy, why_not_factorizable
+from .modules import CPConv2d, FactorizedModule, TuckerConv2d
+
+__all__ = ["CompressionReport", "LayerReport", "compress"]
+
+_CRITERIA = ("rank", "energy", "ratio", "vbmf", "budget", "latency_target")
+# Ratios tried, most accurate first, when choosing ranks by measured latency.
+_LATENCY_LADDER = (0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03)
+
+
+# --------------------------------------------------------------------------------------------
+# the report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LayerReport:
+    """One nn.Linear / nn.Conv2d of the model: what became of it and what it costs."""
+
+    name: str
+    dense_kind: str  # "Linear" / "Conv2d"
+    kind: str  # the module now there: "LowRankLinear", "TuckerConv2d", "CPConv2d" or dense_kind
+    shape: tuple  # the dense weight's shape
+    input_shape: tuple | None  # of the first recorded call
+    ranks: object = None
+    reason: str = ""  # why these ranks, or why the layer stayed dense
+    params_before: int = 0
+    params_after: int = 0
+    flops_before: int | None = None  # multiply-adds x 2 at the recorded input shape
+    flops_after: int | None = None
+    error: float | None = None  # relative output error on the calibration inputs
+    latency_dense_s: float | None = None  # the dense torch module, measured here
+    latency_fused_s: float | None = None  # the factorized module on the fused kernels
+    details: dict = field(default_factory=dict)
+
+    @property
+    def compressed(self) -> bool:
+        return self.kind != self.dense_kind
+
+    @property
+    def speedup(self) -> float | None:
+        if self.latency_dense_s and self.latency_fused_s:
+            return self.latency_dense_s / self.latency_fused_s
+        return None
+
+
+@dataclass
+class CompressionReport:
+    """The per-layer rows of a ``compress`` call and their totals; ``print(report)`` shows a
+    table."""
+
+    layers: list
+    criterion: dict
+    num_threads: int
+    seconds: float = 0.0
+
+    @property
+    def params_before(self) -> int:
+        return sum(r.params_before for r in self.layers)
+
+    @property
+    def params_after(self) -> int:
+        return sum(r.params_after for r in self.layers)
+
+    @property
+    def flops_before(self):
+        vals = [r.flops_before for r in self.layers]
+        return None if any(v is None for v in vals) else sum(vals)
+
+    @property
+    def flops_after(self):
+        vals = [r.flops_after for r in self.layers]
+        return None if any(v is None for v in vals) else sum(vals)
+
+    def __getitem__(self, name) -> LayerReport:
+        for r in self.layers:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """JSON-able rows and totals."""
+        rows = []
+        for r in self.layers:
+            d = {k: getattr(r, k) for k in r.__dataclass_fields__ if k != "details"}
+            d["ranks"] = list(r.ranks) if isinstance(r.ranks, tuple) else r.ranks
+            d["speedup"] = r.speedup
+            rows.append(d)
+        return {
+            "criterion": {k: v for k, v in self.criterion.items() if k != "calibration"},
+            "num_threads": self.num_threads,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "flops_before": self.flops_before,
+            "flops_after": self.flops_after,
+            "layers": rows,
+        }
+
+    def __str__(self) -> str:
+        def us(s):
+            return "-" if s is None else f"{s * 1e6:.0f}"
+
+        def num(v):
+            if v is None:
+                return "-"
+            return f"{v / 1e6:.2f}M" if v >= 1e6 else (f"{v / 1e3:.1f}k" if v >= 1e3 else str(v))
+
+        head = ("layer", "kind", "ranks", "params", "MFLOPs", "error", "dense us", "fused us", "x")
+        rows = []
+        for r in self.layers:
+            fl = (
+                "-"
+                if r.flops_before is None
+                else f"{r.flops_before / 1e6:.1f}>{r.flops_after / 1e6:.1f}"
+            )
+            rows.append(
+                (
+                    r.name,
+                    r.kind,
+                    "-" if r.ranks is None else str(r.ranks).replace(" ", ""),
+                    f"{num(r.params_before)}>{num(r.params_after)}",
+                    fl,
+                    "-" if r.error is None else f"{r.error:.3g}",
+                    us(r.latency_dense_s),
+                    us(r.latency_fused_s),
+                    "-" if r.speedup is None else f"{r.speedup:.2f}",
+                )
+            )
+        widths = [
+            max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+            for i, h in enumerate(head)
+        ]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+        pb, pa = self.params_before, self.params_after
+        total = f"total: {num(pb)} -> {num(pa)} parameters in these layers"
+        if pb:
+            total += f" ({pa / pb:.3f}, {pb / max(pa, 1):.2f}x fewer)"
+        if self.flops_before:
+            total += f"; {self.flops_before / 1e6:.1f} -> {self.flops_after / 1e6:.1f} MFLOPs"
+        crit = ", ".join(f"{k}={v!r}" for k, v in self.criterion.items() if k != "calibration")
+        lines.append(total)
+        lines.append(f"criterion: {crit}; {self.num_threads} thread(s); {self.seconds:.1f} s")
+        dense = [r for r in self.layers if not r.compressed]
+        for r in dense:
+            lines.append(f"  {r.name} left dense: {r.reason}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def time_call(fn, budget_s=0.03, max_calls=200):
+    """Median seconds of ``fn()`` over repeated calls within about ``budget_s`` (after a warm-up
+    call), at least 3 calls."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < budget_s and len(times) < max_calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+@contextlib.contextmanager
+def pinned_threads(n):
+    """torch, lrkernels and (with threadpoolctl installed) numpy's BLAS at ``n`` threads: BLAS
+    oversubscription made decompositions many times slower."""
+    old_torch, old_lrk = torch.get_num_threads(), lrkernels.get_num_threads()
+    torch.set_num_threads(n)
+    lrkernels.set_num_threads(n)
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            limiter = contextlib.nullcontext()
+        else:
+            limiter = threadpool_limits(limits=n)
+        with limiter:
+            yield
+    finally:
+        torch.set_num_threads(old_torch)
+        lrkernels.set_num_threads(old_lrk)
+
+
+def _matches(name, module, patterns):
+    for p in patterns:
+        if isinstance(p, type):
+            if isinstance(module, p):
+                return True
+        elif isinstance(p, str):
+            if name == p or fnmatch.fnmatchcase(name, p) or name.startswith(p + "."):
+                return True
+        else:
+            raise TypeError(
+                f"include/exclude entries must be module names, patterns or types, got {p!r}"
+            )
+    return False
+
+
+def _as_args(batch):
+    return tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+
+
+def set_submodule(model, name, module):
+    """Replace the submodule at dotted path ``name``."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, module)
+
+
+class _Stop(Exception):
+    """Raised by a capture hook to end a forward pass once the layer's input is captured."""
+
+
+def _run(model, batch):
+    with torch.no_grad():
+        model(*_as_args(batch))
+
+
+def _record_calls(model, modules, batch):
+    """Execution order and first input shape of ``modules`` (name -> module) on one batch."""
+    order, shapes, handles = [], {}, []
+    for name, m in modules.items():
+
+        def hook(mod, args, name=name):
+            if name not in shapes and args and isinstance(args[0], torch.Tensor):
+                shapes[name] = tuple(args[0].shape)
+                order.append(name)
+
+        handles.append(m.register_forward_pre_hook(hook))
+    try:
+        _run(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return order, shapes
+
+
+def _capture_inputs(model, module, batches, max_rows):
+    """The inputs ``module`` receives over the calibration batches (linear: rows (n, in);
+    conv: NCHW images), at most ``max_rows`` rows / pixels, as a float64 array; the forward
+    pass stops once the module has run."""
+    captured, count = [], [0]
+
+    def hook(mod, args):
+        x = args[0].detach()
+        if isinstance(module, nn.Linear):
+            x = x.reshape(-1, x.shape[-1])
+            room = max_rows - count[0]
+            x = x[:room]
+            count[0] += x.shape[0]
+        else:
+            per_image = x.shape[-1] * x.shape[-2]
+            take = max(1, (max_rows - count[0]) // max(per_image, 1))
+            x = x[:take] if x.ndim == 4 else x[None]
+            count[0] += x.shape[0] * per_image
+        if x.shape[0]:
+            captured.append(to_numpy(x))
+        raise _Stop
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        for batch in batches:
+            if count[0] >= max_rows:
+                break
+            try:
+                _run(model, batch)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return np.concatenate(captured) if captured else None
+
+
+def _params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def _macs(module, input_shape):
+    """Multiply-adds of one call at ``input_shape`` (None if unknown)."""
+    if input_shape is None:
+        return None
+    if isinstance(module, (nn.Linear, FactorizedModule)) and not getattr(module, "is_conv", False):
+        rows = int(np.prod(input_shape[:-1])) if len(input_shape) > 1 else 1
+        if isinstance(module, nn.Linear):
+            return rows * module.in_features * module.out_features
+        return rows * module.rank * (module.in_features + module.out_features)
+    n = input_shape[0] if len(input_shape) == 4 else 1
+    h, w = input_shape[-2:]
+    kh, kw = module.kernel_size
+    sh, sw = module.stride
+    ph, pw = module.padding if not isinstance(module.padding, str) else (0, 0)
+    if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
+        from .convert import conv_padding
+
+        ph, pw = conv_padding(module)
+    dh, dw = module.dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cin, cout = module.in_channels, module.out_channels
+    if isinstance(module, nn.Conv2d):
+        return n * oh * ow * cout * cin * kh * kw // module.groups
+    if isinstance(module, TuckerConv2d):
+        r_in, r_out = module.rank
+        return n * (h * w * r_in * cin + oh * ow * (r_out * r_in * kh * kw + cout * r_out))
+    r = module.rank  # CP: 1x1, vertical (at output rows, input columns), horizontal, 1x1
+    return n * (h * w * r * cin + oh * w * r * kh + oh * ow * r * kw + oh * ow * cout * r)
+
+
+def _relative_error(dense, factorized, x):
+    with torch.no_grad():
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        yd = dense(xt).double()
+        yf = factorized(xt).double()
+    denom = float(torch.linalg.vector_norm(yd))
+    return float(torch.linalg.vector_norm(yf - yd)) / denom if denom > 0 else 0.0
+
+
+def _factorize(module, conv_class, criterion, calibration):
+    if isinstance(module, nn.Linear):
+        return factorize_linear(module, calibration=calibration, **criterion)
+    return factorize_conv(module, layer_class=conv_class, calibration=calibration, **criterion)
+
+
+def _weight_shape(module):
+    return tuple(module.weight.shape)
+
+
+def _ratio_kind(module, conv_class):
+    if isinstance(module, nn.Linear):
+        return "linear"
+    return "tucker2" if issubclass(conv_class, TuckerConv2d) else "cp"
+
+
+def _random_factorized(module, conv_class, rank):
+    """A factorized module of ``module``'s geometry at ``rank`` with random factors (timing)."""
+    from .modules import LowRankLinear
+
+    if isinstance(module, nn.Linear):
+        return LowRankLinear(
+            module.in_features, module.out_features, rank, bias=module.bias is not None
+        )
+    from .convert import conv_padding
+
+    return conv_class(
+        module.in_channels,
+        module.out_channels,
+        tuple(module.kernel_size),
+        rank,
+        stride=tuple(module.stride),
+        padding=conv_padding(module),
+        dilation=tuple(module.dilation),
+        bias=module.bias is not None,
+    )
+
+
+def _latency_rank(module, conv_class, input_shape, target, t_dense):
+    """The largest rank on the ratio ladder whose fused layer, timed here at ``input_shape``,
+    takes <= target x the dense time; (None, reason) when none does."""
+    kind = _ratio_kind(module, conv_class)
+    x = torch.randn(input_shape)
+    tried, seen = [], set()
+    for q in _LATENCY_LADDER:
+        try:
+            rank = by_ratio(_weight_shape(module), q, kind).rank
+        except ValueError:
+            break
+        if rank in seen:
+            continue
+        seen.add(rank)
+        cand = _random_factorized(module, conv_class, rank).eval().requires_grad_(False)
+        with torch.no_grad():
+            t = time_call(lambda: cand(x))
+        tried.append((rank, t))
+        if t <= target * t_dense:
+            return (
+                rank,
+                (
+                    f"largest ratio-ladder rank measured at <= {target:g} x the dense time: "
+                    f"{t * 1e6:.0f} us vs dense {t_dense * 1e6:.0f} us (ratio {q:g})"
+                ),
+                tried,
+            )
+    best = min(tried, key=lambda rt: rt[1]) if tried else None
+    reason = "no rank measured within the latency target"
+    if best:
+        reason += (
+            f" (fastest: rank {best[0]} at {best[1] * 1e6:.0f} us vs dense {t_dense * 1e6:.0f} us)"
+        )
+    return None, reason, tried
+
+
+class _Progress:
+    def __init__(self, total, enabled):
+        self.total, self.enabled, self.start = total, enabled, time.perf_counter()
+
+    def update(self, i, name, what=""):
+        if not self.enabled:
+            return
+        width = 24
+        done = int(width * i / max(self.total, 1))
+        el = time.perf_counter() - self.start
+        sys.stderr.write(
+            f"\rcompress [{'#' * done}{'.' * (width - done)}] {i}/{self.total} {el:5.1f}s "
+            f"{name[:40]:<40} {what[:30]:<30}"
+        )
+        sys.stderr.flush()
+
+    def close(self):
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# compress
+# --------------------------------------------------------------------------------------------
+
+
+def compress(
+    model,
+    *,
+    rank=None,
+    energy=None,
+    ratio=None,
+    vbmf=False,
+    budget=None,
+    latency_target=None,
+    calibration=None,
+    example_inputs=None,
+    conv="tucker",
+    include=None,
+    exclude=(),
+    inplace=False,
+    fuse=False,
+    progress=True,
+    measure=True,
+    num_threads=None,
+    max_calibration_rows=16384,
+):
+    """Factorize the model's nn.Linear and nn.Conv2d layers; returns ``(model, report)``.
+
+    Exactly one criterion:
+      rank=r (an int; (r_in, r_out) for Tucker), energy=e, ratio=q (each layer's parameters
+      <= q x dense), vbmf=True: as ``lrkernels.<Kind>.from_dense``, per layer;
+      budget=f: the factorized layers together keep <= f x their dense parameters, ranks
+      allocated across layers by kept energy per parameter (``lrkernels.rank.allocate_budget``;
+      Tucker convolutions);
+      latency_target=f: per layer, the most accurate rank (on a ladder of ratios) whose fused
+      layer, timed on this machine at the layer's real input shape, takes <= f x the dense torch
+      layer's time; layers with no such rank stay dense. Needs ``calibration`` or
+      ``example_inputs`` for the shapes.
+    calibration: an iterable of input batches (a tensor, or a tuple of the model's positional
+      arguments). Each layer's inputs are captured on the model as compressed so far and the
+      fit minimizes the layer's output error on them (data-aware); the report gives that error.
+    example_inputs: one batch (tensor or tuple) giving the layers' order and input shapes (for
+      FLOPs and latency) when there is no calibration; None: module order, no FLOPs/latency.
+    conv: "tucker" (TuckerConv2d, the default) or "cp" (CPConv2d) for kxk convolutions; 1x1
+      convolutions always become a low-rank channel mix (TuckerConv2d with a 1x1 core).
+    include / exclude: module names (exact, prefixes or fnmatch patterns such as "layer4.*") or
+      module types; include=None means every nn.Linear and nn.Conv2d.
+    inplace: modify ``model`` (default: a deep copy is compressed; the model is left as is).
+    fuse: also fold BatchNorms into the factorized layers before them and fuse the following
+      ReLU/ReLU6/Hardtanh (see ``lrkernels.torch.fuse``): for inference; the model returned is
+      then a torch.fx GraphModule.
+    progress: a progress bar on stderr. measure: time dense and fused layers (needs shapes).
+    num_threads: threads for torch, lrkernels and numpy's BLAS during the call (default
+      lrkernels.get_num_threads()); latencies are measured at this count.
+
+    Layers that cannot be factorized (grouped convolutions, non-zero padding modes, ...) or whose
+    factorized form would not be smaller stay dense, with the reason in the report. A warning is
+    issued for degenerate choices (rank 1-2, or more than 50x fewer parameters).
+    """
+    criterion = {
+        k: v
+        for k, v in dict(
+            rank=rank,
+            energy=energy,
+            ratio=ratio,
+            vbmf=vbmf or None,
+            budget=budget,
+            latency_target=latency_target,
+        ).items()
+        if v is not None
+    }
+    if len(criterion) != 1:
+        raise ValueError(
+            "compress: give exactly one of rank=, energy=, ratio=, vbmf=True, budget=, "
+            "latency_target=; "
+            f"got {sorted(criterion) or 'none'}"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"compress needs an nn.Module, got {type(model).__name__}")
+    if conv not in ("tucker", "cp"):
+        raise ValueError(f"conv must be 'tucker' or 'cp', got {conv!r}")
+    conv_class = TuckerConv2d if conv == "tucker" else CPConv2d
+    if budget is not None:
+        if conv == "cp":
+            raise ValueError("budget= allocates Tucker-2 ranks; use conv='tucker' or ratio=")
+        if not (isinstance(budget, (int, float)) and 0 < budget <= 1):
+            raise ValueError(f"budget must be a fraction in (0, 1], got {budget!r}")
+    if latency_target is not None:
+        if not (isinstance(latency_target, (int, float)) and latency_target > 0):
+            raise ValueError(f"latency_target must be a positive fraction, got {latency_target!r}")
+        if calibration is None and example_inputs is None:
+            raise ValueError(
+                "latency_target needs the layers' input shapes: "
+                "pass calibration= or example_inputs="
+            )
+    if num_threads is None:
+        num_threads = lrkernels.get_num_threads()
+    if not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
+    if isinstance(exclude, (str, type)):
+        exclude = (exclude,)
+    if isinstance(include, (str, type)):
+        include = (include,)
+    if calibration is not None:
+        if isinstance(calibration, torch.Tensor):
+            calibration = [calibration]
+        calibration = list(calibration)
+        if not calibration:
+            raise ValueError("calibration is empty: give at least one input batch")
+
+    start = time.perf_counter()
+    if not inplace:
+        model = copy.deepcopy(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with pinned_threads(num_threads):
+            rows = _compress(
+                model,
+                criterion,
+                conv_class,
+                calibration,
+                example_inputs,
+                include,
+                tuple(exclude),
+                progress,
+                measure,
+                max_calibration_rows,
+            )
+    finally:
+        model.train(was_training)
+    report = CompressionReport(
+        rows, dict(criterion, conv=conv), num_threads, time.perf_counter() - start
+    )
+    degenerate = [
+        r.name
+        for r in report.layers
+        if r.compressed
+        and (min(np.atleast_1d(r.ranks)) <= 2 or r.params_before > 50 * r.params_after)
+    ]
+    if degenerate:
+        warnings.warn(
+            f"compress: {len(degenerate)} layer(s) cut to rank <= 2 or > 50x fewer parameters "
+            f"(accuracy will likely suffer): {', '.join(degenerate[:8])}",
+            stacklevel=2,
+        )
+    if fuse:
+        from .fuse import fuse as fuse_model
+
+        model = fuse_model(model)
+    return model, report
+
+
+def _compress(
+    model,
+    criterion,
+    conv_class,
+    calibration,
+    example_inputs,
+    include,
+    exclude,
+    progress,
+    measure,
+    max_rows,
+):
+    modules = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d))
+        and not isinstance(m, FactorizedModule)
+        and (include is None or _matches(name, m, include))
+        and not _matches(name, m, exclude)
+    }
+    if not modules:
+        raise ValueError(
+            "compress: no nn.Linear or nn.Conv2d layer selected (check include=/exclude=)"
+        )
+    probe = calibration[0] if calibration is not None else example_inputs
+    shapes = {}
+    order = list(modules)
+    if probe is not None:
+        ran, shapes = _record_calls(model, modules, probe)
+        order = ran + [n for n in modules if n not in shapes]  # layers the probe never reached last
+
+    key, value = next(iter(criterion.items()))
+    allocated = {}
+    if key == "budget":
+        names = [n for n in order if why_not_factorizable(modules[n]) is None]
+        if names:
+            choice = allocate_budget([to_numpy(modules[n].weight) for n in names], ratio=value)
+            allocated = dict(zip(names, choice.rank))
+            budget_reason = choice.reason
+
+    rows = []
+    bar = _Progress(len(order), progress)
+    for i, name in enumerate(order):
+        module = modules[name]
+        bar.update(i, name, "")
+        shape = shapes.get(name)
+        row = LayerReport(
+            name=name,
+            dense_kind=type(module).__name__,
+            kind=type(module).__name__,
+            shape=_weight_shape(module),
+            input_shape=shape,
+            params_before=_params(module),
+            params_after=_params(module),
+        )
+        row.flops_before = row.flops_after = None if shape is None else 2 * _macs(module, shape)
+        rows.append(row)
+        reason = why_not_factorizable(module)
+        if reason:
+            row.reason = reason
+            continue
+        x_timing = torch.randn(shape) if shape is not None else None
+        t_dense = None
+        if x_timing is not None and (measure or key == "latency_target"):
+            with torch.no_grad():
+                t_dense = time_call(lambda: module(x_timing))
+            row.latency_dense_s = t_dense
+        layer_criterion = {key: value}
+        conv_cls = conv_class
+        if isinstance(module, nn.Conv2d) and tuple(module.kernel_size) == (1, 1):
+            conv_cls = TuckerConv2d  # a 1x1 convolution: a low-rank channel mix
+        if key == "budget":
+            layer_criterion = {"rank": allocated[name]}
+        elif key == "latency_target":
+            if shape is None:
+                row.reason = "not reached by the calibration/example batch: no input shape to time"
+                continue
+            bar.update(i, name, "timing ranks")
+            r, latency_why, tried = _latency_rank(module, conv_cls, shape, value, t_dense)
+            row.details["latency_candidates"] = tried
+            if r is None:
+                row.reason = latency_why
+                continue
+            layer_criterion = {"rank": r}
+        elif key == "rank" and isinstance(module, nn.Conv2d) and issubclass(conv_cls, CPConv2d):
+            if not isinstance(value, int):
+                raise ValueError(f"conv='cp' needs an int rank=, got {value!r}")
+        calib = None
+        if calibration is not None:
+            bar.update(i, name, "capturing inputs")
+            calib = _capture_inputs(model, module, calibration, max_rows)
+        bar.update(i, name, "factorizing")
+        try:
+            new = _factorize(module, conv_cls, layer_criterion, calib)
+        except ValueError as e:
+            row.reason = f"left dense: {e}"
+            continue
+        choice = new.rank_choice
+        why = choice.reason if choice is not None else ""
+        if key == "budget":
+            why = f"allocated: {budget_reason}"
+        elif key == "latency_target":
+            why = latency_why
+        new_params = _params(new)
+        if new_params >= row.params_before:
+            row.reason = (
+                f"factorized form would not be smaller ({new_params} >= {row.params_before} "
+                "parameters)"
+            )
+            continue
+        new.eval()
+        set_submodule(model, name, new)
+        row.kind = type(new).__name__
+        row.ranks = new.rank
+        row.reason = why
+        row.params_after = new_params
+        if shape is not None:
+            row.flops_after = 2 * _macs(new, shape)
+        if calib is not None:
+            row.error = _relative_error(module, new, calib[: min(len(calib), 256)])
+        if x_timing is not None and measure:
+            with torch.no_grad():
+                row.latency_fused_s = time_call(lambda: new(x_timing))
+    bar.update(len(order), "done", "")
+    bar.close()
+    return rows

@@ -1,0 +1,550 @@
+"""Factorized ``nn.Module``s whose parameters are the factors, running on the fused kernels.
+
+Each module trains like any torch module (its forward is plain torch ops whenever autograd, a
+tracer, an exporter or a non-CPU/non-float32 tensor is involved) and, in inference on CPU float32
+tensors, calls the fused lrkernels layer: no copy of a contiguous input (NCHW as NCHW, a
+``channels_last`` tensor as NHWC), the output returned as a torch tensor sharing the kernel's
+buffer. The packed kernel layer is rebuilt when a parameter changes (an optimizer step, a
+``load_state_dict``, ``.to()``): the check is each parameter's version counter and storage.
+Changes made through ``param.data`` bypass the version counter; call ``module.refresh()`` after
+them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lrkernels
+
+__all__ = ["CPConv2d", "FactorizedModule", "LowRankLinear", "TuckerConv2d", "module_for_kind"]
+
+_ACTIVATION_BOUNDS = {"relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
+
+
+def canonical_activation(activation):
+    """None, "relu", "relu6" or a (min, max) pair of floats (None for an open side) -> None, the
+    name, or a (float, float) tuple; ValueError/TypeError otherwise."""
+    if activation is None:
+        return None
+    if isinstance(activation, str):
+        if activation not in _ACTIVATION_BOUNDS:
+            raise ValueError(
+                f"activation must be None, 'relu', 'relu6' or a (min, max) pair, got {activation!r}"
+            )
+        return activation
+    try:
+        lo, hi = activation
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"activation must be None, 'relu', 'relu6' or a (min, max) pair, got {activation!r}"
+        ) from None
+    lo = -math.inf if lo is None else float(lo)
+    hi = math.inf if hi is None else float(hi)
+    if math.isnan(lo) or math.isnan(hi) or lo > hi:
+        raise ValueError(f"activation bounds must be ordered numbers, got ({lo}, {hi})")
+    return (lo, hi)
+
+
+def activation_bounds(activation):
+    """(min, max) of a canonical activation; (-inf, inf) for None."""
+    if activation is None:
+        return (-math.inf, math.inf)
+    if isinstance(activation, str):
+        return _ACTIVATION_BOUNDS[activation]
+    return activation
+
+
+def apply_activation(y, activation):
+    """The activation in torch ops (NaN propagates, as in the kernels)."""
+    if activation is None:
+        return y
+    if activation == "relu":
+        return F.relu(y)
+    if activation == "relu6":
+        return F.relu6(y)
+    lo, hi = activation
+    return torch.clamp(y, None if lo == -math.inf else lo, None if hi == math.inf else hi)
+
+
+def _pair(v, name):
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    try:
+        a, b = v
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}") from None
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in (a, b)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return (a, b)
+
+
+def _uniform_(t, bound):
+    with torch.no_grad():
+        t.uniform_(-bound, bound)
+
+
+class FactorizedModule(nn.Module):
+    """Base of the factorized modules: parameters named as the lrkernels layer's factors, the
+    kernel-layer cache, and the choice between the fused kernel and torch ops.
+
+    ``use_kernels`` (default True): set False to always run torch ops (e.g. to compare).
+    """
+
+    kind: str = ""  # the lrkernels layer kind ("LowRankLinear", ...)
+    factor_names: tuple = ()
+    is_conv = False
+
+    def __init__(self, activation=None):
+        super().__init__()
+        self.activation = canonical_activation(activation)
+        self.use_kernels = True
+        self.rank_choice = None  # how the rank was found (from_linear / from_conv), if known
+        self._kernels = {}  # layout -> (version key, lrkernels layer)
+
+    # -- the factors as given to lrkernels ---------------------------------------------------
+    def _params(self):
+        ps = [getattr(self, n) for n in self.factor_names]
+        if self.bias is not None:
+            ps.append(self.bias)
+        return ps
+
+    def _version_key(self):
+        return tuple((p._version, p.data_ptr(), p.device.type) for p in self._params())
+
+    def __getstate__(self):
+        # The packed kernel layers are a cache (and not picklable): copies repack on first use.
+        state = self.__dict__.copy()
+        state["_kernels"] = {}
+        return state
+
+    def refresh(self):
+        """Drop the packed kernel layers: the next inference call repacks the current factors.
+        Needed only after changing a parameter through ``.data`` (invisible to autograd's
+        version counter); optimizer steps, ``load_state_dict`` and ``.to()`` are seen."""
+        self._kernels = {}
+
+    def _geometry_kwargs(self):
+        return {}
+
+    def to_layer(self, layout="NCHW"):
+        """The lrkernels layer computing this module (a new one, packed from the current factors,
+        float32, with the fused activation); ``layout`` only for convolutions."""
+        factors = [
+            getattr(self, n).detach().to("cpu", torch.float32).numpy() for n in self.factor_names
+        ]
+        bias = None if self.bias is None else self.bias.detach().to("cpu", torch.float32).numpy()
+        kwargs = self._geometry_kwargs()
+        if self.is_conv:
+            kwargs["layout"] = layout
+        if self.activation is not None:
+            kwargs["activation"] = self.activation
+        return getattr(lrkernels, self.kind)(*factors, bias, **kwargs)
+
+    def _kernel(self, layout):
+        key = self._version_key()
+        entry = self._kernels.get(layout)
+        if entry is None or entry[0] != key:
+            entry = (key, self.to_layer(layout))
+            self._kernels[layout] = entry
+        return entry[1]
+
+    def _use_fused(self, x):
+        """True when the fused kernel computes this call: a plain CPU float32 tensor, no
+        autograd, no tracing or compiling."""
+        if not self.use_kernels or type(x) is not torch.Tensor:
+            return False
+        if x.dtype is not torch.float32 or x.device.type != "cpu" or x.requires_grad:
+            return False
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self._params()):
+            return False
+        return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+    @classmethod
+    def from_layer(cls, layer, *, rank_choice=None):
+        """The module of an lrkernels layer of the same kind (factors copied as parameters;
+        geometry and activation taken from the layer)."""
+        if layer.kind != cls.kind:
+            raise TypeError(
+                f"{cls.__name__}.from_layer needs a lrkernels.{cls.kind}, got {layer.kind}"
+            )
+        factors = [torch.from_numpy(np.array(f, np.float32)) for f in layer.factors]
+        bias = None if layer.bias is None else torch.from_numpy(np.array(layer.bias, np.float32))
+        kwargs = {}
+        if cls.is_conv:
+            kwargs = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
+        activation = getattr(layer, "activation", None)
+        m = cls.from_factors(*factors, bias, activation=activation, **kwargs)
+        m.rank_choice = (
+            rank_choice if rank_choice is not None else getattr(layer, "rank_choice", None)
+        )
+        return m
+
+    def _state_repr(self):
+        s = ""
+        if self.bias is None:
+            s += ", bias=False"
+        if self.activation is not None:
+            s += f", activation={self.activation!r}"
+        return s
+
+
+class LowRankLinear(FactorizedModule):
+    """y = U (V x) + bias: a linear layer of rank ``rank`` (parameters ``U`` (out, rank), ``V``
+    (rank, in), ``bias`` (out)), any leading dimensions as nn.Linear. In inference on CPU float32
+    input the two stages run fused in one lrkernels call.
+
+    ``LowRankLinear(in_features, out_features, rank, bias=True, activation=None)`` initializes
+    like nn.Linear (U V has nn.Linear's output scale); ``from_factors(U, V, bias)``;
+    ``from_linear(nn.Linear, rank= | energy= | ratio= | vbmf=True, calibration=None)``.
+    ``activation``: None, "relu", "relu6" or (min, max), fused into the kernel's output store.
+    """
+
+    kind = "LowRankLinear"
+    factor_names = ("U", "V")
+
+    def __init__(self, in_features, out_features, rank, bias=True, activation=None):
+        super().__init__(activation)
+        for name, v in (
+            ("in_features", in_features),
+            ("out_features", out_features),
+            ("rank", rank),
+        ):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.U = nn.Parameter(torch.empty(out_features, rank))
+        self.V = nn.Parameter(torch.empty(rank, in_features))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.in_features)
+        _uniform_(self.V, bound)
+        _uniform_(self.U, math.sqrt(3.0 / self.rank))  # E (UV)_ij^2 = E x^2 of nn.Linear's init
+        with torch.no_grad():
+            self.U.mul_(1.0 / math.sqrt(3.0))
+        if self.bias is not None:
+            _uniform_(self.bias, bound)
+
+    @classmethod
+    def from_factors(cls, U, V, bias=None, *, activation=None):
+        U, V = torch.as_tensor(U), torch.as_tensor(V)
+        if U.ndim != 2 or V.ndim != 2 or U.shape[1] != V.shape[0]:
+            raise ValueError(
+                "LowRankLinear needs U (out, rank) and V (rank, in), "
+                f"got {tuple(U.shape)} and {tuple(V.shape)}"
+            )
+        if bias is not None and tuple(torch.as_tensor(bias).shape) != (U.shape[0],):
+            raise ValueError(
+                f"bias must have shape ({U.shape[0]},), got {tuple(torch.as_tensor(bias).shape)}"
+            )
+        m = cls(V.shape[1], U.shape[0], U.shape[1], bias=bias is not None, activation=activation)
+        with torch.no_grad():
+            m.U.copy_(U)
+            m.V.copy_(V)
+            if bias is not None:
+                m.bias.copy_(torch.as_tensor(bias))
+        return m
+
+    @classmethod
+    def from_linear(cls, linear, **criterion):
+        """From an nn.Linear by one criterion of ``lrkernels.LowRankLinear.from_dense`` (rank=,
+        energy=, ratio=, vbmf=True; calibration= inputs (n, in_features) as a tensor or array)."""
+        from .convert import factorize_linear
+
+        return factorize_linear(linear, layer_class=cls, **criterion)
+
+    def forward(self, x):
+        if self._use_fused(x):
+            if x.ndim <= 2:
+                return torch.from_numpy(self._kernel(None)(x.numpy()))
+            lead = x.shape[:-1]
+            y = self._kernel(None)(x.reshape(-1, x.shape[-1]).numpy())
+            return torch.from_numpy(y).reshape(*lead, y.shape[-1])
+        return apply_activation(F.linear(F.linear(x, self.V), self.U, self.bias), self.activation)
+
+    def extra_repr(self):
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+            + self._state_repr()
+        )
+
+
+class _FactorizedConv(FactorizedModule):
+    """Shared by the convolutions: geometry, layouts, the fused call."""
+
+    is_conv = True
+
+    def _init_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation):
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        for name in ("kernel_size", "stride", "dilation"):
+            if min(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if min(self.padding) < 0:
+            raise ValueError(f"padding must be >= 0, got {self.padding}")
+
+    def _geometry_kwargs(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+
+    def forward(self, x):
+        if self._use_fused(x) and x.ndim in (3, 4):
+            if x.ndim == 3:  # unbatched (C, H, W), as nn.Conv2d accepts
+                return self.forward(x.unsqueeze(0)).squeeze(0)
+            if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+                y = self._kernel("NHWC")(x.permute(0, 2, 3, 1).numpy())
+                return torch.from_numpy(y).permute(0, 3, 1, 2)
+            return torch.from_numpy(self._kernel("NCHW")(x.contiguous().numpy()))
+        return apply_activation(self._forward_torch(x), self.activation)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        s += f", rank={self.rank}"
+        if self.stride != (1, 1):
+            s += f", stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        return s + self._state_repr()
+
+    @classmethod
+    def from_conv(cls, conv, **criterion):
+        """From an nn.Conv2d (stride, padding, dilation and bias read from it; groups=1 and
+        zero padding only) by one criterion of the lrkernels class's ``from_dense`` (rank=,
+        energy=, ratio=, vbmf=True; calibration= NCHW images as a tensor or array)."""
+        from .convert import factorize_conv
+
+        return factorize_conv(conv, layer_class=cls, **criterion)
+
+
+class TuckerConv2d(_FactorizedConv):
+    """Tucker-2 convolution: 1x1 (``first`` (R_in, C_in)) -> kxk (``core`` (R_out, R_in, kh, kw),
+    with the stride, padding and dilation) -> 1x1 (``last`` (C_out, R_out)) + ``bias``; the three
+    stages run fused in one lrkernels call in inference on CPU float32 input.
+
+    ``TuckerConv2d(in_channels, out_channels, kernel_size, rank, stride=1, padding=0,
+    dilation=1, bias=True, activation=None)`` (rank an int or (R_in, R_out));
+    ``from_factors(first, core, last, bias, ...)``; ``from_conv(nn.Conv2d, **criterion)``.
+    """
+
+    kind = "TuckerConv2d"
+    factor_names = ("first", "core", "last")
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        rank,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias=True,
+        activation=None,
+    ):
+        super().__init__(activation)
+        self._init_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
+        r_in, r_out = _pair(rank, "rank")
+        if min(r_in, r_out) < 1:
+            raise ValueError(f"rank must be >= 1, got {rank!r}")
+        self.rank = (r_in, r_out)
+        kh, kw = self.kernel_size
+        self.first = nn.Parameter(torch.empty(r_in, in_channels))
+        self.core = nn.Parameter(torch.empty(r_out, r_in, kh, kw))
+        self.last = nn.Parameter(torch.empty(out_channels, r_out))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        kh, kw = self.kernel_size
+        _uniform_(self.first, math.sqrt(3.0 / self.in_channels))
+        _uniform_(self.core, math.sqrt(3.0 / (self.rank[0] * kh * kw)))
+        _uniform_(self.last, math.sqrt(1.0 / self.rank[1]))  # ~ nn.Conv2d's output scale
+        if self.bias is not None:
+            _uniform_(self.bias, 1.0 / math.sqrt(self.in_channels * kh * kw))
+
+    @classmethod
+    def from_factors(
+        cls, first, core, last, bias=None, *, stride=1, padding=0, dilation=1, activation=None
+    ):
+        first, core, last = (torch.as_tensor(t) for t in (first, core, last))
+        if (
+            (first.ndim, core.ndim, last.ndim) != (2, 4, 2)
+            or core.shape[1] != first.shape[0]
+            or (last.shape[1] != core.shape[0])
+        ):
+            raise ValueError(
+                "TuckerConv2d needs first (R_in, C_in), core (R_out, R_in, kh, kw), "
+                "last (C_out, R_out), "
+                f"got {tuple(first.shape)}, {tuple(core.shape)}, {tuple(last.shape)}"
+            )
+        if bias is not None and tuple(torch.as_tensor(bias).shape) != (last.shape[0],):
+            raise ValueError(
+                f"bias must have shape ({last.shape[0]},), got {tuple(torch.as_tensor(bias).shape)}"
+            )
+        m = cls(
+            first.shape[1],
+            last.shape[0],
+            tuple(core.shape[2:]),
+            (first.shape[0], core.shape[0]),
+            stride,
+            padding,
+            dilation,
+            bias=bias is not None,
+            activation=activation,
+        )
+        with torch.no_grad():
+            m.first.copy_(first)
+            m.core.copy_(core)
+            m.last.copy_(last)
+            if bias is not None:
+                m.bias.copy_(torch.as_tensor(bias))
+        return m
+
+    def _forward_torch(self, x):
+        y = F.conv2d(x, self.first[:, :, None, None])
+        y = F.conv2d(y, self.core, None, self.stride, self.padding, self.dilation)
+        return F.conv2d(y, self.last[:, :, None, None], self.bias)
+
+
+class CPConv2d(_FactorizedConv):
+    """CP convolution: 1x1 (``first`` (R, C_in)) -> kh x 1 depthwise (``vertical`` (R, kh)) ->
+    1 x kw depthwise (``horizontal`` (R, kw)) -> 1x1 (``last`` (C_out, R)) + ``bias``, fused in
+    one lrkernels call in inference on CPU float32 input.
+
+    ``CPConv2d(in_channels, out_channels, kernel_size, rank, stride=1, padding=0, dilation=1,
+    bias=True, activation=None)``; ``from_factors(first, vertical, horizontal, last, bias,
+    ...)``; ``from_conv(nn.Conv2d, **criterion)``.
+    """
+
+    kind = "CPConv2d"
+    factor_names = ("first", "vertical", "horizontal", "last")
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        rank,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias=True,
+        activation=None,
+    ):
+        super().__init__(activation)
+        self._init_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+            raise ValueError(f"rank must be a positive int, got {rank!r}")
+        self.rank = rank
+        kh, kw = self.kernel_size
+        self.first = nn.Parameter(torch.empty(rank, in_channels))
+        self.vertical = nn.Parameter(torch.empty(rank, kh))
+        self.horizontal = nn.Parameter(torch.empty(rank, kw))
+        self.last = nn.Parameter(torch.empty(out_channels, rank))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        kh, kw = self.kernel_size
+        _uniform_(self.first, math.sqrt(3.0 / self.in_channels))
+        _uniform_(self.vertical, math.sqrt(3.0 / kh))
+        _uniform_(self.horizontal, math.sqrt(3.0 / kw))
+        _uniform_(self.last, math.sqrt(1.0 / self.rank))
+        if self.bias is not None:
+            _uniform_(self.bias, 1.0 / math.sqrt(self.in_channels * kh * kw))
+
+    @classmethod
+    def from_factors(
+        cls,
+        first,
+        vertical,
+        horizontal,
+        last,
+        bias=None,
+        *,
+        stride=1,
+        padding=0,
+        dilation=1,
+        activation=None,
+    ):
+        first, vertical, horizontal, last = (
+            torch.as_tensor(t) for t in (first, vertical, horizontal, last)
+        )
+        r = first.shape[0] if first.ndim == 2 else -1
+        if (first.ndim, vertical.ndim, horizontal.ndim, last.ndim) != (2, 2, 2, 2) or not (
+            vertical.shape[0] == horizontal.shape[0] == last.shape[1] == r
+        ):
+            raise ValueError(
+                "CPConv2d needs first (R, C_in), vertical (R, kh), horizontal (R, kw), "
+                f"last (C_out, R), got {tuple(first.shape)}, {tuple(vertical.shape)}, "
+                f"{tuple(horizontal.shape)}, {tuple(last.shape)}"
+            )
+        if bias is not None and tuple(torch.as_tensor(bias).shape) != (last.shape[0],):
+            raise ValueError(
+                f"bias must have shape ({last.shape[0]},), got {tuple(torch.as_tensor(bias).shape)}"
+            )
+        m = cls(
+            first.shape[1],
+            last.shape[0],
+            (vertical.shape[1], horizontal.shape[1]),
+            r,
+            stride,
+            padding,
+            dilation,
+            bias=bias is not None,
+            activation=activation,
+        )
+        with torch.no_grad():
+            for name, t in (
+                ("first", first),
+                ("vertical", vertical),
+                ("horizontal", horizontal),
+                ("last", last),
+            ):
+                getattr(m, name).copy_(t)
+            if bias is not None:
+                m.bias.copy_(torch.as_tensor(bias))
+        return m
+
+    def _forward_torch(self, x):
+        r = self.rank
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        y = F.conv2d(x, self.first[:, :, None, None])
+        y = F.conv2d(y, self.vertical[:, None, :, None], None, (sh, 1), (ph, 0), (dh, 1), r)
+        y = F.conv2d(y, self.horizontal[:, None, None, :], None, (1, sw), (0, pw), (1, dw), r)
+        return F.conv2d(y, self.last[:, :, None, None], self.bias)
+
+
+_MODULES = {m.kind: m for m in (LowRankLinear, TuckerConv2d, CPConv2d)}
+
+
+def module_for_kind(kind):
+    """The module class of an lrkernels layer kind ("TuckerConv2d" -> TuckerConv2d)."""
+    try:
+        return _MODULES[kind]
+    except KeyError:
+        raise ValueError(
+            f"no lrkernels.torch module for layer kind {kind!r}; have {sorted(_MODULES)}"
+        ) from None

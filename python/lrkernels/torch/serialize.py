@@ -1,0 +1,111 @@
+"""``save(model, path)`` / ``load(model, path)`` without pickle.
+
+The file is an lrkernels archive (``lrkernels.save_layers``): every factorized module as a plain
+lrkernels layer description plus its float32 factors, the rest of the model's state_dict under
+``state/<key>``, and in the metadata the module classes, how their ranks were chosen and the
+fusions (BatchNorm folding, fused activations) to replay. ``lrkernels.load_layers(path)`` reads
+the same file without torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+import lrkernels
+
+from .compress import set_submodule
+from .modules import FactorizedModule, module_for_kind
+
+__all__ = ["load", "save"]
+
+_FORMAT = "lrkernels.torch"
+_STATE = "state/"
+
+
+def _factorized(model):
+    return {name: m for name, m in model.named_modules() if isinstance(m, FactorizedModule)}
+
+
+def save(model, path):
+    """Write ``model``'s factorized modules (as lrkernels layers, float32) and the rest of its
+    state_dict to ``path`` (an uncompressed .npz archive: no pickle). Returns ``path``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save needs an nn.Module, got {type(model).__name__}")
+    modules = _factorized(model)
+    layers = {name: m.to_layer("NCHW") for name, m in modules.items()}
+    prefixes = tuple(f"{name}." for name in modules)
+    state, dtypes = {}, {}
+    for key, t in model.state_dict().items():
+        if key.startswith(prefixes):
+            continue
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: stored as float32, restored
+            dtypes[key] = "bfloat16"
+            t = t.float()
+        state[_STATE + key] = t.numpy()
+    metadata = {
+        "format": _FORMAT,
+        "version": 1,
+        "model_class": type(model).__name__,
+        "modules": {
+            name: {
+                "class": type(m).__name__,
+                "rank_choice": None if m.rank_choice is None else str(m.rank_choice),
+            }
+            for name, m in modules.items()
+        },
+        "fusions": list(getattr(model, "lrk_fusions", [])),
+        "state_dtypes": dtypes,
+    }
+    lrkernels.save_layers(layers, path, metadata=metadata, extra_arrays=state)
+    return path
+
+
+def load(model, path, *, strict=True):
+    """Rebuild, inside ``model`` (a freshly built architecture, e.g. the dense one), the
+    factorized modules saved in ``path``, replay the recorded fusions and load the rest of the
+    state. Returns the model (a torch.fx GraphModule when fusions were replayed, else ``model``
+    itself). strict: every non-factorized parameter and buffer must be in the file and vice
+    versa (ValueError naming them otherwise)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"load needs an nn.Module, got {type(model).__name__}")
+    header, arrays = lrkernels.read_archive(path)
+    metadata = lrkernels.archive_metadata(header)
+    if metadata.get("format") != _FORMAT:
+        raise ValueError(f"{path}: not an lrkernels.torch model file (no '{_FORMAT}' metadata)")
+    layers = lrkernels.load_layers(path)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    for name, layer in layers.items():
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{path}: the model has no submodule {name!r} to replace") from None
+        module = module_for_kind(layer.kind).from_layer(layer)
+        set_submodule(model, name, module.to(device))
+    fusions = metadata.get("fusions") or []
+    if fusions:
+        from .fuse import fuse
+
+        model = fuse(model, inplace=True, only={f["module"]: f for f in fusions}, fold=False)
+    dtypes = metadata.get("state_dtypes", {})
+    saved = {}
+    for key, a in arrays.items():
+        if key.startswith(_STATE):
+            k = key[len(_STATE) :]
+            t = torch.from_numpy(np.array(a))
+            if dtypes.get(k) == "bfloat16":
+                t = t.to(torch.bfloat16)
+            saved[k] = t
+    own = model.state_dict()
+    prefixes = tuple(f"{name}." for name in layers)
+    expected = {k for k in own if not k.startswith(prefixes)}
+    missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - set(own))
+    if strict and (missing or unexpected):
+        raise ValueError(
+            f"{path} does not match the model: missing {missing[:10]}, unexpected {unexpected[:10]}"
+        )
+    own.update({k: v for k, v in saved.items() if k in own})
+    model.load_state_dict(own)
+    return model
