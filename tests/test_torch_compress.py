@@ -10,6 +10,10 @@ nn = torch.nn
 
 import lrkernels.torch as lt  # noqa: E402
 
+# conv1 (3 input channels) legitimately gets a tiny rank at most levels; the warning is tested
+# on its own below.
+pytestmark = pytest.mark.filterwarnings("ignore:compress.*rank <= 2")
+
 
 class SmallNet(nn.Module):
     """conv-BN-ReLU blocks, a depthwise conv (left dense), a 1x1, a classifier."""
@@ -106,7 +110,9 @@ def test_compress_include_exclude_patterns_and_types():
 
 def test_compress_budget_keeps_the_total_fraction():
     net = _net()
-    model, report = lt.compress(net, budget=0.3, exclude=["dw"], progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small layer may get rank <= 2
+        model, report = lt.compress(net, budget=0.3, exclude=["dw"], progress=False)
     weights = sum(r.shape[0] * int(np.prod(r.shape[1:])) for r in report.layers if r.compressed)
     factor_params = sum(r.params_after for r in report.layers if r.compressed)
     biases = sum(r.shape[0] for r in report.layers if r.compressed and r.name != "conv2")
@@ -245,11 +251,13 @@ def test_sweep_with_finetune_and_folds(tmp_path):
     for r in result.rows[1:]:
         assert r.score_finetuned >= r.score - 1e-6  # fine-tuning towards the target helps
         assert r.latency_s > 0
-    best = result.best(tolerance=1.0)
-    assert best.level in (0.5, 0.2)
+    assert result.best(tolerance=1e9).level == 0.2  # everything qualifies: the smallest
+    with pytest.raises(ValueError, match="tolerance"):
+        result.best(tolerance=-1)
+    far = lt.SweepResult([result.dense, result.rows[1]], "ratio", 1)
+    far.rows[1] = lt.sweep.__globals__["SweepRow"](0.5, {}, 10, None, None, -1e9)
     with pytest.raises(ValueError, match="no level"):
-        result.best(tolerance=0.0) if result.rows[1].final_score < result.dense.final_score else (
-            _ for _ in ()).throw(ValueError("no level"))
+        far.best(tolerance=0.0)
     assert "dense" in str(result)
     pytest.importorskip("matplotlib")
     path = result.plot(tmp_path / "sweep.png")
