@@ -8,7 +8,6 @@ allow_pickle=False; every malformed file is a ValueError naming the path, never 
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import os
@@ -214,23 +213,18 @@ def test_file_is_a_plain_zip_of_npy_without_pickle(tmp_path, rng):
     assert header["format"] == "lrkernels-archive" and header["version"] == 1
 
 
-def test_activation_keyword_is_saved_when_the_layer_has_it(rng):
-    # A stand-in for the coming activation= keyword: any layer attribute of that name is saved.
-    class Clamped(lrkernels.LowRankLinear):
-        @property
-        def activation(self):
-            return (np.float32(0.0), 6.0)
-
+@pytest.mark.parametrize("activation", ["relu", "relu6", (-1.0, 2.0), (None, 0.5)])
+def test_activation_round_trips(rng, activation):
     model = _model(rng, "LowRankLinear", None, True)
-    description, arrays = describe_layer(Clamped(*model.factors, model.bias))
-    assert description["keywords"] == {"activation": [0.0, 6.0]}
+    layer = lrkernels.LowRankLinear(*model.factors, model.bias, activation=activation)
+    description, arrays = describe_layer(layer)
     json.dumps(description)
-    takes_activation = "activation" in inspect.signature(lrkernels.LowRankLinear).parameters
-    if takes_activation:  # the constructor knows it: the pair comes back as a tuple
-        assert tuple(build_layer(description, arrays).activation) == (0.0, 6.0)
-    else:
-        with pytest.raises(ValueError, match="activation"):
-            build_layer(description, arrays)
+    assert "activation" in description["keywords"]
+    back = build_layer(description, arrays)
+    assert back.activation == layer.activation
+    assert (back.output_min, back.output_max) == (layer.output_min, layer.output_max)
+    x = 3 * rng.standard_normal((4, layer.in_features)).astype(np.float32)
+    np.testing.assert_array_equal(back(x), layer(x))
 
 
 def test_layers_without_torch(tmp_path):

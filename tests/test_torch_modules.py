@@ -375,6 +375,7 @@ def test_fold_batchnorm():
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own deprecations
 def test_onnx_export_runs_in_onnxruntime(tmp_path, dynamo):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

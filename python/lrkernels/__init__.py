@@ -83,6 +83,7 @@ def _python_init(cls):
             P("dilation", P.KEYWORD_ONLY, default=1),
             P("layout", P.KEYWORD_ONLY, default="NCHW"),
         ]
+    params.append(P("activation", P.KEYWORD_ONLY, default=None))
 
     def __init__(self, *args, **kwargs):
         if self._initialized:
