@@ -298,6 +298,9 @@ def test_from_linear_and_from_conv_read_the_module():
     assert t.kernel_size == (1, 1) and t.stride == (2, 2)
     cp = lt.CPConv2d.from_conv(nn.Conv2d(8, 8, 3, padding=1), rank=5)
     assert cp.rank == 5
+    assert lt.TuckerConv2d.from_conv(nn.Conv2d(8, 8, 3), ranks=(3, 4)).rank == (3, 4)
+    with pytest.raises(ValueError, match="exactly one"):
+        lt.TuckerConv2d.from_conv(nn.Conv2d(8, 8, 3), ranks=(3, 4), rank=2)
 
 
 def test_from_conv_with_calibration_tensor():
@@ -315,6 +318,7 @@ def test_from_conv_with_calibration_tensor():
         (nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), "padding_mode"),
         (nn.Conv2d(8, 8, 2, padding="same"), "asymmetric"),
         (nn.Linear(1, 8), "no lower rank"),
+        (nn.MultiheadAttention(8, 2).out_proj, "not a plain nn.Linear"),
     ],
 )
 def test_unfactorizable_modules_are_refused_with_the_reason(module, why):
