@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 
-from layer_cases import Case, conv
+from layer_cases import Case, conv, with_activation
 from layer_table import N_RANKS, SPEC
 from lrk_testing import conv_output_hw
 
@@ -197,3 +197,10 @@ def conv_blocked_cases(kind, tile) -> list:
         C(1, 9, nr, (2 * mr + 1, 3), (5, 5), padding=2, ranks=(nr, 2 * nr)),
         C(3, 17, 5, (4, 2 * mr + 3), (1, 7), padding=(0, 3), stride=(1, 2), ranks=(nr - 1, nr)),
     ]
+
+
+def conv_activations(kind, tile):
+    """The tile-edge channels and the odd sizes (1x1 images, wide rows, many bands), each with
+    relu, relu6 or an asymmetric clamp in turn: Conv2d clamps in its kxk stage, the chains in
+    their last 1x1 stage."""
+    return with_activation(conv_tile_edges(kind, tile) + conv_sizes(kind, tile))

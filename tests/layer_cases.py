@@ -7,6 +7,7 @@ modules as a plain module (pytest puts tests/ on sys.path).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ class Case:
     dilation: object = 1
     bias: bool = True
     ranks: tuple = (3, 5)
+    activation: object = None  # the layer's fused output clamp
 
     def __post_init__(self):
         if self.hw is not None:
@@ -58,8 +60,7 @@ class Case:
             self.ranks,
             self.kernel,
             bias=self.bias,
-            **geometry,
-            **kwargs,
+            **{"activation": self.activation, **geometry, **kwargs},
         )
 
     def input(self, rng, model, dtype=F32):
@@ -74,16 +75,42 @@ class Case:
                 f"dilation={self.dilation}"
             )
         )
+        act = "" if self.activation is None else f" activation={self.activation!r}"
         return (
             f"batch={self.batch} in={self.in_dim} out={self.out_dim}{g} bias={self.bias} "
-            f"ranks={self.ranks}"
+            f"ranks={self.ranks}{act}"
         )
 
 
-def conv(batch, cin, cout, hw, kernel, stride=1, padding=0, dilation=1, *, ranks=(3, 5), bias=True):
+def conv(
+    batch,
+    cin,
+    cout,
+    hw,
+    kernel,
+    stride=1,
+    padding=0,
+    dilation=1,
+    *,
+    ranks=(3, 5),
+    bias=True,
+    activation=None,
+):
     """A convolution Case; `ranks` an int r stands for (r, r)."""
     ranks = (ranks, ranks) if np.ndim(ranks) == 0 else tuple(ranks)
-    return Case(batch, cin, cout, tuple(hw), tuple(kernel), stride, padding, dilation, bias, ranks)
+    return Case(
+        batch,
+        cin,
+        cout,
+        tuple(hw),
+        tuple(kernel),
+        stride,
+        padding,
+        dilation,
+        bias,
+        ranks,
+        activation,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,6 +120,19 @@ def conv(batch, cin, cout, hw, kernel, stride=1, padding=0, dilation=1, *, ranks
 DIMS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65]
 
 RANKS = [1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 128, 256]
+
+# The fused output clamps every kind is run with: relu, relu6 and an asymmetric hardtanh whose
+# bounds are not float32-exact in decimal (the layer clamps at their float32 values).
+ACTIVATIONS = ["relu", "relu6", (-0.7, 0.3)]
+
+
+def with_activation(cases, activations=ACTIVATIONS) -> list:
+    """The cases, each with one of `activations` in turn (every activation meets every kind of
+    shape the list cycles through)."""
+    return [
+        dataclasses.replace(c, activation=activations[i % len(activations)])
+        for i, c in enumerate(cases)
+    ]
 
 
 def batches_for(mr: int) -> list:

@@ -4,7 +4,7 @@ blocks. `tile` is the ISA's (mr, nr, kc).
 
 from __future__ import annotations
 
-from layer_cases import DIMS, RANKS, Case, batches_for
+from layer_cases import DIMS, RANKS, Case, batches_for, with_activation
 
 
 def linear_tile_edges(kind, tile):
@@ -71,3 +71,11 @@ def linear_blocked_cases(kind, tile) -> list:
         for k, (in_f, rank, out_f) in enumerate(shapes)
         for batch in (None, 1, mr, mr + 1, 2 * mr, 4 * mr + 3, 7 * mr + 1, 61)
     ]
+
+
+def linear_activations(kind, tile):
+    """Every other (in, out) pair of the tile edges and the batches around mr, each with relu,
+    relu6 or an asymmetric clamp in turn (the clamp's vector body and tails)."""
+    return with_activation(linear_tile_edges(kind, tile)[::2]) + with_activation(
+        [c for c in linear_batches(kind, tile) if c.in_dim < 1000]
+    )

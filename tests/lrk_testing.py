@@ -244,6 +244,7 @@ class Model:
     in_dim: int  # in_features or in_channels
     out_dim: int
     kernel: tuple = (1, 1)
+    activation: object = None  # the fused output clamp: None, "relu", "relu6" or (min, max)
     _layer: object = field(default=None, repr=False)
 
     @property
@@ -257,7 +258,7 @@ class Model:
         return self._layer
 
     def build(self):
-        return self.spec.cls(*self.factors, self.bias, **self.geometry)
+        return self.spec.cls(*self.factors, self.bias, **self.geometry, activation=self.activation)
 
     @property
     def weights(self) -> dict:
@@ -265,10 +266,15 @@ class Model:
 
     def describe(self) -> str:
         shapes = ", ".join(f"{n}{np.shape(a)}" for n, a in self.weights.items() if a is not None)
-        return f"{self.kind}({shapes}, bias={self.bias is not None}, {self.geometry})"
+        act = "" if self.activation is None else f", activation={self.activation!r}"
+        return f"{self.kind}({shapes}, bias={self.bias is not None}, {self.geometry}{act})"
 
     def reference(self, x):
-        return self.spec.reference(x, *self.factors, self.bias, **self.geometry)
+        """The float64 oracle, clamped by the activation (a clamp never widens the error, so the
+        unclamped bound still holds)."""
+        return self.spec.reference(
+            x, *self.factors, self.bias, **self.geometry, activation=self.activation
+        )
 
     def bound(self, x):
         return BOUNDS[self.kind](x, *self.factors, self.bias, **self.geometry)
@@ -317,6 +323,7 @@ def make_model(
     *,
     bias=True,
     dtype=np.float32,
+    activation=None,
     **geometry,
 ) -> Model:
     """Random standard-normal factors of a `kind` layer; `ranks` is a pool of which the kind
@@ -328,7 +335,7 @@ def make_model(
     factors = tuple(rand(rng, s, dtype) for s in shapes)
     b = rand(rng, (out_dim,), dtype) if bias else None
     geometry = {**CONV_DEFAULTS, **geometry} if spec.conv else {}
-    return Model(kind, factors, b, geometry, in_dim, out_dim, kernel)
+    return Model(kind, factors, b, geometry, in_dim, out_dim, kernel, activation)
 
 
 class Cases:

@@ -12,17 +12,27 @@ What is specific to one kind (exact known values, its own messages) stays in its
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import lrkernels
-from layer_cases import Case, blocking_configs, conv, inputs_in_every_layout, weight_variants
-from layer_sweeps import blocked_cases, sweep, sweeps_for
+from layer_cases import (
+    ACTIVATIONS,
+    Case,
+    blocking_configs,
+    conv,
+    inputs_in_every_layout,
+    weight_variants,
+)
+from layer_sweeps import blocked_activation_cases, blocked_cases, sweep, sweeps_for
 from layer_table import KIND_LAYOUTS, LINEAR_KINDS, N_RANKS, SPEC, kind_layout_id, spec_for
 from lrk_testing import (
     BOUNDS,
     Cases,
     assert_within_bound,
+    call,
     check_output_array,
     make_model,
     rand,
@@ -98,6 +108,118 @@ def test_blocked_paths(isa, tile, blocking, rng, kind, layout, config):
     name, kwargs = blocking_configs(tile.mr, tile.nr)[config]
     blocking(**kwargs)
     run_cases(rng, isa, kind, layout, blocked_cases(kind, tile), strided=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The fused output clamp (activation=): relu, relu6 and (min, max) on every kind, ISA and layout
+# (the "activations" sweep above runs them against the clamped reference at the tile edges)
+# --------------------------------------------------------------------------------------------
+
+ACTIVATION_CONFIGS = [0, 1, 7]  # blocking_configs: kc5 ..., kc1 ..., tiny-rounding
+
+
+@pytest.mark.parametrize(
+    "config", ACTIVATION_CONFIGS, ids=[CONFIGS[i][0] for i in ACTIVATION_CONFIGS]
+)
+@every_kind
+def test_blocked_paths_with_activation(isa, tile, blocking, rng, kind, layout, config):
+    """Several K blocks per output tile: the clamp is applied after the last one only (a clamp
+    of a partial sum would differ from the reference)."""
+    blocking(**blocking_configs(tile.mr, tile.nr)[config][1])
+    run_cases(rng, isa, kind, layout, blocked_activation_cases(kind, tile), strided=True)
+
+
+def _clamp32(y, activation):
+    """The clamp the kernels apply, in float32: x < min -> min, x > max -> max, else x."""
+    lo, hi = (np.float32(b) for b in lrkernels.reference.output_bounds(activation))
+    y = np.where(y < lo, lo, y)
+    return np.where(y > hi, hi, y).astype(F32)
+
+
+def _unclamped(m):
+    return m.spec.cls(*m.factors, m.bias, **m.geometry)
+
+
+def _assert_same_bits(y, expected, case):
+    assert y.shape == expected.shape, case
+    same = y.view(np.int32) == expected.view(np.int32)
+    assert same.all(), (
+        f"{case}: {int((~same).sum())} outputs differ from the clamped unclamped output; first "
+        f"at {tuple(np.argwhere(~same)[0])}: {y[~same][0]!r} vs {expected[~same][0]!r}"
+    )
+
+
+def _clamp_cases(kind, tile):
+    """A few shapes across the tile edges (full tiles, tails, 1-row tiles)."""
+    mr, nr = tile.mr, tile.nr
+    if SPEC[kind].conv:
+        return [
+            conv(2, 5, nr + 3, (5, mr + 2), (3, 3), padding=1, ranks=(nr - 1, 7)),
+            conv(1, 3, 2 * nr, (4, 4), (1, 1), ranks=(2, 3)),
+            conv(3, 9, 7, (6, 5), (3, 1), stride=2, padding=(1, 0), ranks=(5, 17)),
+        ]
+    return [
+        Case(2 * mr + 3, 37, 2 * nr + 5, ranks=(nr + 1,) * 2),
+        Case(1, 9, nr - 1, ranks=(3, 3)),
+        Case(mr, 5, 3 * nr, bias=False, ranks=(2, 2)),
+    ]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS + [(None, 0.25), (-1e-3, None), (0.5, 0.5)])
+@every_kind
+def test_activation_is_the_exact_clamp_of_the_output(
+    isa, tile, blocking, rng, kind, layout, activation
+):
+    """The kernels really clamp: every output is exactly the unclamped layer's output (same
+    factors, same kernels) clamped at the float32 bounds, so all lie within them; the attributes
+    say which clamp it is. With shrunken blocks too (several K blocks)."""
+    lo, hi = lrkernels.reference.output_bounds(activation)
+    for blocked in (False, True):
+        if blocked:
+            blocking(kc=3, nc=tile.nr, mc=tile.mr, mb=tile.mr)
+        for case in _clamp_cases(kind, tile):
+            m = dataclasses.replace(case, activation=activation).model(rng, kind, layout)
+            assert (m.layer.output_min, m.layer.output_max) == (lo, hi)
+            x = case.input(rng, m) * F32(3)
+            y = m.check(x, isa, f"blocked={blocked}")
+            assert ((y >= lo) & (y <= hi)).all()
+            y0 = _unclamped(m)(x)
+            assert (y0 < lo).any() or (y0 > hi).any() or lo == -np.inf, "the clamp never acted"
+            _assert_same_bits(y, _clamp32(y0, activation), f"{case} blocked={blocked}")
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@every_kind
+def test_activation_passes_nan_and_clamps_inf(isa, tile, rng, kind, layout, activation):
+    """NaN in -> NaN out (as torch.relu / torch.clamp); +-inf outputs are clamped like any value.
+    Positive factors, so that an infinite input gives infinite outputs (no inf - inf)."""
+    case = small(kind, batch=3)
+    m = dataclasses.replace(case, activation=activation).model(rng, kind, layout)
+    for a in (*m.factors, m.bias):
+        np.abs(a, out=a)
+    x = case.input(rng, m)
+    x.reshape(3, -1)[0, 1] = np.nan
+    x.reshape(3, -1)[1, 2] = np.inf
+    x.reshape(3, -1)[2, 3] = -np.inf
+    with np.errstate(all="ignore"):
+        y = call(m.layer, x, isa)
+        y0 = _unclamped(m)(x)
+    assert np.isnan(y0[0]).any(), "the NaN input reached no output"
+    assert np.isposinf(y0[1]).any() and np.isneginf(y0[2]).any(), "no infinite output"
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y0))
+    _assert_same_bits(y, _clamp32(y0, activation), "NaN and inf")
+    lo, hi = lrkernels.reference.output_bounds(activation)
+    assert (y[np.isneginf(y0)] == lo).all() and (y[np.isposinf(y0)] == hi).all()
+
+
+@every_kind
+def test_activation_batch_zero(isa, rng, kind, layout):
+    case = conv(0, 4, 6, (5, 7), (3, 3), padding=1) if SPEC[kind].conv else small(kind, batch=0)
+    for activation in ACTIVATIONS:
+        m = dataclasses.replace(case, activation=activation).model(rng, kind, layout)
+        x = m.make_input(rng, 0, case.hw)
+        y = call(m.layer, x, isa)
+        check_output_array(y, m.output_shape(x.shape), f"batch 0 activation={activation!r}")
 
 
 @every_kind

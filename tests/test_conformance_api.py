@@ -373,3 +373,102 @@ def test_bad_geometry(kind, kwargs, text):
 def test_geometry_not_an_int_or_a_pair(kind, kwargs):
     with raises((TypeError, ValueError), next(iter(kwargs))):
         SPEC[kind].cls(**ones_args(kind), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# activation= (the fused output clamp)
+# --------------------------------------------------------------------------------------------
+
+INF = float("inf")
+GOOD_ACTIVATIONS = [
+    # (activation=, layer.activation, (output_min, output_max))
+    (None, None, (-INF, INF)),
+    ("relu", "relu", (0.0, INF)),
+    ("relu6", "relu6", (0.0, 6.0)),
+    ((0, None), "relu", (0.0, INF)),
+    ([0.0, 6], "relu6", (0.0, 6.0)),
+    ((None, None), None, (-INF, INF)),
+    ((-INF, INF), None, (-INF, INF)),
+    ((-1, 1), (-1.0, 1.0), (-1.0, 1.0)),
+    ((None, 0.5), (-INF, 0.5), (-INF, 0.5)),
+    ((np.float64(-0.25), np.float32(2)), (-0.25, 2.0), (-0.25, 2.0)),
+    ((0.1, 0.1), (float(F32(0.1)),) * 2, (float(F32(0.1)),) * 2),  # float32 values
+    ((-1e300, 1e300), None, (-INF, INF)),  # beyond float32: open
+]
+
+
+@every_kind
+@pytest.mark.parametrize("given, shown, bounds", GOOD_ACTIVATIONS, ids=str)
+def test_activation_attributes(kind, given, shown, bounds):
+    layer = layer_for(kind, activation=given)
+    assert (layer.output_min, layer.output_max) == bounds
+    assert type(layer.output_min) is float and type(layer.output_max) is float
+    assert layer.activation == shown
+    assert type(layer.activation) is type(shown)
+    text = repr(layer)
+    if shown is None:
+        assert "activation" not in text, text
+    else:
+        assert "activation=" + (f'"{shown}"' if isinstance(shown, str) else repr(shown)) in text
+    with pytest.raises(AttributeError):
+        layer.activation = "relu"
+    with pytest.raises(AttributeError):
+        layer.output_min = 0.0
+    y = layer(good_input(kind))  # all-ones factors: every output is expected_ones_output
+    expected = min(max(expected_ones_output(kind), bounds[0]), bounds[1])
+    np.testing.assert_array_equal(y, np.full_like(y, expected))
+
+
+@every_kind
+@pytest.mark.parametrize(
+    "activation, exc, texts",
+    [
+        ("gelu", ValueError, ["gelu", "relu"]),
+        ("RELU", ValueError, ["RELU"]),
+        ("", ValueError, ["activation"]),
+        ((float("nan"), 1.0), ValueError, ["nan", "activation"]),
+        ((0.0, float("nan")), ValueError, ["nan"]),
+        ((2.0, 1.0), ValueError, ["(2.0, 1.0)", "output_min"]),
+        ((INF, -INF), ValueError, ["output_min"]),
+        ((1.0, 2.0, 3.0), ValueError, ["(1.0, 2.0, 3.0)"]),
+        ((1.0,), ValueError, ["(1.0,)"]),
+        (3, TypeError, ["activation", "3"]),
+        (np.array([0.0, 1.0]), TypeError, ["activation"]),
+        ({"min": 0}, TypeError, ["activation"]),
+        ((True, 2.0), TypeError, ["True"]),
+        (("0", "1"), TypeError, ["'0'"]),
+        ((0.0, 1j), TypeError, ["1j"]),
+        ((object(), 1.0), TypeError, ["activation"]),
+    ],
+    ids=str,
+)
+def test_activation_bad_values(kind, activation, exc, texts):
+    with raises(exc, *texts):
+        layer_for(kind, activation=activation)
+
+
+@every_kind
+def test_activation_is_keyword_only_and_in_the_docstring(kind):
+    cls = SPEC[kind].cls
+    args = list(ones_args(kind).values())
+    with pytest.raises(TypeError):
+        cls(*args, "relu")
+    with raises(TypeError, "activation"):
+        cls(*args, activation="relu", **{"activation ": None})
+    assert "activation :" in cls.__doc__ and '"relu6"' in cls.__doc__
+
+
+@every_kind
+def test_activation_reference_and_error_messages_agree(kind):
+    """lrkernels.reference.output_bounds parses activation= as the layers do, refusing the same
+    values with the same exception types."""
+    from lrkernels.reference import output_bounds
+
+    for given, _, bounds in GOOD_ACTIVATIONS:
+        assert output_bounds(given) == bounds, given
+    for bad in ["gelu", (float("nan"), 1), (2, 1), 3, (1, 2, 3), (True, 1), ("0", 1)]:
+        with pytest.raises(Exception) as from_layer:
+            layer_for(kind, activation=bad)
+        with pytest.raises(Exception) as from_reference:
+            output_bounds(bad)
+        assert from_layer.type is from_reference.type, bad

@@ -216,3 +216,48 @@ def test_from_dense_honours_subclasses(rng):
     t = MyTucker.from_dense(T, ranks=(2, 3), stride=2, padding=1, layout="NHWC")
     assert type(t) is MyTucker and t.stride == (2, 2) and t.layout == "NHWC"
     assert type(MyCP.from_dense(T, rank=2)) is MyCP
+
+
+def _with_activation(layer, activation):
+    """The same layer (factors, bias, geometry) with another activation."""
+    s = spec_for(layer)
+    return s.cls(*s.factors(layer), layer.bias, **s.geometry(layer), activation=activation)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", (-0.5, 0.75)])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_run_reference_and_dense_equivalent_keep_the_activation(rng, layout, activation):
+    for layer, x in _layers(rng, layout).values():
+        s = spec_for(layer)
+        plain = s.run_reference(layer, x)
+        layer = _with_activation(layer, activation)
+        assert s.activation(layer) == layer.activation
+        y = s.run_reference(layer, x)
+        np.testing.assert_array_equal(y, reference.clamp_output(plain, activation))
+        np.testing.assert_allclose(layer(x), y, rtol=1e-4, atol=1e-4)
+        d = s.dense_equivalent(layer)
+        assert d.activation == layer.activation
+        np.testing.assert_allclose(d(x), y, rtol=1e-4, atol=1e-4)
+        assert s.dense_equivalent(layer, activation=None).activation is None
+        assert s.dense_equivalent(layer, activation="relu6").activation == "relu6"
+
+
+def test_from_dense_passes_the_activation(rng):
+    class MyTucker(lrkernels.TuckerConv2d):
+        pass
+
+    W = rng.standard_normal((6, 7))
+    T = rng.standard_normal((6, 5, 3, 3))
+    for s in SPECS:
+        if s.decomposer is None:
+            continue
+        layer = s.cls.from_dense(T if s.conv else W, ratio=0.5, activation="relu6")
+        assert type(layer) is s.cls and layer.activation == "relu6"
+        assert s.cls.from_dense(T if s.conv else W, ratio=0.5).activation is None
+    t = MyTucker.from_dense(T, ranks=(2, 3), stride=2, padding=1, layout="NHWC", activation=(-1, 1))
+    assert type(t) is MyTucker and t.stride == (2, 2) and t.layout == "NHWC"
+    assert t.activation == (-1.0, 1.0)
+    x = rng.standard_normal((2, 6, 6, 5)).astype(np.float32)
+    np.testing.assert_allclose(t(x), spec_for(t).run_reference(t, x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="gelu"):
+        lrkernels.LowRankLinear.from_dense(W, rank=2, activation="gelu")

@@ -4,7 +4,10 @@
 #include <cxxabi.h>
 #include <pybind11/stl.h>
 
+#include <cfloat>
+#include <cmath>
 #include <memory>
+#include <stdexcept>
 #include <utility>
 
 #include "arrays.h"
@@ -75,6 +78,61 @@ lrk::Layout parse_layout(py::handle obj) {
                         py::repr(obj).cast<std::string>());
 }
 
+// The activation keyword: None, "relu", "relu6" or a pair (min, max) of numbers or None (an open
+// side), as the layer's output bounds (float32). Checked here so that the error names the value.
+std::pair<float, float> parse_activation(py::handle obj) {
+  const std::string shown = py::repr(obj).cast<std::string>();
+  const char* expected =
+      "activation must be None, \"relu\", \"relu6\" or a pair (min, max) of "
+      "floats or None, got ";
+  if (obj.is_none()) return {-INFINITY, INFINITY};
+  if (py::isinstance<py::str>(obj)) {
+    const std::string name = obj.cast<std::string>();
+    if (name == "relu") return {0.0f, INFINITY};
+    if (name == "relu6") return {0.0f, 6.0f};
+    throw py::value_error("unknown activation " + shown +
+                          "; the activations are None, \"relu\", \"relu6\" or a pair (min, max)");
+  }
+  if (!py::isinstance<py::tuple>(obj) && !py::isinstance<py::list>(obj)) {
+    throw py::type_error(expected + shown);
+  }
+  py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
+  if (seq.size() != 2) throw py::value_error(expected + shown);
+  auto bound = [&](py::handle v, float open) {
+    if (v.is_none()) return open;
+    if (py::isinstance<py::bool_>(v) || py::isinstance<py::str>(v) ||
+        py::isinstance<py::bytes>(v)) {
+      throw py::type_error(expected + shown);
+    }
+    py::object f = py::reinterpret_steal<py::object>(PyNumber_Float(v.ptr()));
+    if (!f) {
+      PyErr_Clear();
+      throw py::type_error(expected + shown);
+    }
+    const double d = PyFloat_AsDouble(f.ptr());
+    if (d > FLT_MAX) return INFINITY;  // beyond float32: no float32 output lies past it
+    if (d < -FLT_MAX) return -INFINITY;
+    return static_cast<float>(d);  // NaN stays NaN (refused below)
+  };
+  const float lo = bound(seq[0], -INFINITY), hi = bound(seq[1], INFINITY);
+  try {
+    lrk::check_output_bounds(lo, hi);
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error("activation=" + shown + ": " + e.what());
+  }
+  return {lo, hi};
+}
+
+// The activation of a layer as given to the constructor, canonical: None, "relu", "relu6" or the
+// (min, max) tuple of floats.
+py::object activation_of(const lrk::Layer& l) {
+  const float lo = l.output_min(), hi = l.output_max();
+  if (!l.has_output_clamp()) return py::none();
+  if (lo == 0.0f && hi == INFINITY) return py::str("relu");
+  if (lo == 0.0f && hi == 6.0f) return py::str("relu6");
+  return py::make_tuple(static_cast<double>(lo), static_cast<double>(hi));
+}
+
 // Weights are converted to float32 once, here: a finite value beyond the float32 range would
 // silently become inf in every output, so it is an error. (Inputs of a call are converted as
 // numpy's astype does; README, "Inputs".)
@@ -89,8 +147,8 @@ void check_float32_range(const py::array& source, const FloatArray& converted, c
   }
 }
 
-// Constructor arguments by the table: factors (positional or keyword), bias, and for the
-// convolutions the keyword-only stride, padding, dilation and layout.
+// Constructor arguments by the table: factors (positional or keyword), bias, the keyword-only
+// activation, and for the convolutions the keyword-only stride, padding, dilation and layout.
 std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
                                       py::kwargs kwargs) {
   const std::size_t nf = kind.factors.size();
@@ -108,7 +166,7 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
   std::vector<py::object> values(names.size());
   for (std::size_t i = 0; i < args.size(); ++i) values[i] = args[i];
   py::object stride = py::int_(1), padding = py::int_(0), dilation = py::int_(1),
-             layout = py::str("NCHW");
+             layout = py::str("NCHW"), activation = py::none();
   for (auto item : kwargs) {
     const std::string key = item.first.cast<std::string>();
     bool found = false;
@@ -117,6 +175,10 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
       if (values[i])
         throw py::type_error(where + " got multiple values for argument '" + key + "'");
       values[i] = py::reinterpret_borrow<py::object>(item.second);
+      found = true;
+    }
+    if (!found && key == "activation") {
+      activation = py::reinterpret_borrow<py::object>(item.second);
       found = true;
     }
     if (!found && kind.conv) {
@@ -129,8 +191,9 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
     }
     if (!found) throw py::type_error(where + " got an unexpected keyword argument '" + key + "'");
   }
-  lrk::ConvParams params;
+  lrk::LayerParams params;
   if (kind.conv) params.layout = parse_layout(layout);
+  std::tie(params.output_min, params.output_max) = parse_activation(activation);
   std::vector<lrk::Factor> factors(nf);
   for (std::size_t i = 0; i < nf; ++i) {
     if (!values[i]) throw py::type_error(where + " missing required argument '" + names[i] + "'");
@@ -181,6 +244,11 @@ std::string repr(py::handle self) {
   if (l.is_conv()) {
     r += std::string(", layout=\"") +
          lrk::layout_name(static_cast<const lrk::ConvChain&>(l).layout()) + "\"";
+  }
+  if (l.has_output_clamp()) {
+    const py::object a = activation_of(l);
+    r += ", activation=" + (py::isinstance<py::str>(a) ? "\"" + a.cast<std::string>() + "\""
+                                                       : py::repr(a).cast<std::string>());
   }
   return r + ")";
 }
@@ -247,6 +315,18 @@ void def_common(py::class_<LayerHandle>& base) {
             return readonly_view(self, l.bias(), {l.out_dim()});
           },
           "bias (out_features,) or (out_channels,), read-only float32, or None.")
+      .def_property_readonly(
+          "activation", [](py::handle self) { return activation_of(layer_of(self)); },
+          "The fused output clamp as given to the constructor: None, \"relu\", \"relu6\" or a "
+          "(min, max) tuple of floats.")
+      .def_property_readonly(
+          "output_min",
+          [](py::handle self) { return static_cast<double>(layer_of(self).output_min()); },
+          "The lower bound of every output element (float32 value; -inf when open).")
+      .def_property_readonly(
+          "output_max",
+          [](py::handle self) { return static_cast<double>(layer_of(self).output_max()); },
+          "The upper bound of every output element (float32 value; inf when open).")
       .def("__repr__", &repr);
 }
 
@@ -257,6 +337,10 @@ std::string docstring(const lrk::LayerKind& kind) {
     d += std::string(f.name) + " : array_like, shape " + f.dims + "\n";
   const std::string out = kind.conv ? "out_channels" : "out_features";
   d += "bias : array_like, shape (" + out + ",), optional\n";
+  d += "activation : None (default), \"relu\", \"relu6\" or (min, max), keyword-only\n"
+       "    A clamp of every output element fused into the last stage's output path: \"relu\" is\n"
+       "    (0, inf), \"relu6\" is (0, 6), a pair of floats is hardtanh / clamp (None or -inf/inf\n"
+       "    for an open side). NaN outputs stay NaN.\n";
   if (kind.conv) {
     d += "stride, padding, dilation : int or (int, int), keyword-only\n"
          "    Padding is symmetric per axis (rows top and bottom, columns left and right).\n"

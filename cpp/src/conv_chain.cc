@@ -55,10 +55,11 @@ std::size_t ring_rows(const ConvGeometry& g, std::size_t band) {
 // tap weights. src[r * kh + ky] points at the zero-padded source row (padded column 0) of kernel
 // row ky for output row r; a source pixel is csrc floats. Per pixel tile, one micro-kernel call
 // takes the kh * kw tap pointers and keeps the output tile in registers across all taps; the
-// weight panel stays in L1/L2 while it sweeps the band's pixels.
+// weight panel stays in L1/L2 while it sweeps the band's pixels. When this is the chain's last
+// stage, each tile is clamped as soon as it is stored.
 void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t csrc,
                       std::size_t wo, std::size_t rows, const float* const* src, float* out,
-                      std::size_t ldout) {
+                      std::size_t ldout, const OutputClamp& clamp) {
   const F32GemmConfig& ks = w.config();
   const std::size_t nr = ks.nr, mr = ks.mr, n = w.n(), ntaps = g.kh * g.kw;
   const std::size_t lda = g.sw * csrc;
@@ -79,8 +80,9 @@ void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t
             const float* a = row_src[ky] + ox0 * lda;
             for (std::size_t kx = 0; kx < g.kw; ++kx) taps[ky * g.kw + kx] = a + kx * g.dw * csrc;
           }
-          ks.ukernel[px](cols, csrc, ntaps, taps, lda, panel, w.panel_bias(p),
-                         out + (r * wo + ox0) * ldout + p * nr, ldout);
+          float* tile = out + (r * wo + ox0) * ldout + p * nr;
+          ks.ukernel[px](cols, csrc, ntaps, taps, lda, panel, w.panel_bias(p), tile, ldout);
+          clamp.apply(px, cols, tile, ldout);
         }
       }
     }
@@ -306,6 +308,9 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
   const F32GemmConfig& gemm_config = *ks.f32_gemm;
   const F32TransposeFn transpose = ks.f32_transpose->transpose;
   const F32DwconvFn depthwise = ks.f32_dwconv->depthwise;
+  // Only the chain's last stage is clamped: the last 1x1 stage, else the kxk middle (Conv2d).
+  const OutputClamp clamp = output_clamp(ks);
+  const OutputClamp middle_clamp = st.last ? OutputClamp() : clamp;
   const PackedWeights* first = st.first ? &st.first->packed_for(gemm_config) : nullptr;
   const PackedWeights* core = st.core ? &st.core->packed_for(gemm_config) : nullptr;
   const PackedWeights* last = st.last ? &st.last->packed_for(gemm_config) : nullptr;
@@ -347,7 +352,7 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
     }
     auto middle = [&](const float* const* src, std::size_t rows, float* out) {
       if (st.middle == ConvMiddle::kxk_conv) {
-        conv_output_rows(g, *core, csrc, wo, rows, src, out, n_mid);
+        conv_output_rows(g, *core, csrc, wo, rows, src, out, n_mid, middle_clamp);
         return;
       }
       const float* vertical_src[kMaxTaps];
@@ -358,6 +363,7 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
                   vertical_out + g.pw * csrc, csrc);
         depthwise(wo, csrc, g.kw, horizontal_src, g.sw * csrc, st.horizontal_taps.data(),
                   out + r * wo * csrc, csrc);
+        middle_clamp.apply(wo, csrc, out + r * wo * csrc, csrc);  // a chain without last stage
       }
     };
 
@@ -371,10 +377,10 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
       const float* pixels = band;
       if (last) {
         if (!nchw) {
-          gemm(rows * wo, band, n_mid, *last, y_img + oy0 * wo * cout, cout);
+          gemm(rows * wo, band, n_mid, *last, y_img + oy0 * wo * cout, cout, clamp);
           return;
         }
-        gemm(rows * wo, band, n_mid, *last, s.out, cout);
+        gemm(rows * wo, band, n_mid, *last, s.out, cout, clamp);
         pixels = s.out;
       } else if (!nchw) {
         return;  // the middle stage wrote y directly

@@ -59,15 +59,18 @@ namespace {
 // Rows [m_begin, m_end) x panels [p_begin, p_end) of C, Goto-style: the kc x nr panel stays in L1
 // while the row tiles of an M block pass over it. Every output element sees the same sequence of
 // micro-kernel calls whichever tile range it falls in, so splitting over ranges changes no bit.
+// A tile is clamped right after its last K block is stored.
 void gemm_tiles(const F32GemmConfig& ks, const Blocking& blk, std::size_t m_begin,
                 std::size_t m_end, std::size_t p_begin, std::size_t p_end, const float* a,
-                std::size_t lda, const PackedWeights& w, float* c, std::size_t ldc) {
+                std::size_t lda, const PackedWeights& w, float* c, std::size_t ldc,
+                const OutputClamp& clamp) {
   const std::size_t n = w.n(), k = w.k(), nr = ks.nr, mr = ks.mr;
   const std::size_t panels_per_nc = std::max<std::size_t>(1, blk.nc / nr);
   for (std::size_t pc0 = p_begin; pc0 < p_end; pc0 += panels_per_nc) {
     const std::size_t pc_end = std::min(p_end, pc0 + panels_per_nc);
     for (std::size_t kc0 = 0; kc0 < k; kc0 += blk.kc) {
       const std::size_t kc = std::min(blk.kc, k - kc0);
+      const bool last_k_block = kc0 + kc == k;
       for (std::size_t mc0 = m_begin; mc0 < m_end; mc0 += blk.mc) {
         const std::size_t mc_end = std::min(m_end, mc0 + blk.mc);
         for (std::size_t p = pc0; p < pc_end; ++p) {
@@ -78,7 +81,9 @@ void gemm_tiles(const F32GemmConfig& ks, const Blocking& blk, std::size_t m_begi
           for (std::size_t m0 = mc0; m0 < mc_end; m0 += mr) {
             const std::size_t rows = std::min(mr, mc_end - m0);
             const float* a_tile = a + m0 * lda + kc0;
-            ks.ukernel[rows](cols, kc, 1, &a_tile, lda, panel, init, c + m0 * ldc + col0, ldc);
+            float* c_tile = c + m0 * ldc + col0;
+            ks.ukernel[rows](cols, kc, 1, &a_tile, lda, panel, init, c_tile, ldc);
+            if (clamp && last_k_block) clamp.apply(rows, cols, c_tile, ldc);
           }
         }
       }
@@ -102,7 +107,7 @@ std::size_t threads_for_flops(double flops) {
 }
 
 void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w, float* c,
-          std::size_t ldc) {
+          std::size_t ldc, const OutputClamp& clamp) {
   if (m == 0) return;
   const F32GemmConfig& ks = w.config();
   if (a == nullptr || c == nullptr) throw std::invalid_argument("gemm: null input or output");
@@ -118,9 +123,9 @@ void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w
     parallel_for(parts, parts, [&](std::size_t part) {
       const auto range = split_range(panels, parts, part);
       for (std::size_t p = range.first; p < range.second; ++p) {
-        const std::size_t col0 = p * nr;
-        kernel(std::min(nr, n - col0), k, 1, &a, lda, w.panel_weights(p), w.panel_bias(p), c + col0,
-               ldc);
+        const std::size_t col0 = p * nr, cols = std::min(nr, n - col0);
+        kernel(cols, k, 1, &a, lda, w.panel_weights(p), w.panel_bias(p), c + col0, ldc);
+        clamp.apply(m, cols, c + col0, ldc);
       }
     });
     return;
@@ -135,12 +140,12 @@ void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w
     const auto rows = split_range(row_tiles, row_parts, task / col_parts);
     const auto cols = split_range(panels, col_parts, task % col_parts);
     gemm_tiles(ks, blk, rows.first * mr, std::min(m, rows.second * mr), cols.first, cols.second, a,
-               lda, w, c, ldc);
+               lda, w, c, ldc, clamp);
   });
 }
 
 void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWeights& v,
-                  const PackedWeights& u, float* y, std::size_t ldy) {
+                  const PackedWeights& u, float* y, std::size_t ldy, const OutputClamp& clamp) {
   const std::size_t rank = v.n();
   if (u.k() != rank) throw std::logic_error("lowrank_gemm: rank of U and V differ");
   if (m == 0) return;
@@ -150,8 +155,8 @@ void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWe
   float* t = thread_scratch<float>(mb * ldt);
   for (std::size_t m0 = 0; m0 < m; m0 += mb) {
     const std::size_t rows = std::min(mb, m - m0);
-    gemm(rows, x + m0 * ldx, ldx, v, t, ldt);  // t = x V^T   (rank-sized, in L2)
-    gemm(rows, t, ldt, u, y + m0 * ldy, ldy);  // y = t U^T + b, while t is hot
+    gemm(rows, x + m0 * ldx, ldx, v, t, ldt);         // t = x V^T   (rank-sized, in L2)
+    gemm(rows, t, ldt, u, y + m0 * ldy, ldy, clamp);  // y = clamp(t U^T + b), while t is hot
   }
 }
 

@@ -127,6 +127,16 @@ Layer::Layer(std::string kind, std::vector<Factor> factors, const float* bias, s
   if (bias != nullptr) bias_.assign(bias, bias + out_dim);
 }
 
+OutputClamp Layer::output_clamp(const KernelSet& ks) const {
+  OutputClamp c;
+  if (has_output_clamp()) {
+    c.fn = ks.f32_clamp->clamp;
+    c.lo = output_min_;
+    c.hi = output_max_;
+  }
+  return c;
+}
+
 void Layer::run(const float* x, const Shape& x_shape, std::size_t ldx, float* y) const {
   const Shape y_shape = output_shape(x_shape);
   const bool empty = checked_elements(y_shape, kind_.c_str()) == 0;
@@ -183,10 +193,10 @@ void LinearChain::run_stages(const KernelSet& ks, const float* x, const Shape& x
   }
   const F32GemmConfig& gemm_config = *ks.f32_gemm;
   if (stages_.size() == 1) {
-    gemm(batch, x, ldx, stages_[0]->packed_for(gemm_config), y, out_dim_);
+    gemm(batch, x, ldx, stages_[0]->packed_for(gemm_config), y, out_dim_, output_clamp(ks));
   } else {
     lowrank_gemm(batch, x, ldx, stages_[0]->packed_for(gemm_config),
-                 stages_[1]->packed_for(gemm_config), y, out_dim_);
+                 stages_[1]->packed_for(gemm_config), y, out_dim_, output_clamp(ks));
   }
 }
 

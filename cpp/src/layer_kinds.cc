@@ -1,6 +1,8 @@
 // The table of layer kinds: each row names a kind's factors and builds its stage chain. A new layer
 // kind is a row here (its factors, its rank check, its chain), its reference in
 // python/lrkernels/reference.py and its row in python/lrkernels/layer_specs.py.
+#include <cmath>
+#include <cstdio>
 #include <stdexcept>
 
 #include "lrkernels/layer.h"
@@ -23,7 +25,7 @@ void check_bias(const Shape& bias_shape, std::size_t out, const Factor& carrier)
 // The chain [factors[first]] -> middle -> [factors[last]] (index -1: no such stage), kernel kh x
 // kw. Element addresses survive the move of the vector into the layer, so they are taken first.
 std::unique_ptr<Layer> conv_chain(const char* kind, std::vector<Factor> f, const float* bias,
-                                  const ConvParams& p, int first, const ConvMiddle& middle,
+                                  const LayerParams& p, int first, const ConvMiddle& middle,
                                   int last, std::size_t kh, std::size_t kw) {
   ConvGeometry g = p.geometry;
   g.kh = kh;
@@ -35,7 +37,7 @@ std::unique_ptr<Layer> conv_chain(const char* kind, std::vector<Factor> f, const
 }
 
 std::unique_ptr<Layer> build_lowrank_linear(std::vector<Factor> f, const float* bias,
-                                            const ConvParams&) {
+                                            const LayerParams&) {
   const Factor &u = f[0], &v = f[1];
   if (u.shape[1] != v.shape[0]) {
     rank_mismatch("U has shape " + shape_str(u.shape) + " (out_features, rank) but V has shape " +
@@ -45,12 +47,13 @@ std::unique_ptr<Layer> build_lowrank_linear(std::vector<Factor> f, const float* 
   return std::make_unique<LinearChain>("LowRankLinear", std::move(f), bias, stages);
 }
 
-std::unique_ptr<Layer> build_linear(std::vector<Factor> f, const float* bias, const ConvParams&) {
+std::unique_ptr<Layer> build_linear(std::vector<Factor> f, const float* bias, const LayerParams&) {
   const std::vector<const Factor*> stages = {&f[0]};
   return std::make_unique<LinearChain>("Linear", std::move(f), bias, stages);
 }
 
-std::unique_ptr<Layer> build_conv2d(std::vector<Factor> f, const float* bias, const ConvParams& p) {
+std::unique_ptr<Layer> build_conv2d(std::vector<Factor> f, const float* bias,
+                                    const LayerParams& p) {
   ConvMiddle middle;
   middle.weight = &f[0];
   const std::size_t kh = f[0].shape[2], kw = f[0].shape[3];
@@ -58,7 +61,7 @@ std::unique_ptr<Layer> build_conv2d(std::vector<Factor> f, const float* bias, co
 }
 
 std::unique_ptr<Layer> build_tucker_conv2d(std::vector<Factor> f, const float* bias,
-                                           const ConvParams& p) {
+                                           const LayerParams& p) {
   const Factor &first = f[0], &core = f[1], &last = f[2];
   if (core.shape[1] != first.shape[0] || last.shape[1] != core.shape[0]) {
     rank_mismatch("first " + shape_str(first.shape) + " is (R_in, in_channels), core " +
@@ -72,7 +75,7 @@ std::unique_ptr<Layer> build_tucker_conv2d(std::vector<Factor> f, const float* b
 }
 
 std::unique_ptr<Layer> build_cp_conv2d(std::vector<Factor> f, const float* bias,
-                                       const ConvParams& p) {
+                                       const LayerParams& p) {
   const Factor &first = f[0], &vertical = f[1], &horizontal = f[2], &last = f[3];
   const std::size_t r = first.shape[0];
   if (vertical.shape[0] != r || horizontal.shape[0] != r || last.shape[1] != r) {
@@ -157,7 +160,7 @@ const LayerKind* find_layer_kind(const std::string& name) {
 
 std::unique_ptr<Layer> create_layer(const LayerKind& kind, std::vector<Factor> factors,
                                     const float* bias, const Shape& bias_shape,
-                                    const ConvParams& params) {
+                                    const LayerParams& params) {
   if (factors.size() != kind.factors.size()) {
     throw std::invalid_argument(std::string(kind.name) + " takes " +
                                 std::to_string(kind.factors.size()) + " factors, got " +
@@ -189,7 +192,25 @@ std::unique_ptr<Layer> create_layer(const LayerKind& kind, std::vector<Factor> f
     const Factor& carrier = factors[kind.bias_factor];
     check_bias(bias_shape, carrier.shape[0], carrier);
   }
-  return kind.build(std::move(factors), bias, params);
+  check_output_bounds(params.output_min, params.output_max);
+  std::unique_ptr<Layer> layer = kind.build(std::move(factors), bias, params);
+  layer->output_min_ = params.output_min;
+  layer->output_max_ = params.output_max;
+  return layer;
+}
+
+void check_output_bounds(float output_min, float output_max) {
+  const char* problem = nullptr;
+  if (std::isnan(output_min) || std::isnan(output_max)) {
+    problem = "the output bounds must not be NaN";
+  } else if (output_min > output_max) {
+    problem = "output_min must be <= output_max";
+  }
+  if (problem == nullptr) return;
+  char text[128];
+  std::snprintf(text, sizeof text, "output_min=%.9g and output_max=%.9g: %s",
+                static_cast<double>(output_min), static_cast<double>(output_max), problem);
+  throw std::invalid_argument(text);
 }
 
 }  // namespace lrk

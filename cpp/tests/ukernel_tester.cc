@@ -9,7 +9,10 @@
 //     past column nr.
 //   f32 transpose: rows and cols 1..17, 31..33, tight and padded strides, sentinels.
 //   f32 dwconv: pixels 1..9, channels 1..17, 31..33, 64, taps 1..7, step > channels, ldo >
-//   channels. FMA probe: runs, writes a finite sink and nothing past 16 floats.
+//   channels. f32 clamp: rows 1..4, cols 1..17, 31..33, 64, tight and padded strides, in place
+//   and out of place, relu / relu6 / asymmetric / one-sided / lo == hi bounds on inputs with NaN,
+//   +-inf and -0.0, bit for bit (NaN and -0.0 pass unchanged). FMA probe: runs, writes a finite
+//   sink and nothing past 16 floats.
 // Usage: lrkernels_ukernel_tester [FILTER]   (only families whose name contains FILTER)
 // Exit status 0 when every case passes; one FAIL line per failing case (at most 10 per family).
 #include "ukernel_tester.h"
@@ -297,6 +300,67 @@ void test_dwconv(const lrk::F32DwconvConfig& cfg, Pool& pool, Family& fam) {
   }
 }
 
+// ---- f32 clamp --------------------------------------------------------------------------------
+
+void test_clamp(const lrk::F32ClampConfig& cfg, Pool& pool, Family& fam) {
+  fam.check(cfg.clamp != nullptr, "config: no clamp kernel");
+  if (!cfg.clamp) return;
+  const float inf = std::numeric_limits<float>::infinity();
+  const float bounds[][2] = {{0.0f, inf},   {0.0f, 6.0f},  {-0.7f, 0.3f},
+                             {-inf, 0.25f}, {-1e-3f, inf}, {0.5f, 0.5f}};
+  std::vector<std::size_t> col_list;
+  for (std::size_t s = 1; s <= 17; ++s) col_list.push_back(s);
+  for (std::size_t s : {31, 32, 33, 64}) col_list.push_back(s);
+  const float specials[] = {kNaN, inf, -inf, -0.0f, 0.0f, 6.0f, 1e-40f, -1e-40f};
+  constexpr std::size_t kGuard = 16;
+  for (const auto& b : bounds) {
+    const float lo = b[0], hi = b[1];
+    for (std::size_t rows = 1; rows <= 4; ++rows) {
+      for (std::size_t cols : col_list) {
+        for (int mode = 0; mode < 3; ++mode) {  // 0 tight, 1 padded strides, 2 in place
+          const std::size_t ldi = cols + (mode == 1 ? 3 : 0), ldo = cols + (mode == 1 ? 5 : 0);
+          std::vector<float> in(rows * ldi, kNaN);
+          for (std::size_t i = 0; i < rows; ++i) {
+            pool.fill(&in[i * ldi], cols);
+            for (std::size_t j = 0; j < cols; ++j) in[i * ldi + j] *= 8.0f;
+            in[i * ldi + (i * 7) % cols] = specials[(i + cols) % 8];
+            in[i * ldi + (i * 3 + cols / 2) % cols] = specials[(i + cols + 3) % 8];
+          }
+          std::vector<float> obuf(kGuard + rows * ldo + kGuard, sentinel());
+          float* out = obuf.data() + kGuard;
+          if (mode == 2) {
+            for (std::size_t i = 0; i < rows; ++i)
+              std::memcpy(out + i * ldo, &in[i * ldi], cols * sizeof(float));
+            cfg.clamp(rows, cols, out, ldo, out, ldo, lo, hi);
+          } else {
+            cfg.clamp(rows, cols, in.data(), ldi, out, ldo, lo, hi);
+          }
+          char what[160] = "";
+          for (std::size_t e = 0; what[0] == 0 && e < obuf.size(); ++e) {
+            const long off = long(e) - long(kGuard);
+            const bool inside =
+                off >= 0 && std::size_t(off) < rows * ldo && std::size_t(off) % ldo < cols;
+            if (inside) {
+              const std::size_t i = std::size_t(off) / ldo, j = std::size_t(off) % ldo;
+              float want = in[i * ldi + j];
+              want = want < lo ? lo : want;  // NaN and -0.0 (under lo = 0) pass unchanged
+              want = want > hi ? hi : want;
+              if (std::memcmp(&want, &obuf[e], sizeof(float)) != 0) {
+                std::snprintf(what, sizeof what, "out[%zu][%zu] = %.9g for in %.9g, expected %.9g",
+                              i, j, double(obuf[e]), double(in[i * ldi + j]), double(want));
+              }
+            } else if (!is_sentinel(obuf[e])) {
+              std::snprintf(what, sizeof what, "wrote outside the output at out[%ld]", off);
+            }
+          }
+          fam.check(what[0] == 0, "lo=%g hi=%g rows=%zu cols=%zu ldi=%zu ldo=%zu%s: %s", double(lo),
+                    double(hi), rows, cols, ldi, ldo, mode == 2 ? " in place" : "", what);
+        }
+      }
+    }
+  }
+}
+
 // ---- FMA probe --------------------------------------------------------------------------------
 
 void test_fma_probe(const lrk::FmaProbeConfig& cfg, Family& fam) {
@@ -379,6 +443,9 @@ int main(int argc, char** argv) {
     }
     if (const auto* c = ks->f32_dwconv) {
       runner.run(c, c->name, [&](Family& f) { test_dwconv(*c, runner.pool, f); });
+    }
+    if (const auto* c = ks->f32_clamp) {
+      runner.run(c, c->name, [&](Family& f) { test_clamp(*c, runner.pool, f); });
     }
     if (const auto* c = ks->fma_probe) {
       runner.run(c, c->name, [&](Family& f) { test_fma_probe(*c, f); });

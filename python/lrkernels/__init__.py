@@ -31,6 +31,12 @@ All build ``cls``: a subclass's from_dense returns the subclass. ``lrkernels.dec
 tucker2, cp), ``lrkernels.rank`` (the criteria, each with its reason), ``lrkernels.report``
 (parameters, FLOPs, compression, weight and output error).
 
+Saving and loading (numpy only, no pickle)
+------------------------------------------
+save_layers({name: layer}, path, *, metadata=None, extra_arrays=None), load_layers(path)
+write_archive(path, header, arrays), read_archive(path) -> (header, arrays)
+                  ``lrkernels.archive`` (also describe_layer, build_layer): the file format
+
 ``lrkernels.layer_specs`` is the one table of the layer kinds (factor names, reference function,
 dense reconstruction, parameter and FLOP counts, decomposer): ``spec_for(layer_or_class_or_name)``.
 """
@@ -77,6 +83,7 @@ def _python_init(cls):
             P("dilation", P.KEYWORD_ONLY, default=1),
             P("layout", P.KEYWORD_ONLY, default="NCHW"),
         ]
+    params.append(P("activation", P.KEYWORD_ONLY, default=None))
 
     def __init__(self, *args, **kwargs):
         if self._initialized:
@@ -109,6 +116,8 @@ del _cls
 # Decompositions, rank selection and reports (numpy only). Importing `layer_specs` adds the
 # `from_dense` classmethods to LowRankLinear, TuckerConv2d and CPConv2d (from its table).
 from . import decompose, layer_specs, rank, report
+from . import archive
+from .archive import load_layers, read_archive, save_layers, write_archive
 
 __all__ = [
     "Layer",
@@ -131,6 +140,12 @@ __all__ = [
     "layer_specs",
     "rank",
     "report",
+    # saving and loading (numpy only, no pickle)
+    "archive",
+    "save_layers",
+    "load_layers",
+    "write_archive",
+    "read_archive",
 ]
 
 

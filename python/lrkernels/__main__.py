@@ -98,6 +98,23 @@ def demo(args) -> int:
     return 0 if ok else 1
 
 
+def model_demo(args, parser) -> int:
+    if args.plot:
+        if not _have_matplotlib():
+            parser.error("--plot needs matplotlib: pip install 'lrkernels[plot]'")
+        _check_writable(parser, "--plot", args.plot)
+    try:
+        import lrkernels.torch  # noqa: F401
+        from lrkernels.torch import digits_demo
+    except ImportError as e:
+        print(f"demo --model: {e}", file=sys.stderr)
+        return 2
+    kw = dict(levels=(0.3, 0.15), folds=2, epochs=12, finetune_epochs=3) if args.quick else {}
+    res = digits_demo.run(threads=args.threads, plot=args.plot, **kw)
+    ok = res["reloaded_acc"] == res["fused_acc"] and res["compressed_acc"] > 0.8
+    return 0 if ok else 1
+
+
 def _positive_int(text):
     """argparse type: an int >= 1 (batch sizes)."""
     try:
@@ -187,6 +204,17 @@ def main(argv=None) -> int:
         default=1,
         help="threads for lrkernels and numpy's BLAS alike (default 1)",
     )
+    p_demo.add_argument(
+        "--model",
+        action="store_true",
+        help="the end-to-end PyTorch example instead: train a CNN on scikit-learn's digits, "
+        "compress, fine-tune, choose the level by cross-validation, time it (needs "
+        "lrkernels[torch,demo]; a few minutes)",
+    )
+    p_demo.add_argument("--plot", metavar="FILE", help="--model: save the trade-off plot (PNG)")
+    p_demo.add_argument(
+        "--quick", action="store_true", help="--model: fewer levels and epochs (about a minute)"
+    )
     sub.add_parser("info", help="print build and CPU facts as JSON")
     from lrkernels.bench import COLUMNS_HELP
 
@@ -246,6 +274,8 @@ def main(argv=None) -> int:
     lrkernels.set_num_threads(args.threads)
     if args.isa:
         lrkernels.set_isa(args.isa)
+    if args.model:
+        return model_demo(args, p_demo)
     return demo(args)
 
 

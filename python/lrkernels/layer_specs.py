@@ -11,7 +11,8 @@ the benchmark, the tests) asks the table instead of switching on class names:
     spec.num_params(layer), spec.flops(layer, input_hw)
 
 The table only reads attributes the layers expose (U, V, W, weight, first, core, last, vertical,
-horizontal, bias, rank, ranks, kernel_size, stride, padding, dilation, layout, in/out sizes).
+horizontal, bias, rank, ranks, kernel_size, stride, padding, dilation, layout, activation, in/out
+sizes).
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ class LayerSpec:
     factorized      False for the dense baselines Linear and Conv2d
     factor_names    the factor attributes in constructor order, bias excluded
     factor_dims     their shapes in words, same order
-    reference       the lrkernels.reference function: reference(x, *factors, bias, **geometry)
+    reference       the lrkernels.reference function:
+                    reference(x, *factors, bias, **geometry, activation=None)
     decomposer      (weight, bias=None, **criterion) -> layer, the ``from_dense`` function of the
                     kind (it also takes ``layer_class=`` to build a subclass); None for dense kinds
     """
@@ -276,20 +278,31 @@ class LayerSpec:
         """The float64 dense weight the factors multiply out to: (out, in) or (out, in, kh, kw)."""
         return self._dense(self.factors(layer))
 
-    def run_reference(self, layer, x) -> np.ndarray:
-        """The float64 reference output of the layer on x (its own factors, bias and geometry)."""
-        return self.reference(x, *self.factors(layer), layer.bias, **self.geometry(layer))
+    def activation(self, layer):
+        """The layer's fused output clamp: None, "relu", "relu6" or (min, max) (None for objects
+        without one)."""
+        return getattr(layer, "activation", None)
 
-    def dense_equivalent(self, layer, weight=None, *, bias=_KEEP_BIAS):
+    def run_reference(self, layer, x) -> np.ndarray:
+        """The float64 reference output of the layer on x (its own factors, bias, geometry and
+        activation)."""
+        return self.reference(
+            x, *self.factors(layer), layer.bias, **self.geometry(layer),
+            activation=self.activation(layer),
+        )  # fmt: skip
+
+    def dense_equivalent(self, layer, weight=None, *, bias=_KEEP_BIAS, activation=_KEEP_BIAS):
         """The dense layer (Linear or Conv2d, same geometry and layout) of `weight`, by default
-        ``to_dense(layer)``, with the layer's own bias unless bias= is given (None: no bias)."""
+        ``to_dense(layer)``, with the layer's own bias and activation unless bias= / activation=
+        is given (None: no bias / no clamp)."""
         W = self.to_dense(layer) if weight is None else _f64(weight)
         b = layer.bias if bias is _KEEP_BIAS else bias
+        act = self.activation(layer) if activation is _KEEP_BIAS else activation
         W32 = np.ascontiguousarray(W, dtype=np.float32)
         b32 = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
         if not self.conv:
-            return _core.Linear(W32, b32)
-        return _core.Conv2d(W32, b32, **self.geometry(layer))
+            return _core.Linear(W32, b32, activation=act)
+        return _core.Conv2d(W32, b32, **self.geometry(layer), activation=act)
 
 
 def _dense_baseline(name, cls, conv, weight_name, weight_dims, reference_fn, shapes, macs):

@@ -1,7 +1,8 @@
 """Numpy reference implementations of every lrkernels kernel: written for clarity, not speed.
 
 They compute in float64 and are the oracle the tests compare the fast kernels with. Names and
-arguments match the layers: ``lowrank_linear(x, U, V, bias)`` is ``LowRankLinear(U, V, bias)(x)``.
+arguments match the layers: ``lowrank_linear(x, U, V, bias)`` is ``LowRankLinear(U, V, bias)(x)``,
+and ``activation=`` is the layers' fused output clamp (None, "relu", "relu6" or (min, max)).
 """
 
 from __future__ import annotations
@@ -10,24 +11,78 @@ import operator
 
 import numpy as np
 
+_ACTIVATION_WORDS = 'None, "relu", "relu6" or a pair (min, max) of floats or None'
 
-def linear(x, W, bias=None):
-    """y = x W^T + bias for x of shape (in,) or (batch, in) and W of shape (out, in)."""
+
+def output_bounds(activation):
+    """The (min, max) output clamp of an ``activation=`` value, as the layers store it: float32
+    values as Python floats, (-inf, inf) for None. "relu" is (0, inf), "relu6" (0, 6), a pair
+    (min, max) is hardtanh / clamp with None for an open side. ValueError / TypeError naming the
+    value otherwise (a NaN bound, min > max, an unknown name, a wrong type)."""
+    inf = float("inf")
+    if activation is None:
+        return -inf, inf
+    if isinstance(activation, str):
+        named = {"relu": (0.0, inf), "relu6": (0.0, 6.0)}
+        if activation not in named:
+            raise ValueError(
+                f"unknown activation {activation!r}; the activations are {_ACTIVATION_WORDS}"
+            )
+        return named[activation]
+    if not isinstance(activation, (tuple, list)):
+        raise TypeError(f"activation must be {_ACTIVATION_WORDS}, got {activation!r}")
+    if len(activation) != 2:
+        raise ValueError(f"activation must be {_ACTIVATION_WORDS}, got {activation!r}")
+
+    def bound(v, open_side):
+        if v is None:
+            return open_side
+        if isinstance(v, (bool, np.bool_, str, bytes)):
+            raise TypeError(f"activation must be {_ACTIVATION_WORDS}, got {activation!r}")
+        try:
+            f = float(v)
+        except TypeError:
+            raise TypeError(f"activation must be {_ACTIVATION_WORDS}, got {activation!r}") from None
+        with np.errstate(over="ignore"):
+            return float(np.float32(f))  # beyond the float32 range: +-inf, as the layers
+
+    lo, hi = bound(activation[0], -inf), bound(activation[1], inf)
+    if np.isnan(lo) or np.isnan(hi):
+        raise ValueError(f"activation={activation!r}: the output bounds must not be NaN")
+    if lo > hi:
+        raise ValueError(f"activation={activation!r}: output_min must be <= output_max")
+    return lo, hi
+
+
+def clamp_output(y, activation=None):
+    """y clamped to the bounds of `activation` (see output_bounds), as the layers' last stage does:
+    x < min -> min, x > max -> max, anything else (NaN, -0.0 under a bound of 0) unchanged."""
+    lo, hi = output_bounds(activation)
+    if lo == -np.inf and hi == np.inf:
+        return y
+    y = np.where(y < lo, lo, y)
+    return np.where(y > hi, hi, y)
+
+
+def linear(x, W, bias=None, *, activation=None):
+    """y = x W^T + bias for x of shape (in,) or (batch, in) and W of shape (out, in), then the
+    output clamp of `activation` (None, "relu", "relu6" or (min, max): see output_bounds)."""
     x = np.asarray(x, dtype=np.float64)
     y = x @ np.asarray(W, dtype=np.float64).T
     if bias is not None:
         y = y + np.asarray(bias, dtype=np.float64)
-    return y
+    return clamp_output(y, activation)
 
 
-def lowrank_linear(x, U, V, bias=None):
-    """y = U (V x) + bias, for U (out, rank) and V (rank, in): the two stages one after another."""
+def lowrank_linear(x, U, V, bias=None, *, activation=None):
+    """y = U (V x) + bias, for U (out, rank) and V (rank, in): the two stages one after another,
+    then the output clamp of `activation` (only the output is clamped, never V x)."""
     x = np.asarray(x, dtype=np.float64)
     t = x @ np.asarray(V, dtype=np.float64).T  # (..., rank)
     y = t @ np.asarray(U, dtype=np.float64).T  # (..., out)
     if bias is not None:
         y = y + np.asarray(bias, dtype=np.float64)
-    return y
+    return clamp_output(y, activation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,10 +235,11 @@ def _conv_input(x, layout, stride, padding, dilation):
     return _to_nchw(x, layout), geometry
 
 
-def _conv_result(y, bias, layout):
-    """The float64 NCHW result y plus the bias (or None), in `layout`."""
+def _conv_result(y, bias, layout, activation=None):
+    """The float64 NCHW result y plus the bias (or None), clamped by `activation`, in `layout`."""
     if bias is not None:
         y = y + bias[None, :, None, None]
+    y = clamp_output(y, activation)
     return _from_nchw(y, layout)
 
 
@@ -196,7 +252,9 @@ def _check_channels(x, layout, w, name):
         )
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"):
+def conv2d(
+    x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW", *, activation=None
+):
     """Dense 2-D convolution (cross-correlation, groups=1) like ``torch.nn.functional.conv2d``.
 
     ``conv2d(x, weight, bias, stride, padding, dilation, layout)`` is
@@ -211,16 +269,30 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW")
     bias: (Cout,) or None. stride, padding, dilation: an int or a pair (for the H and W axes);
     stride and dilation >= 1, padding >= 0. Returns float64 (N, Cout, Ho, Wo) or (N, Ho, Wo, Cout)
     with Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (Wo likewise), which must be >= 1.
+    activation (keyword-only): the output clamp after the bias (None, "relu", "relu6" or
+    (min, max); see output_bounds).
     """
     x, (stride, padding, dilation) = _conv_input(x, layout, stride, padding, dilation)
     w = _factor(weight, "weight", "(Cout, Cin, kh, kw)")
     _check_channels(x, layout, w, "weight")
     bias = _check_bias(bias, w.shape[0])
     y = _conv2d_nchw(x, w, stride, padding, dilation)
-    return _conv_result(y, bias, layout)
+    return _conv_result(y, bias, layout, activation)
 
 
-def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"):
+def tucker_conv2d(
+    x,
+    first,
+    core,
+    last,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    layout="NCHW",
+    *,
+    activation=None,
+):
     """Tucker-2 factorized convolution: three convolutions one after the other, in float64.
 
     ``tucker_conv2d(x, first, core, last, bias, ...)`` is
@@ -259,11 +331,22 @@ def tucker_conv2d(x, first, core, last, bias=None, stride=1, padding=0, dilation
     t = np.einsum("rc,nchw->nrhw", first, x)
     u = _conv2d_nchw(t, core, stride, padding, dilation)
     y = np.einsum("or,nrhw->nohw", last, u)
-    return _conv_result(y, bias, layout)
+    return _conv_result(y, bias, layout, activation)
 
 
 def cp_conv2d(
-    x, first, vertical, horizontal, last, bias=None, stride=1, padding=0, dilation=1, layout="NCHW"
+    x,
+    first,
+    vertical,
+    horizontal,
+    last,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    layout="NCHW",
+    *,
+    activation=None,
 ):
     """CP-factorized convolution (Lebedev et al. 2015): four stages one after the other, float64.
 
@@ -315,4 +398,4 @@ def cp_conv2d(
         cols = up[:, :, :, _taps(kx * dw, sw, wo)]  # (N, R, Ho, Wo)
         v += cols * horizontal[None, :, kx, None, None]
     y = np.einsum("nrhw,or->nohw", v, last, optimize=True)
-    return _conv_result(y, bias, layout)
+    return _conv_result(y, bias, layout, activation)

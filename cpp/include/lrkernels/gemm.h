@@ -53,18 +53,33 @@ const F32GemmConfig& config_for_width(const F32GemmConfig& config, std::size_t n
 // defaults.
 void set_blocking_override(const Blocking& b);
 
+// The output clamp of a layer's last stage (the "minmax" epilogue), applied by the drivers to each
+// output tile right after its last K block is stored, while the tile is in L1. fn == nullptr: none
+// (a layer with both bounds infinite passes that, and pays nothing).
+struct OutputClamp {
+  F32ClampFn fn = nullptr;
+  float lo = 0.0f, hi = 0.0f;
+  explicit operator bool() const { return fn != nullptr; }
+  // Clamps rows x cols of c (row stride ldc) in place.
+  void apply(std::size_t rows, std::size_t cols, float* c, std::size_t ldc) const {
+    if (fn != nullptr) fn(rows, cols, c, ldc, c, ldc, lo, hi);
+  }
+};
+
 // Threads worth using for a call of this many flops (at most num_threads()).
 std::size_t threads_for_flops(double flops);
 
-// C (m x n) = A (m x k, row stride lda) * W^T + bias, on the config W was packed for; split over
-// output tiles on up to threads_for_flops() threads.
+// C (m x n) = clamp(A (m x k, row stride lda) * W^T + bias), on the config W was packed for; split
+// over output tiles on up to threads_for_flops() threads.
 void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w, float* c,
-          std::size_t ldc);
+          std::size_t ldc, const OutputClamp& clamp = OutputClamp());
 
-// y (m x out) = (x (m x in) V^T) U^T + bias, fused: for each block of rows the rank-sized
+// y (m x out) = clamp((x (m x in) V^T) U^T + bias), fused: for each block of rows the rank-sized
 // intermediate lives in a per-thread scratch buffer that stays in L1/L2 and is consumed at once.
+// Only y is clamped, never the intermediate.
 void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWeights& v,
-                  const PackedWeights& u, float* y, std::size_t ldy);
+                  const PackedWeights& u, float* y, std::size_t ldy,
+                  const OutputClamp& clamp = OutputClamp());
 
 // Per-thread scratch of at least `bytes` (64-byte aligned), grown on demand and reused: no heap
 // allocation in steady state. Valid until this thread's next request.

@@ -58,6 +58,13 @@ struct F32DwconvConfig {
   F32DwconvFn depthwise = nullptr;
 };
 
+struct F32ClampConfig {
+  const char* name = nullptr;  // "f32-clamp-tile-<isa>"
+  Isa isa = Isa::scalar;
+  unsigned required_features = 0;
+  F32ClampFn clamp = nullptr;
+};
+
 struct FmaProbeConfig {
   const char* name = nullptr;  // "f32-fma-probe-<isa>"
   Isa isa = Isa::scalar;
@@ -70,6 +77,7 @@ struct FmaProbeConfig {
 const F32GemmConfig* f32_gemm_config(Isa isa);
 const F32TransposeConfig* f32_transpose_config(Isa isa);
 const F32DwconvConfig* f32_dwconv_config(Isa isa);
+const F32ClampConfig* f32_clamp_config(Isa isa);
 const FmaProbeConfig* fma_probe_config(Isa isa);  // nullptr for scalar: no meaningful peak
 
 // The kernels of one ISA, every family (BLIS's context). Every field but fma_probe is non-null.
@@ -78,6 +86,7 @@ struct KernelSet {
   const F32GemmConfig* f32_gemm = nullptr;
   const F32TransposeConfig* f32_transpose = nullptr;
   const F32DwconvConfig* f32_dwconv = nullptr;
+  const F32ClampConfig* f32_clamp = nullptr;
   const FmaProbeConfig* fma_probe = nullptr;
 };
 // nullptr when the ISA is not compiled into this build or not supported by this CPU.

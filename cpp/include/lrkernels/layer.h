@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -19,6 +20,9 @@
 #include "lrkernels/kernel_config.h"
 
 namespace lrk {
+
+struct LayerKind;
+struct LayerParams;
 
 // A tensor shape of at most kMaxDims dimensions, stored inline: a layer call builds shapes without
 // touching the heap.
@@ -123,6 +127,10 @@ class Layer {
   const Shape& ranks() const { return ranks_; }
   std::size_t in_dim() const { return in_dim_; }    // in_features / in_channels
   std::size_t out_dim() const { return out_dim_; }  // out_features / out_channels
+  // The clamp of every output element (the fused activation): -inf and +inf when there is none.
+  float output_min() const { return output_min_; }
+  float output_max() const { return output_max_; }
+  bool has_output_clamp() const { return !(output_min_ == -INFINITY && output_max_ == INFINITY); }
   virtual bool is_conv() const = 0;
 
   // Checks the shape of a call's input and returns the output's; std::invalid_argument naming
@@ -138,12 +146,21 @@ class Layer {
   Layer(std::string kind, std::vector<Factor> factors, const float* bias, std::size_t out_dim);
   virtual void run_stages(const KernelSet& ks, const float* x, const Shape& x_shape,
                           std::size_t ldx, float* y) const = 0;
+  // The clamp the last stage applies with this kernel set's clamp kernel; none (fn == nullptr)
+  // when both bounds are infinite.
+  OutputClamp output_clamp(const KernelSet& ks) const;
 
   std::string kind_;
   std::vector<Factor> factors_;
   std::vector<float> bias_;
   Shape ranks_;
   std::size_t in_dim_ = 0, out_dim_ = 0;
+
+ private:
+  friend std::unique_ptr<Layer> create_layer(const LayerKind& kind, std::vector<Factor> factors,
+                                             const float* bias, const Shape& bias_shape,
+                                             const LayerParams& params);
+  float output_min_ = -INFINITY, output_max_ = INFINITY;  // set by create_layer, checked there
 };
 
 // y = x W^T + b (one GEMM stage) or y = U (V x) + b (two stages, fused in lowrank_gemm).
@@ -200,10 +217,17 @@ struct FactorSpec {
   const char* dims;  // "(R_in, in_channels)"
 };
 
-struct ConvParams {
-  ConvGeometry geometry;  // kh, kw are taken from the factors
-  Layout layout = Layout::nchw;
+// The creation parameters of a layer besides its factors and bias.
+struct LayerParams {
+  ConvGeometry geometry;         // convolutions only; kh, kw are taken from the factors
+  Layout layout = Layout::nchw;  // convolutions only
+  // Every kind: each output element is clamped to [output_min, output_max] in the last stage's
+  // output path (relu: 0, +inf; relu6: 0, 6). NaN outputs stay NaN. Neither may be NaN, and
+  // output_min <= output_max (create_layer checks). Both infinite (the default): no clamp at all.
+  float output_min = -INFINITY;
+  float output_max = INFINITY;
 };
+using ConvParams = LayerParams;  // the former name
 
 struct LayerKind {
   const char* name;  // the class name, e.g. "TuckerConv2d"
@@ -215,16 +239,19 @@ struct LayerKind {
   // Builds the layer's stage chain from factors whose count, ndim, non-emptiness and bias shape
   // create_layer has checked; checks what is specific to the kind (rank agreement).
   std::unique_ptr<Layer> (*build)(std::vector<Factor> factors, const float* bias,
-                                  const ConvParams& params);
+                                  const LayerParams& params);
 };
 
 const std::vector<LayerKind>& layer_kinds();
 const LayerKind* find_layer_kind(const std::string& name);
 // Creates a layer of `kind`: every precondition checked; std::invalid_argument naming the
-// offending factor and shapes otherwise. bias: nullptr (bias_shape empty) or a bias of bias_shape,
-// which must be (out,).
+// offending factor and shapes (or the output bounds) otherwise. bias: nullptr (bias_shape empty) or
+// a bias of bias_shape, which must be (out,).
 std::unique_ptr<Layer> create_layer(const LayerKind& kind, std::vector<Factor> factors,
                                     const float* bias, const Shape& bias_shape,
-                                    const ConvParams& params = ConvParams());
+                                    const LayerParams& params = LayerParams());
+// std::invalid_argument "output_min=... and output_max=...: ..." unless both are numbers and
+// output_min <= output_max.
+void check_output_bounds(float output_min, float output_max);
 
 }  // namespace lrk

@@ -33,6 +33,12 @@ using F32DwconvFn = void (*)(std::size_t pixels, std::size_t channels, std::size
                              const float* const* src, std::size_t step, const float* weights,
                              float* out, std::size_t ldo);
 
+// f32 output clamp (the "minmax" epilogue): out[i * ldo + j] = min(max(in[i * ldi + j], lo), hi)
+// for i < rows, j < cols, NaN passed through (in == out allowed). The drivers call it on each
+// finished output tile of a layer's last stage, while the tile is still in L1.
+using F32ClampFn = void (*)(std::size_t rows, std::size_t cols, const float* in, std::size_t ldi,
+                            float* out, std::size_t ldo, float lo, float hi);
+
 // FMA peak probe: `iterations` rounds of independent register-only FMAs; timing it gives this
 // core's FMA peak, the yardstick of the benchmarks.
 using FmaProbeFn = void (*)(std::size_t iterations, float* sink);

@@ -27,6 +27,12 @@ extern const F32DwconvFn f32_dwconv_taps__avx2;
 extern const F32DwconvFn f32_dwconv_taps__avx512;
 extern const F32DwconvFn f32_dwconv_taps__neon;
 
+// f32 output clamps.
+extern const F32ClampFn f32_clamp_tile__scalar;
+extern const F32ClampFn f32_clamp_tile__avx2;
+extern const F32ClampFn f32_clamp_tile__avx512;
+extern const F32ClampFn f32_clamp_tile__neon;
+
 // FMA peak probes and the flops one iteration performs.
 extern const FmaProbeFn f32_fma_probe__avx2;
 extern const FmaProbeFn f32_fma_probe__avx512;

@@ -1,12 +1,14 @@
-// The small families: f32 transposes and depthwise taps (the convolutions' helpers) and the FMA
-// peak probes of the benchmarks. One row per ISA, chosen from the CPU's features.
+// The small families: f32 transposes and depthwise taps (the convolutions' helpers), output clamps
+// (every layer's last stage) and the FMA peak probes of the benchmarks. One row per ISA, chosen
+// from the CPU's features.
 #include "config_table.h"
 #include "lrkernels/microkernels.h"
 
 namespace lrk {
 namespace {
 
-// The convolutions' helper kernels of each ISA: a transpose and a depthwise-taps loop.
+// The helper kernels of each ISA: a transpose and a depthwise-taps loop (the convolutions'), an
+// output clamp (every layer's).
 struct HelperRow {
   Isa isa;
   unsigned features;
@@ -14,29 +16,34 @@ struct HelperRow {
   F32TransposeFn transpose;
   const char* dwconv_name;
   F32DwconvFn dwconv;
+  const char* clamp_name;
+  F32ClampFn clamp;
 };
 
 const HelperRow kHelperRows[] = {
     {Isa::scalar, 0, "f32-transpose-8x8-scalar", f32_transpose_8x8__scalar,
-     "f32-dwconv-taps-scalar", f32_dwconv_taps__scalar},
+     "f32-dwconv-taps-scalar", f32_dwconv_taps__scalar, "f32-clamp-tile-scalar",
+     f32_clamp_tile__scalar},
 #if defined(LRK_HAVE_NEON)
     {Isa::neon, kCpuNeon, "f32-transpose-4x4-neon", f32_transpose_4x4__neon, "f32-dwconv-taps-neon",
-     f32_dwconv_taps__neon},
+     f32_dwconv_taps__neon, "f32-clamp-tile-neon", f32_clamp_tile__neon},
 #endif
 #if defined(LRK_HAVE_AVX2)
     {Isa::avx2, kCpuAvx2Fma, "f32-transpose-8x8-avx2", f32_transpose_8x8__avx2,
-     "f32-dwconv-taps-avx2", f32_dwconv_taps__avx2},
+     "f32-dwconv-taps-avx2", f32_dwconv_taps__avx2, "f32-clamp-tile-avx2", f32_clamp_tile__avx2},
 #endif
 #if defined(LRK_HAVE_AVX512)
     {Isa::avx512, kCpuAvx512f, "f32-transpose-8x8-avx512", f32_transpose_8x8__avx512,
-     "f32-dwconv-taps-avx512", f32_dwconv_taps__avx512},
+     "f32-dwconv-taps-avx512", f32_dwconv_taps__avx512, "f32-clamp-tile-avx512",
+     f32_clamp_tile__avx512},
 #endif
 };
 
-// Both helper families come from the same rows, so they are filled together.
+// The helper families come from the same rows, so they are filled together.
 struct HelperTables {
   ConfigTable<F32TransposeConfig> transpose;
   ConfigTable<F32DwconvConfig> dwconv;
+  ConfigTable<F32ClampConfig> clamp;
 };
 
 const HelperTables& helper_tables() {
@@ -49,7 +56,10 @@ const HelperTables& helper_tables() {
       F32DwconvConfig& dc = t->dwconv.add(r.isa);
       dc.name = r.dwconv_name;
       dc.depthwise = r.dwconv;
-      tc.required_features = dc.required_features = r.features;
+      F32ClampConfig& cc = t->clamp.add(r.isa);
+      cc.name = r.clamp_name;
+      cc.clamp = r.clamp;
+      tc.required_features = dc.required_features = cc.required_features = r.features;
     }
     return t;
   }();
@@ -85,6 +95,8 @@ const F32TransposeConfig* f32_transpose_config(Isa isa) {
 }
 
 const F32DwconvConfig* f32_dwconv_config(Isa isa) { return helper_tables().dwconv.get(isa); }
+
+const F32ClampConfig* f32_clamp_config(Isa isa) { return helper_tables().clamp.get(isa); }
 
 const FmaProbeConfig* fma_probe_config(Isa isa) {
   static const auto& table = build_table<FmaProbeConfig>(fill_fma_probe);

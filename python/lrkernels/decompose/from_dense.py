@@ -31,11 +31,14 @@ def _with_choice(layer, choice):
     return layer
 
 
-def _build(layer_class, default_class, factors_and_choice, bias, **geometry):
-    """(layer_class or default_class)(*factors, bias, **geometry) from a ``*_factors`` result
-    (factors..., RankChoice), with its rank choice as ``layer.rank_choice``."""
+def _build(layer_class, default_class, factors_and_choice, bias, activation=None, **geometry):
+    """(layer_class or default_class)(*factors, bias, **geometry, activation=activation) from a
+    ``*_factors`` result (factors..., RankChoice), with its rank choice as ``layer.rank_choice``.
+    The activation is passed only when set, so a user subclass without it still works."""
     *factors, choice = factors_and_choice
-    return _with_choice((layer_class or default_class)(*factors, bias, **geometry), choice)
+    extra = {} if activation is None else {"activation": activation}
+    layer = (layer_class or default_class)(*factors, bias, **geometry, **extra)
+    return _with_choice(layer, choice)
 
 
 def lowrank_linear_from_dense(
@@ -47,6 +50,7 @@ def lowrank_linear_from_dense(
     ratio=None,
     vbmf=False,
     calibration=None,
+    activation=None,
     layer_class=None,
 ):
     """LowRankLinear(U, V, bias) from a dense weight W (out, in), by exactly one criterion.
@@ -56,13 +60,15 @@ def lowrank_linear_from_dense(
     calibration=X (n, in): minimize the output error on X instead of the weight error (energy and
     vbmf then apply to the output spectrum). None or several criteria: ValueError. The rank and
     its reason: `linear_factors`; errors and costs: `lrkernels.report.layer_report`.
+    activation: the built layer's fused output clamp (None, "relu", "relu6" or (min, max)); the
+    factors approximate the weight alone, as without it.
 
     layer_class: the class to build (a subclass of LowRankLinear; default LowRankLinear).
     """
     result = linear_factors(
         weight, rank=rank, energy=energy, ratio=ratio, vbmf=vbmf, calibration=calibration
     )
-    return _build(layer_class, _core.LowRankLinear, result, bias)
+    return _build(layer_class, _core.LowRankLinear, result, bias, activation)
 
 
 def tucker_conv2d_from_dense(
@@ -80,6 +86,7 @@ def tucker_conv2d_from_dense(
     layout="NCHW",
     method="hooi",
     ranks=None,
+    activation=None,
     layer_class=None,
 ):
     """TuckerConv2d from a dense conv weight (Cout, Cin, kh, kw), by exactly one criterion.
@@ -89,7 +96,8 @@ def tucker_conv2d_from_dense(
     bound keeps e of ||weight||^2); ratio=q (largest ranks, r_in/r_out ~ Cin/Cout, with <= q x
     the dense parameters); vbmf=True (EVBMF on the two unfoldings). calibration=X: images in
     `layout` for the data-aware fit. stride, padding, dilation, layout: the layer's. method:
-    "hooi" (default) or "hosvd". See `tucker2_factors`.
+    "hooi" (default) or "hosvd". See `tucker2_factors`. activation: the built layer's fused output
+    clamp (None, "relu", "relu6" or (min, max)).
 
     layer_class: the class to build (a subclass of TuckerConv2d; default TuckerConv2d).
     """
@@ -105,7 +113,7 @@ def tucker_conv2d_from_dense(
         method=method,
         **geometry,
     )
-    return _build(layer_class, _core.TuckerConv2d, result, bias, **geometry)
+    return _build(layer_class, _core.TuckerConv2d, result, bias, activation, **geometry)
 
 
 def cp_conv2d_from_dense(
@@ -126,6 +134,7 @@ def cp_conv2d_from_dense(
     seed=0,
     max_seconds=20.0,
     progress=None,
+    activation=None,
     layer_class=None,
 ):
     """CPConv2d from a dense conv weight (Cout, Cin, kh, kw), by exactly one criterion.
@@ -136,7 +145,8 @@ def cp_conv2d_from_dense(
     stderr). vbmf=True is refused (ValueError): no analytic VBMF exists for a CP rank.
     calibration=X: images in `layout` for the data-aware fit. n_iter_max, tol, seed: CP-ALS (see
     `cp`). The rank and how it was found (a RankChoice): `cp_factors`, which takes the same
-    arguments.
+    arguments (but activation). activation: the built layer's fused output clamp (None, "relu",
+    "relu6" or (min, max)).
 
     layer_class: the class to build (a subclass of CPConv2d; default CPConv2d).
     """
@@ -155,7 +165,7 @@ def cp_conv2d_from_dense(
         progress=progress,
         **geometry,
     )
-    return _build(layer_class, _core.CPConv2d, result, bias, **geometry)
+    return _build(layer_class, _core.CPConv2d, result, bias, activation, **geometry)
 
 
 # --------------------------------------------------------------------------------------------

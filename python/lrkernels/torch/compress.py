@@ -621,7 +621,9 @@ def _compress(
         raise ValueError(
             "compress: no nn.Linear or nn.Conv2d layer selected (check include=/exclude=)"
         )
-    probe = calibration[0] if calibration is not None else example_inputs
+    # Shapes (FLOPs, latency) at the example batch when given: a deployment shape, not a
+    # calibration batch.
+    probe = example_inputs if example_inputs is not None else calibration[0] if calibration else None
     shapes = {}
     order = list(modules)
     if probe is not None:

@@ -58,6 +58,9 @@ def why_not_factorizable(module):
     if isinstance(module, FactorizedModule):
         return "already factorized"
     if isinstance(module, nn.Linear):
+        if type(module) is not nn.Linear:
+            # e.g. nn.MultiheadAttention's out_proj, whose weight its parent reads directly
+            return f"{type(module).__name__} is not a plain nn.Linear"
         if min(module.in_features, module.out_features) < 2:
             return f"a {module.out_features}x{module.in_features} weight has no lower rank"
         return None
@@ -79,7 +82,8 @@ def why_not_factorizable(module):
 
 
 def _check_criterion(criterion, allowed=("calibration", "method")):
-    given = [k for k in _CRITERIA if criterion.get(k) is not None and criterion.get(k) is not False]
+    names = _CRITERIA + (("ranks",) if "ranks" in allowed else ())
+    given = [k for k in names if criterion.get(k) is not None and criterion.get(k) is not False]
     unknown = sorted(set(criterion) - set(_CRITERIA) - set(allowed))
     if unknown:
         raise TypeError(f"unexpected keyword(s) {unknown}; a criterion is one of {list(_CRITERIA)}")
@@ -127,9 +131,8 @@ def factorize_conv(conv, *, layer_class=TuckerConv2d, **criterion):
         layer_class, (TuckerConv2d, CPConv2d)
     ):
         raise TypeError(f"layer_class must be TuckerConv2d or CPConv2d, got {layer_class!r}")
-    allowed = (
-        ("calibration", "method") if issubclass(layer_class, TuckerConv2d) else ("calibration",)
-    )
+    tucker = issubclass(layer_class, TuckerConv2d)
+    allowed = ("calibration", "method", "ranks") if tucker else ("calibration",)
     allowed += ("max_seconds", "n_iter_max", "tol", "seed", "progress")
     criterion = _check_criterion(criterion, allowed=allowed)
     criterion["calibration"] = _calibration(criterion.get("calibration"), 4)

@@ -72,7 +72,7 @@ def load(model, path, *, strict=True):
     if not isinstance(model, nn.Module):
         raise TypeError(f"load needs an nn.Module, got {type(model).__name__}")
     header, arrays = lrkernels.read_archive(path)
-    metadata = lrkernels.archive_metadata(header)
+    metadata = header.get("metadata") or {}
     if metadata.get("format") != _FORMAT:
         raise ValueError(f"{path}: not an lrkernels.torch model file (no '{_FORMAT}' metadata)")
     layers = lrkernels.load_layers(path)

@@ -1,0 +1,274 @@
+"""lrkernels.torch.compress / fuse / sweep on small models. Skipped without torch."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+import lrkernels.torch as lt  # noqa: E402
+
+# conv1 (3 input channels) legitimately gets a tiny rank at most levels; the warning is tested
+# on its own below.
+pytestmark = pytest.mark.filterwarnings("ignore:compress.*rank <= 2")
+
+
+class SmallNet(nn.Module):
+    """conv-BN-ReLU blocks, a depthwise conv (left dense), a 1x1, a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 24, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(24)
+        self.relu = nn.ReLU()  # shared by two blocks, as torchvision's ResNet does
+        self.conv2 = nn.Conv2d(24, 32, 3, padding=1, stride=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.dw = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.pw = nn.Conv2d(32, 32, 1)
+        self.act = nn.ReLU6()
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        x = self.act(self.pw(self.dw(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    net = SmallNet()
+    with torch.no_grad():
+        for bn in (net.bn1, net.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def _calibration(n=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(4, 3, 12, 12, generator=g) for _ in range(n)]
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_compress_ratio_replaces_layers_and_reports():
+    net = _net()
+    cal = _calibration()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, report = lt.compress(net, ratio=0.5, calibration=cal, progress=False)
+    assert isinstance(model.conv1, lt.TuckerConv2d) and isinstance(model.conv2, lt.TuckerConv2d)
+    assert isinstance(model.pw, lt.TuckerConv2d) and model.pw.kernel_size == (1, 1)
+    assert isinstance(model.fc, lt.LowRankLinear)
+    assert isinstance(model.dw, nn.Conv2d) and "groups=32" in report["dw"].reason
+    assert isinstance(net.conv1, nn.Conv2d)  # not in place: the original is untouched
+    assert [r.name for r in report.layers] == ["conv1", "conv2", "dw", "pw", "fc"]  # run order
+    for r in report.layers:
+        if r.compressed:
+            assert r.params_after <= 0.5 * r.params_before + 1
+            assert r.error is not None and 0 <= r.error < 1
+            assert r.flops_after < r.flops_before
+            assert r.latency_dense_s > 0 and r.latency_fused_s > 0
+            assert r.reason
+    assert report.params_after < report.params_before
+    text = str(report)
+    assert "conv2" in text and "left dense" in text and "total" in text
+    d = report.to_dict()
+    assert d["layers"][0]["name"] == "conv1"
+    x = cal[0]
+    with torch.no_grad():
+        assert _rel(model(x), net(x)) < 0.5
+
+
+def test_compress_full_rank_is_exact_and_in_place():
+    net = _net()
+    x = _calibration(1)[0]
+    with torch.no_grad():
+        expect = net(x)
+    model, report = lt.compress(net, ratio=0.99, inplace=True, progress=False, include=["fc"])
+    assert model is net
+    assert isinstance(net.fc, lt.LowRankLinear)
+    assert [r.name for r in report.layers] == ["fc"]
+
+
+def test_compress_include_exclude_patterns_and_types():
+    net = _net()
+    _, report = lt.compress(net, ratio=0.5, include=["conv*"], exclude=["conv1"], progress=False)
+    assert [r.name for r in report.layers] == ["conv2"]
+    _, report = lt.compress(net, ratio=0.5, include=[nn.Linear], progress=False)
+    assert [r.name for r in report.layers] == ["fc"]
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        lt.compress(net, ratio=0.5, include=["nothing"], progress=False)
+
+
+def test_compress_budget_keeps_the_total_fraction():
+    net = _net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small layer may get rank <= 2
+        model, report = lt.compress(net, budget=0.3, exclude=["dw"], progress=False)
+    weights = sum(r.shape[0] * int(np.prod(r.shape[1:])) for r in report.layers if r.compressed)
+    factor_params = sum(r.params_after for r in report.layers if r.compressed)
+    biases = sum(r.shape[0] for r in report.layers if r.compressed and r.name != "conv2")
+    assert factor_params - biases <= 0.3 * weights
+    assert all("allocated" in r.reason for r in report.layers if r.compressed)
+
+
+def test_compress_latency_target_measures_and_skips_slow_layers():
+    net = _net()
+    model, report = lt.compress(net, latency_target=0.9, example_inputs=_calibration(1)[0],
+                                progress=False, exclude=["dw"])
+    for r in report.layers:
+        assert r.latency_dense_s is not None
+        if r.compressed:
+            assert "measured" in r.reason
+            assert r.details["latency_candidates"]
+        else:
+            assert "latency target" in r.reason
+    with pytest.raises(ValueError, match="input shapes"):
+        lt.compress(net, latency_target=0.5, progress=False)
+
+
+def test_compress_cp_and_rank():
+    net = _net()
+    with pytest.warns(UserWarning, match="rank <= 2"):
+        model, report = lt.compress(net, rank=2, conv="cp", progress=False, exclude=["dw"])
+    assert isinstance(model.conv2, lt.CPConv2d) and model.conv2.rank == 2
+    assert isinstance(model.pw, lt.TuckerConv2d)  # 1x1: a low-rank channel mix
+
+
+def test_compress_argument_errors():
+    net = _net()
+    with pytest.raises(ValueError, match="exactly one"):
+        lt.compress(net, progress=False)
+    with pytest.raises(ValueError, match="exactly one"):
+        lt.compress(net, ratio=0.5, rank=3, progress=False)
+    with pytest.raises(ValueError, match="conv"):
+        lt.compress(net, ratio=0.5, conv="svd", progress=False)
+    with pytest.raises(ValueError, match="budget"):
+        lt.compress(net, budget=2.0, progress=False)
+    with pytest.raises(TypeError):
+        lt.compress("not a model", ratio=0.5)
+    with pytest.raises(ValueError, match="calibration"):
+        lt.compress(net, ratio=0.5, calibration=[], progress=False)
+
+
+def test_compress_progress_bar(capsys):
+    lt.compress(_net(), ratio=0.5, include=["fc"], progress=True)
+    assert "compress [" in capsys.readouterr().err
+
+
+def test_sequential_calibration_sees_compressed_inputs():
+    """The second layer is fitted on the inputs the compressed first layer produces."""
+    net = _net()
+    cal = _calibration()
+    seen = []
+    orig = lt.compress.__globals__["_capture_inputs"]
+
+    def spy(model, module, batches, max_rows):
+        seen.append(type(model.conv1).__name__)
+        return orig(model, module, batches, max_rows)
+
+    lt.compress.__globals__["_capture_inputs"] = spy
+    try:
+        lt.compress(net, ratio=0.5, calibration=cal, progress=False, include=["conv1", "conv2"])
+    finally:
+        lt.compress.__globals__["_capture_inputs"] = orig
+    assert seen == ["Conv2d", "TuckerConv2d"]
+
+
+def test_fuse_folds_batchnorm_and_activations():
+    net = _net()
+    model, _ = lt.compress(net, ratio=0.6, progress=False, exclude=["dw"])
+    x = _calibration(1)[0]
+    with torch.no_grad():
+        expect = model(x)
+    fused = lt.fuse(model)
+    assert {f["module"] for f in fused.lrk_fusions} == {"conv1", "conv2", "pw"}
+    by_name = {f["module"]: f for f in fused.lrk_fusions}
+    assert by_name["conv1"]["batchnorm"] == "bn1" and by_name["conv1"]["activation"] == "relu"
+    assert by_name["pw"]["activation"] == "relu6" and by_name["pw"]["batchnorm"] is None
+    assert fused.conv1.activation == "relu"
+    assert not hasattr(fused, "bn1")
+    with torch.no_grad():
+        got = fused(x)
+        assert _rel(got, expect) < 1e-5
+        for m in fused.modules():
+            if isinstance(m, lt.FactorizedModule):
+                m.use_kernels = False
+        assert _rel(fused(x), expect) < 1e-5
+    # compress(fuse=True) does the same
+    fused2, _ = lt.compress(net, ratio=0.6, progress=False, exclude=["dw"], fuse=True)
+    with torch.no_grad():
+        assert _rel(fused2(x), expect) < 1e-5
+
+
+def test_fuse_refuses_untraceable_models():
+    class Dynamic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = lt.LowRankLinear(4, 4, 2)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow
+                return self.fc(x)
+            return x
+
+    with pytest.raises(ValueError, match="cannot trace"):
+        lt.fuse(Dynamic())
+
+
+def test_sweep_with_finetune_and_folds(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    x = torch.randn(64, 16)
+    target = model(x).detach()
+    folds = 2
+
+    def evaluate(m, fold=None):
+        idx = slice(None) if fold is None else slice(fold * 32, fold * 32 + 32)
+        with torch.no_grad():
+            return -float((m(x[idx]) - target[idx]).pow(2).mean())
+
+    def finetune(m, fold=None):
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+        for _ in range(20):
+            opt.zero_grad()
+            (m(x) - target).pow(2).mean().backward()
+            opt.step()
+
+    result = lt.sweep(model, [0.5, 0.2], evaluate, finetune, folds=folds, example_inputs=x[:1],
+                      progress=False)
+    assert [r.level for r in result.rows] == [None, 0.5, 0.2]
+    assert result.rows[1].params < result.dense.params
+    assert len(result.rows[1].fold_scores) == folds
+    for r in result.rows[1:]:
+        assert r.score_finetuned >= r.score - 1e-6  # fine-tuning towards the target helps
+        assert r.latency_s > 0
+    assert result.best(tolerance=1e9).level == 0.2  # everything qualifies: the smallest
+    with pytest.raises(ValueError, match="tolerance"):
+        result.best(tolerance=-1)
+    far = lt.SweepResult([result.dense, result.rows[1]], "ratio", 1)
+    far.rows[1] = lt.sweep.__globals__["SweepRow"](0.5, {}, 10, None, None, -1e9)
+    with pytest.raises(ValueError, match="no level"):
+        far.best(tolerance=0.0)
+    assert "dense" in str(result)
+    pytest.importorskip("matplotlib")
+    path = result.plot(tmp_path / "sweep.png")
+    assert path.exists() and path.stat().st_size > 1000
+
+
+def test_sweep_argument_errors():
+    model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="folds"):
+        lt.sweep(model, [0.5], lambda m: 0.0, folds=1)
+    with pytest.raises(ValueError, match="empty"):
+        lt.sweep(model, [], lambda m: 0.0)
+    with pytest.raises(TypeError):
+        lt.sweep(model, [0.5], "not callable")
