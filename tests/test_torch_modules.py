@@ -416,3 +416,20 @@ def test_jit_trace_records_torch_ops():
     x = torch.randn(1, 4, 5, 5)
     traced = torch.jit.trace(m, x)
     _close(traced(x + 1), m(x + 1))
+
+
+def test_assignments_and_conversions_repack():
+    m = _make("LowRankLinear", 8, 6, 3)
+    x = 4 * torch.randn(5, 8)
+    with torch.no_grad():
+        m(x)
+        m.activation = "relu"  # a new activation: the packed layer is rebuilt
+        assert float(m(x).min()) >= 0
+        m.bias = nn.Parameter(torch.full((6,), 100.0))  # a new parameter object
+        assert float(m(x).min()) >= 100
+        m.double()  # float64 parameters: torch ops (fused only for float32)
+        assert m(x.double()).dtype == torch.float64
+        m.float()
+        y = m(x)
+        m.use_kernels = False
+        _close(y, m(x))
