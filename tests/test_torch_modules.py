@@ -13,7 +13,6 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-import lrkernels  # noqa: E402
 import lrkernels.torch as lt  # noqa: E402
 from lrkernels import reference  # noqa: E402
 
@@ -168,8 +167,10 @@ def test_gradients_equal_the_plain_torch_formulation(kind):
     geometry = {} if kind == "LowRankLinear" else dict(kernel_size=3, stride=2, padding=1)
     rank = (3, 4) if kind == "TuckerConv2d" else 3
     m = _make(kind, 6, 5, rank, **geometry).double().requires_grad_(True).train()
-    x = torch.randn(2, 6, dtype=torch.float64) if kind == "LowRankLinear" else torch.randn(
-        2, 6, 7, 7, dtype=torch.float64
+    x = (
+        torch.randn(2, 6, dtype=torch.float64)
+        if kind == "LowRankLinear"
+        else torch.randn(2, 6, 7, 7, dtype=torch.float64)
     )
     x.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda inp: m(inp), (x,))
@@ -184,8 +185,13 @@ def test_gradients_equal_the_plain_torch_formulation(kind):
         y = F.conv2d(y, params["core"], None, 2, 1)
         y_ref = F.conv2d(y, params["last"][:, :, None, None], bias)
     else:
-        dense = torch.einsum("rc,rh,rw,or->ochw", params["first"], params["vertical"],
-                             params["horizontal"], params["last"])
+        dense = torch.einsum(
+            "rc,rh,rw,or->ochw",
+            params["first"],
+            params["vertical"],
+            params["horizontal"],
+            params["last"],
+        )
         y_ref = F.conv2d(x, dense, bias, 2, 1)
     y_ref.pow(2).sum().backward()
     m(x).pow(2).sum().backward()
@@ -345,8 +351,9 @@ def test_criterion_errors():
     with pytest.raises(ValueError, match="needs U"):
         lt.LowRankLinear.from_factors(torch.randn(4, 2), torch.randn(3, 5))
     with pytest.raises(ValueError, match="bias"):
-        lt.TuckerConv2d.from_factors(torch.randn(2, 3), torch.randn(2, 2, 3, 3), torch.randn(4, 2),
-                                     torch.randn(5))
+        lt.TuckerConv2d.from_factors(
+            torch.randn(2, 3), torch.randn(2, 2, 3, 3), torch.randn(4, 2), torch.randn(5)
+        )
 
 
 def test_fold_batchnorm():
@@ -409,3 +416,20 @@ def test_jit_trace_records_torch_ops():
     x = torch.randn(1, 4, 5, 5)
     traced = torch.jit.trace(m, x)
     _close(traced(x + 1), m(x + 1))
+
+
+def test_assignments_and_conversions_repack():
+    m = _make("LowRankLinear", 8, 6, 3)
+    x = 4 * torch.randn(5, 8)
+    with torch.no_grad():
+        m(x)
+        m.activation = "relu"  # a new activation: the packed layer is rebuilt
+        assert float(m(x).min()) >= 0
+        m.bias = nn.Parameter(torch.full((6,), 100.0))  # a new parameter object
+        assert float(m(x).mean()) > 90
+        m.double()  # float64 parameters: torch ops (fused only for float32)
+        assert m(x.double()).dtype == torch.float64
+        m.float()
+        y = m(x)
+        m.use_kernels = False
+        _close(y, m(x))

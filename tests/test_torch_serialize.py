@@ -84,7 +84,8 @@ def test_load_layers_without_torch(tmp_path):
         y = (y - st["bn1.running_mean"][:, None, None]) * scale[:, None, None]
         y = np.maximum(y + st["bn1.bias"][:, None, None], 0)
         y = layers["conv2"](y.astype(np.float32))
-        np.testing.assert_allclose(y, np.load({str(tmp_path / "expect.npy")!r}), rtol=1e-4, atol=1e-4)
+        expect = np.load({str(tmp_path / "expect.npy")!r})
+        np.testing.assert_allclose(y, expect, rtol=1e-4, atol=1e-4)
         print("ok")
         """
     )

@@ -623,7 +623,9 @@ def _compress(
         )
     # Shapes (FLOPs, latency) at the example batch when given: a deployment shape, not a
     # calibration batch.
-    probe = example_inputs if example_inputs is not None else calibration[0] if calibration else None
+    probe = (
+        example_inputs if example_inputs is not None else calibration[0] if calibration else None
+    )
     shapes = {}
     order = list(modules)
     if probe is not None:

@@ -204,9 +204,9 @@ def run(
             reloaded = load(DigitsCNN(), path)
             same = accuracy(reloaded, xte, yte)
             out(
-                f"saved without pickle ({os.path.getsize(path) / 1024:.0f} KiB) and reloaded into a "
-                f"fresh DigitsCNN: test accuracy {same:.4f}; lrkernels.load_layers reads it without "
-                "torch"
+                f"saved without pickle ({os.path.getsize(path) / 1024:.0f} KiB) and reloaded "
+                f"into a fresh DigitsCNN: test accuracy {same:.4f}; lrkernels.load_layers "
+                "reads it without torch"
             )
         if plot:
             result.plot(plot)

@@ -25,6 +25,16 @@ __all__ = ["CPConv2d", "FactorizedModule", "LowRankLinear", "TuckerConv2d", "mod
 
 _ACTIVATION_BOUNDS = {"relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
 
+# The per-call checks of the fused path, bound once (each attribute lookup costs on a 1 us call).
+_Tensor = torch.Tensor
+_F32 = torch.float32
+_VERSION = torch.Tensor._version.__get__
+_DATA_PTR = torch.Tensor.data_ptr
+_grad_enabled = torch.is_grad_enabled
+_tracing_state = torch._C._get_tracing_state
+_is_compiling = torch.compiler.is_compiling
+_CHANNELS_LAST = torch.channels_last
+
 
 def canonical_activation(activation):
     """None, "relu", "relu6" or a (min, max) pair of floats (None for an open side) -> None, the
@@ -101,40 +111,52 @@ class FactorizedModule(nn.Module):
 
     def __init__(self, activation=None):
         super().__init__()
-        self.activation = canonical_activation(activation)
+        self.activation = activation
         self.use_kernels = True
         self.rank_choice = None  # how the rank was found (from_linear / from_conv), if known
-        self._kernels = {}  # layout -> (version key, lrkernels layer)
+        self._kernels = {}  # layout -> (version key, lrkernels layer or None)
+        self._plist = None  # the factor parameters and bias, in lrkernels' order (a cache)
+
+    def __setattr__(self, name, value):
+        if name == "activation":
+            value = canonical_activation(value)
+        super().__setattr__(name, value)
+        if name == "activation" or name == "bias" or name in self.factor_names:
+            self.refresh()  # a new parameter object or activation: the packed layer is stale
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to() / .float() / .cpu() may swap parameter storage without a version bump
+        result = super()._apply(fn, *args, **kwargs)
+        self.refresh()
+        return result
 
     # -- the factors as given to lrkernels ---------------------------------------------------
     def _params(self):
-        # self._parameters, not getattr: nn.Module.__getattr__ costs ~0.4 us a parameter, and
-        # this runs on every inference call (the per-call overhead budget is a few us).
-        table = self._parameters
-        ps = [table[n] for n in self.factor_names]
-        if table.get("bias") is not None:
-            ps.append(table["bias"])
+        """The factor parameters then the bias (if any), cached: nn.Module's attribute lookup
+        costs ~0.4 us per parameter, too much for a per-call check."""
+        ps = self.__dict__.get("_plist")
+        if ps is None:
+            params = self._parameters
+            ps = tuple(params[n] for n in self.factor_names)
+            if params.get("bias") is not None:
+                ps += (params["bias"],)
+            self.__dict__["_plist"] = ps
         return ps
-
-    def _version_key(self):
-        # A flat list (version, storage, on CPU) per parameter; p.is_cpu rather than
-        # p.device.type (0.05 vs 0.26 us): a move between devices changes data_ptr as well.
-        key = []
-        for p in self._params():
-            key += (p._version, p.data_ptr(), p.is_cpu)
-        return key
 
     def __getstate__(self):
         # The packed kernel layers are a cache (and not picklable): copies repack on first use.
         state = self.__dict__.copy()
         state["_kernels"] = {}
+        state["_plist"] = None
         return state
 
     def refresh(self):
         """Drop the packed kernel layers: the next inference call repacks the current factors.
-        Needed only after changing a parameter through ``.data`` (invisible to autograd's
-        version counter); optimizer steps, ``load_state_dict`` and ``.to()`` are seen."""
-        self._kernels = {}
+        Needed only after writing a parameter through ``.data`` (invisible to autograd's
+        version counter); optimizer steps, in-place updates, ``load_state_dict``, ``.to()`` and
+        assigning new parameters are seen."""
+        self.__dict__["_kernels"] = {}
+        self.__dict__["_plist"] = None
 
     def _geometry_kwargs(self):
         return {}
@@ -153,24 +175,27 @@ class FactorizedModule(nn.Module):
             kwargs["activation"] = self.activation
         return getattr(lrkernels, self.kind)(*factors, bias, **kwargs)
 
-    def _kernel(self, layout):
-        key = self._version_key()
+    def _fused_layer(self, x, layout):
+        """The packed lrkernels layer that computes this call, or None when torch ops must:
+        autograd, tracing/compiling, a tensor that is not a plain CPU float32 one, parameters
+        not float32 on the CPU. Repacks when a parameter's version or storage changed."""
+        if (
+            not (type(x) is _Tensor and x.dtype is _F32 and x.is_cpu and not x.requires_grad)
+            or not self.use_kernels
+        ):
+            return None
+        ps = self._params()
+        if _grad_enabled() and any(p.requires_grad for p in ps):
+            return None
+        if _tracing_state() is not None or _is_compiling():
+            return None
+        key = (*map(_VERSION, ps), *map(_DATA_PTR, ps))
         entry = self._kernels.get(layout)
         if entry is None or entry[0] != key:
-            entry = (key, self.to_layer(layout))
+            usable = all(p.is_cpu and p.dtype is _F32 for p in ps)
+            entry = (key, self.to_layer(layout) if usable else None)
             self._kernels[layout] = entry
         return entry[1]
-
-    def _use_fused(self, x):
-        """True when the fused kernel computes this call: a plain CPU float32 tensor, no
-        autograd, no tracing or compiling."""
-        if not self.use_kernels or type(x) is not torch.Tensor:
-            return False
-        if x.dtype is not torch.float32 or not x.is_cpu or x.requires_grad:
-            return False
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self._params()):
-            return False
-        return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
 
     @classmethod
     def from_layer(cls, layer, *, rank_choice=None):
@@ -271,11 +296,12 @@ class LowRankLinear(FactorizedModule):
         return factorize_linear(linear, layer_class=cls, **criterion)
 
     def forward(self, x):
-        if self._use_fused(x):
+        layer = self._fused_layer(x, None)
+        if layer is not None:
             if x.ndim <= 2:
-                return torch.from_numpy(self._kernel(None)(x.numpy()))
+                return torch.from_numpy(layer(x.numpy()))
             lead = x.shape[:-1]
-            y = self._kernel(None)(x.reshape(-1, x.shape[-1]).numpy())
+            y = layer(x.reshape(-1, x.shape[-1]).numpy())
             return torch.from_numpy(y).reshape(*lead, y.shape[-1])
         return apply_activation(F.linear(F.linear(x, self.V), self.U, self.bias), self.activation)
 
@@ -310,13 +336,18 @@ class _FactorizedConv(FactorizedModule):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
 
     def forward(self, x):
-        if self._use_fused(x) and x.ndim in (3, 4):
-            if x.ndim == 3:  # unbatched (C, H, W), as nn.Conv2d accepts
-                return self.forward(x.unsqueeze(0)).squeeze(0)
-            if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-                y = self._kernel("NHWC")(x.permute(0, 2, 3, 1).numpy())
-                return torch.from_numpy(y).permute(0, 3, 1, 2)
-            return torch.from_numpy(self._kernel("NCHW")(x.contiguous().numpy()))
+        if x.ndim == 4:
+            if x.is_contiguous() or not x.is_contiguous(memory_format=_CHANNELS_LAST):
+                layer = self._fused_layer(x, "NCHW")
+                if layer is not None:
+                    return torch.from_numpy(layer(x.contiguous().numpy()))
+            else:  # channels_last: the same memory read as NHWC, the output likewise
+                layer = self._fused_layer(x, "NHWC")
+                if layer is not None:
+                    y = layer(x.permute(0, 2, 3, 1).numpy())
+                    return torch.from_numpy(y).permute(0, 3, 1, 2)
+        elif x.ndim == 3 and self._fused_layer(x, "NCHW") is not None:
+            return self.forward(x.unsqueeze(0)).squeeze(0)  # unbatched (C, H, W)
         return apply_activation(self._forward_torch(x), self.activation)
 
     def extra_repr(self):
