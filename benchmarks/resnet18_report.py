@@ -111,6 +111,7 @@ def build_models(fast, threads):
         "lrkernels": comp,
         "lrkernels + BN folded": folded,
         "lrkernels + fuse()": fused,
+        "lrkernels + fuse(channels_last=True)": lrk_torch.fuse(comp, channels_last=True),
     }
     return models, report, x
 

@@ -11,8 +11,10 @@ torch and lrkernels are pinned to the same thread count (--lrk-threads, default 
     dense          the dense torch model (eval, no_grad)
     torch_ops      the compressed model, use_kernels=False on every factorized module
     lrkernels      the same compressed model on the fused kernels
-    lrk_fused      that plus lrkernels.torch.fuse (BatchNorm folded, ReLU fused into the
-                   kernel); skipped while the kernels lack activation= (TypeError)
+    lrk_fused      that plus lrkernels.torch.fuse (BatchNorms folded, ReLUs fused into the
+                   kernels, the stem, 1x1 downsamples and fc on lrkernels' dense layers)
+    lrk_fused_cl   fuse(channels_last=True): the input converted to channels_last once at the
+                   model's entry, every convolution then NHWC (the NCHW group's input is NCHW)
   overhead LowRankLinear / overhead TuckerConv2d   a tiny module called under no_grad against
     the bare lrkernels layer (module.to_layer()) on the same input's numpy view; the
     difference is the torch wrapper's per-call cost (extra_info["overhead_us"] in the report).
@@ -36,7 +38,7 @@ import resnet18 as rn  # noqa: E402
 pytestmark = pytest.mark.benchmark(min_rounds=5, max_time=1.0, warmup=True, warmup_iterations=2)
 
 LAYOUTS = ["NCHW", "channels_last"]
-VARIANTS = ["dense", "torch_ops", "lrkernels", "lrk_fused"]
+VARIANTS = ["dense", "torch_ops", "lrkernels", "lrk_fused", "lrk_fused_cl"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,7 +63,14 @@ def models():
             fused(torch.randn(1, 3, 32, 32))
     except TypeError as e:  # the kernels' activation= is not in this build yet
         fused = e
-    return {"dense": dense, "torch_ops": ops, "lrkernels": comp, "lrk_fused": fused}
+    fused_cl = lrk_torch.fuse(comp, channels_last=True)
+    return {
+        "dense": dense,
+        "torch_ops": ops,
+        "lrkernels": comp,
+        "lrk_fused": fused,
+        "lrk_fused_cl": fused_cl,
+    }
 
 
 def _to_layout(t, layout):

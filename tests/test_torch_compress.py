@@ -207,6 +207,51 @@ def test_fuse_folds_batchnorm_and_activations():
         assert _rel(fused2(x), expect) < 1e-5
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fuse_moves_dense_layers_onto_the_kernels(channels_last):
+    net = _net()  # uncompressed: plain convs, BatchNorms, ReLUs
+    x = _calibration(1)[0]
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expect = net(x)
+    fused = lt.fuse(net)
+    assert isinstance(fused.conv1, lt.Conv2d) and fused.conv1.activation == "relu"
+    assert isinstance(fused.fc, lt.Linear) and isinstance(fused.dw, nn.Conv2d)  # grouped: torch
+    assert isinstance(fused.pw, lt.Conv2d) and fused.pw.activation == "relu6"
+    by_name = {f["module"]: f for f in fused.lrk_fusions}
+    assert by_name["conv2"] == {
+        "module": "conv2",
+        "batchnorm": "bn2",
+        "activation": "relu",
+        "dense": True,
+    }
+    with torch.no_grad():
+        got = fused(x)
+    assert fused.conv1._kernels  # the kernels ran
+    assert _rel(got, expect) < 1e-5
+    kept = lt.fuse(net, dense=False)
+    assert isinstance(kept.conv1, nn.Conv2d) and hasattr(kept, "bn1")
+
+
+def test_fuse_channels_last_converts_the_input_once():
+    model, _ = lt.compress(_net(), ratio=0.6, progress=False, exclude=["dw"])
+    x = _calibration(1)[0]
+    with torch.no_grad():
+        expect = model(x)
+    fused = lt.fuse(model, channels_last=True)
+    assert "to_channels_last" in fused.code
+    seen = []
+    hook = fused.conv2.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+    with torch.no_grad():
+        got = fused(x)  # an NCHW input
+    hook.remove()
+    assert seen == [False]  # conv2 received a channels_last tensor
+    assert "NHWC" in fused.conv2._kernels
+    assert _rel(got, expect) < 1e-5
+
+
 def test_fuse_refuses_untraceable_models():
     class Dynamic(nn.Module):
         def __init__(self):

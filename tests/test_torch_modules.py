@@ -433,3 +433,32 @@ def test_assignments_and_conversions_repack():
         y = m(x)
         m.use_kernels = False
         _close(y, m(x))
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=lambda g: str(tuple(g.values())))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_dense_conv2d_module(geometry, channels_last):
+    torch.manual_seed(5)
+    conv = nn.Conv2d(7, 9, **geometry).eval()
+    m = lt.Conv2d.from_conv(conv).eval().requires_grad_(False)
+    x = torch.randn(2, 7, 12, 10)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    fused, plain = _fused_and_torch(m, x)
+    with torch.no_grad():
+        _close(fused, conv(x))
+    _close(fused, plain)
+
+
+def test_dense_linear_module_and_refusals():
+    torch.manual_seed(6)
+    lin = nn.Linear(13, 5)
+    m = lt.Linear.from_linear(lin).eval().requires_grad_(False)
+    x = torch.randn(3, 4, 13)
+    fused, plain = _fused_and_torch(m, x)
+    with torch.no_grad():
+        _close(fused, lin(x))
+    with pytest.raises(ValueError, match="groups"):
+        lt.Conv2d.from_conv(nn.Conv2d(4, 4, 3, groups=2))
+    with pytest.raises(TypeError):
+        lt.Linear.from_linear(nn.Conv2d(4, 4, 3))

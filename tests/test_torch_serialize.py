@@ -45,6 +45,19 @@ def test_save_load_round_trip(tmp_path, fuse):
     np.testing.assert_allclose(got.numpy(), expect.numpy(), rtol=1e-6, atol=1e-6)
 
 
+def test_save_load_dense_fused_model(tmp_path):
+    # dense layers on the kernels, BatchNorms folded, ReLUs fused, run in channels_last
+    fused = lt.fuse(_net(), channels_last=True)
+    path = tmp_path / "dense.lrk"
+    lt.save(fused, path)
+    loaded = lt.load(_net(seed=9), path)
+    x = _calibration(1)[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), fused(x).numpy(), rtol=1e-6, atol=1e-6)
+    assert isinstance(loaded.conv1, lt.Conv2d) and loaded.conv1.activation == "relu"
+    assert "to_channels_last" in loaded.code
+
+
 def test_the_file_is_not_a_pickle(tmp_path):
     path = tmp_path / "model.lrk"
     lt.save(_compressed(), path)

@@ -4,7 +4,7 @@ fused kernels, whole-model compression, rank choice by validation, and safe save
 Needs PyTorch (``pip install "lrkernels[torch]"``); ``import lrkernels`` itself does not.
 
 Modules (parameters = the factors; ``from_linear`` / ``from_conv`` / ``from_factors``)
-    LowRankLinear, TuckerConv2d, CPConv2d
+    LowRankLinear, TuckerConv2d, CPConv2d; and the dense Linear, Conv2d on the same engine
 Whole models
     compress(model, *, rank= | energy= | ratio= | vbmf=True | budget= | latency_target=, ...)
         -> (compressed model, CompressionReport)
@@ -28,12 +28,14 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 from .compress import CompressionReport, LayerReport, compress
 from .convert import fold_batchnorm, why_not_factorizable
 from .fuse import fuse
-from .modules import CPConv2d, FactorizedModule, LowRankLinear, TuckerConv2d
+from .modules import Conv2d, CPConv2d, FactorizedModule, Linear, LowRankLinear, TuckerConv2d
 from .serialize import load, save
 from .sweep import SweepResult, sweep
 
 __all__ = [
     "CPConv2d",
+    "Conv2d",
+    "Linear",
     "CompressionReport",
     "FactorizedModule",
     "LayerReport",

@@ -348,9 +348,11 @@ def _relative_error(dense, factorized, x):
     return float(torch.linalg.vector_norm(yf - yd)) / denom if denom > 0 else 0.0
 
 
-def _factorize(module, conv_class, criterion, calibration):
+def _factorize(module, conv_class, criterion, calibration, method):
     if isinstance(module, nn.Linear):
         return factorize_linear(module, calibration=calibration, **criterion)
+    if issubclass(conv_class, TuckerConv2d):
+        criterion = dict(criterion, method=method)
     return factorize_conv(module, layer_class=conv_class, calibration=calibration, **criterion)
 
 
@@ -469,6 +471,7 @@ def compress(
     measure=True,
     num_threads=None,
     max_calibration_rows=16384,
+    method="hooi",
 ):
     """Factorize the model's nn.Linear and nn.Conv2d layers; returns ``(model, report)``.
 
@@ -496,6 +499,8 @@ def compress(
       ReLU/ReLU6/Hardtanh (see ``lrkernels.torch.fuse``): for inference; the model returned is
       then a torch.fx GraphModule.
     progress: a progress bar on stderr. measure: time dense and fused layers (needs shapes).
+    method: "hooi" (default; iterated, the better fit) or "hosvd" (one SVD per mode: much faster
+      on large layers) for Tucker-2 convolutions.
     num_threads: threads for torch, lrkernels and numpy's BLAS during the call (default
       lrkernels.get_num_threads()); latencies are measured at this count.
 
@@ -523,6 +528,8 @@ def compress(
         )
     if not isinstance(model, nn.Module):
         raise TypeError(f"compress needs an nn.Module, got {type(model).__name__}")
+    if method not in ("hooi", "hosvd"):
+        raise ValueError(f"method must be 'hooi' or 'hosvd', got {method!r}")
     if conv not in ("tucker", "cp"):
         raise ValueError(f"conv must be 'tucker' or 'cp', got {conv!r}")
     conv_class = TuckerConv2d if conv == "tucker" else CPConv2d
@@ -572,6 +579,7 @@ def compress(
                 progress,
                 measure,
                 max_calibration_rows,
+                method,
             )
     finally:
         model.train(was_training)
@@ -608,6 +616,7 @@ def _compress(
     progress,
     measure,
     max_rows,
+    method,
 ):
     modules = {
         name: m
@@ -694,7 +703,7 @@ def _compress(
             calib = _capture_inputs(model, module, calibration, max_rows)
         bar.update(i, name, "factorizing")
         try:
-            new = _factorize(module, conv_cls, layer_criterion, calib)
+            new = _factorize(module, conv_cls, layer_criterion, calib, method)
         except ValueError as e:
             row.reason = f"left dense: {e}"
             continue

@@ -169,15 +169,18 @@ def fold_batchnorm(module, bn):
     last factor (U for LowRankLinear) is scaled per output channel and the bias shifted (a bias
     is added if the module had none). In place; returns ``module``."""
     if not isinstance(module, FactorizedModule):
-        raise TypeError(f"fold_batchnorm needs a factorized module, got {type(module).__name__}")
-    out = module.out_features if isinstance(module, LowRankLinear) else module.out_channels
+        raise TypeError(
+            f"fold_batchnorm needs an lrkernels.torch module, got {type(module).__name__}"
+        )
+    out = getattr(module, "out_features", None) or module.out_channels
     if bn.num_features != out:
         raise ValueError(f"BatchNorm has {bn.num_features} features, the module {out} outputs")
     scale, shift = batchnorm_affine(bn)
-    last = module.U if isinstance(module, LowRankLinear) else module.last
+    last = getattr(module, module.output_factor)
     with torch.no_grad():
         bias = module.bias.double() if module.bias is not None else torch.zeros_like(scale)
-        last.copy_((last.double() * scale[:, None]).to(last.dtype))
+        rows = scale.reshape(-1, *([1] * (last.ndim - 1)))
+        last.copy_((last.double() * rows).to(last.dtype))
         new_bias = (bias * scale + shift).to(last.dtype)
         if module.bias is None:
             module.bias = nn.Parameter(new_bias.to(last.device))

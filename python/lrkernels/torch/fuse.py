@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .compress import set_submodule
 from .convert import fold_batchnorm
-from .modules import FactorizedModule, canonical_activation
+from .modules import Conv2d, FactorizedModule, Linear, canonical_activation
 
 __all__ = ["fuse"]
 
@@ -69,12 +70,27 @@ def _only_user(node):
     return users[0] if len(users) == 1 else None
 
 
-def fuse(model, *, inplace=False, only=None, fold=True):
-    """Fold BatchNorms into the factorized layers before them and fuse the activations that
-    follow; returns an eval-mode torch.fx GraphModule (``.lrk_fusions``: the list of
-    ``{"module", "batchnorm", "activation"}`` fused). For inference: the folded BatchNorm's
-    running statistics are baked in.
+def to_channels_last(x):
+    """A 4-D tensor in channels_last memory format (the same values; one copy unless it already
+    is), anything else unchanged: inserted by ``fuse(channels_last=True)`` at the model's inputs."""
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
+
+def fuse(model, *, dense=True, channels_last=False, inplace=False, only=None, fold=True):
+    """Fold BatchNorms into the layers before them and fuse the activations that follow; returns
+    an eval-mode torch.fx GraphModule (``.lrk_fusions``: the list of ``{"module", "batchnorm",
+    "activation", "dense"}`` fused). For inference: the folded BatchNorm's running statistics are
+    baked in.
+
+    dense: also move the model's plain nn.Conv2d (groups=1, zero padding) and nn.Linear layers
+      onto lrkernels' dense ``Conv2d`` / ``Linear`` (a ResNet's stem and 1x1 downsamples, its
+      classifier), so that their BatchNorm and ReLU fuse too; False leaves them in torch.
+    channels_last: convert 4-D inputs to channels_last memory format once, at the model's
+      entry: every lrkernels convolution then runs NHWC without transposes, and torch's own ops
+      (pooling, adds) follow the format. The values and shapes are unchanged; 4-D outputs come
+      back channels_last, on which ``.view`` may fail where ``.reshape`` works. Off by default.
     inplace: fold into ``model``'s own modules (default: a deep copy). ``only``/``fold`` are for
     ``load``: replay recorded fusions whose BatchNorms are already folded into the factors.
     """
@@ -93,11 +109,22 @@ def fuse(model, *, inplace=False, only=None, fold=True):
         if node.op != "call_module" or calls[node.target] != 1:
             continue
         module = gm.get_submodule(node.target)
+        converted = False
+        if dense and only is None and type(module) in (nn.Conv2d, nn.Linear):
+            try:
+                if isinstance(module, nn.Conv2d):
+                    module = Conv2d.from_conv(module)
+                else:
+                    module = Linear.from_linear(module)
+            except ValueError:
+                continue  # grouped, padded otherwise, ...: stays in torch
+            set_submodule(gm, node.target, module.eval())
+            converted = True
         if not isinstance(module, FactorizedModule):
             continue
         if only is not None and node.target not in only:
             continue
-        record = {"module": node.target, "batchnorm": None, "activation": None}
+        record = {"module": node.target, "batchnorm": None, "activation": None, "dense": converted}
         bn_node = _only_user(node)
         if bn_node is not None and bn_node.op == "call_module" and calls.get(bn_node.target) == 1:
             bn = gm.get_submodule(bn_node.target)
@@ -122,8 +149,17 @@ def fuse(model, *, inplace=False, only=None, fold=True):
             act_node.replace_all_uses_with(node)
             gm.graph.erase_node(act_node)
             record["activation"] = act if isinstance(act, str) else list(act)
-        if record["batchnorm"] or record["activation"] is not None:
+        if record["batchnorm"] or record["activation"] is not None or converted:
             done.append(record)
+    # replaying: the saved record of channels_last has the empty module name
+    if (channels_last and only is None) or (only is not None and "" in only):
+        for node in list(gm.graph.nodes):
+            if node.op == "placeholder":
+                with gm.graph.inserting_after(node):
+                    conv = gm.graph.call_function(to_channels_last, (node,))
+                node.replace_all_uses_with(conv, delete_user_cb=lambda user: user is not conv)
+        if only is None:
+            done.append({"module": "", "batchnorm": None, "activation": None, "dense": False})
     gm.graph.lint()
     gm.recompile()
     gm.delete_all_unused_submodules()

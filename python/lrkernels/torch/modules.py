@@ -21,7 +21,15 @@ from torch import nn
 
 import lrkernels
 
-__all__ = ["CPConv2d", "FactorizedModule", "LowRankLinear", "TuckerConv2d", "module_for_kind"]
+__all__ = [
+    "CPConv2d",
+    "Conv2d",
+    "FactorizedModule",
+    "Linear",
+    "LowRankLinear",
+    "TuckerConv2d",
+    "module_for_kind",
+]
 
 _ACTIVATION_BOUNDS = {"relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
 
@@ -107,6 +115,7 @@ class FactorizedModule(nn.Module):
 
     kind: str = ""  # the lrkernels layer kind ("LowRankLinear", ...)
     factor_names: tuple = ()
+    output_factor = "last"  # the factor whose rows are the output channels (BatchNorm folding)
     is_conv = False
 
     def __init__(self, activation=None):
@@ -239,6 +248,7 @@ class LowRankLinear(FactorizedModule):
 
     kind = "LowRankLinear"
     factor_names = ("U", "V")
+    output_factor = "U"
 
     def __init__(self, in_features, out_features, rank, bias=True, activation=None):
         super().__init__(activation)
@@ -576,7 +586,155 @@ class CPConv2d(_FactorizedConv):
         return F.conv2d(y, self.last[:, :, None, None], self.bias)
 
 
-_MODULES = {m.kind: m for m in (LowRankLinear, TuckerConv2d, CPConv2d)}
+class Linear(FactorizedModule):
+    """The dense linear layer (``weight`` (out, in), ``bias``) on the lrkernels engine: what
+    ``fuse`` turns an nn.Linear into, so that a BatchNorm folds into it and an activation fuses
+    into its output store. ``Linear.from_linear(nn.Linear)`` copies the weights."""
+
+    kind = "Linear"
+    factor_names = ("weight",)
+    output_factor = "weight"
+
+    def __init__(self, in_features, out_features, bias=True, activation=None):
+        super().__init__(activation)
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features))
+        else:
+            self.register_parameter("bias", None)
+        bound = 1.0 / math.sqrt(in_features)
+        _uniform_(self.weight, bound)
+        if bias:
+            _uniform_(self.bias, bound)
+
+    @classmethod
+    def from_factors(cls, weight, bias=None, *, activation=None):
+        weight = torch.as_tensor(weight)
+        if weight.ndim != 2:
+            raise ValueError(f"Linear needs a weight (out, in), got {tuple(weight.shape)}")
+        m = cls(weight.shape[1], weight.shape[0], bias=bias is not None, activation=activation)
+        with torch.no_grad():
+            m.weight.copy_(weight)
+            if bias is not None:
+                m.bias.copy_(torch.as_tensor(bias))
+        return m
+
+    @classmethod
+    def from_linear(cls, linear):
+        """The same layer (weights copied) on the lrkernels engine."""
+        if type(linear) is not nn.Linear:
+            raise TypeError(f"Linear.from_linear needs an nn.Linear, got {type(linear).__name__}")
+        m = cls.from_factors(
+            linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
+        )
+        return m.to(linear.weight.device, linear.weight.dtype)
+
+    def forward(self, x):
+        layer = self._fused_layer(x, None)
+        if layer is not None:
+            if x.ndim <= 2:
+                return torch.from_numpy(layer(x.numpy()))
+            lead = x.shape[:-1]
+            y = layer(x.reshape(-1, x.shape[-1]).numpy())
+            return torch.from_numpy(y).reshape(*lead, y.shape[-1])
+        return apply_activation(F.linear(x, self.weight, self.bias), self.activation)
+
+    def extra_repr(self):
+        s = f"in_features={self.in_features}, out_features={self.out_features}"
+        return s + self._state_repr()
+
+
+class Conv2d(_FactorizedConv):
+    """The dense convolution (``weight`` (out, in, kh, kw), ``bias``; groups=1, zero padding) on
+    the lrkernels engine: what ``fuse`` turns an nn.Conv2d into (a BatchNorm folded, the
+    activation fused). ``Conv2d.from_conv(nn.Conv2d)`` copies the weights."""
+
+    kind = "Conv2d"
+    factor_names = ("weight",)
+    output_factor = "weight"
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias=True,
+        activation=None,
+    ):
+        super().__init__(activation)
+        self._init_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
+        self.rank = None
+        kh, kw = self.kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kh, kw))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels))
+        else:
+            self.register_parameter("bias", None)
+        bound = 1.0 / math.sqrt(in_channels * kh * kw)
+        _uniform_(self.weight, bound)
+        if bias:
+            _uniform_(self.bias, bound)
+
+    @classmethod
+    def from_factors(cls, weight, bias=None, *, stride=1, padding=0, dilation=1, activation=None):
+        weight = torch.as_tensor(weight)
+        if weight.ndim != 4:
+            raise ValueError(f"Conv2d needs a weight (out, in, kh, kw), got {tuple(weight.shape)}")
+        m = cls(
+            weight.shape[1],
+            weight.shape[0],
+            tuple(weight.shape[2:]),
+            stride,
+            padding,
+            dilation,
+            bias=bias is not None,
+            activation=activation,
+        )
+        with torch.no_grad():
+            m.weight.copy_(weight)
+            if bias is not None:
+                m.bias.copy_(torch.as_tensor(bias))
+        return m
+
+    @classmethod
+    def from_conv(cls, conv):
+        """The same convolution (weights copied) on the lrkernels engine; ValueError for what
+        it cannot run (groups > 1, non-zero padding modes, asymmetric 'same' padding)."""
+        from .convert import conv_padding, why_not_factorizable
+
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"Conv2d.from_conv needs an nn.Conv2d, got {type(conv).__name__}")
+        reason = why_not_factorizable(conv)
+        if reason and "no lower rank" not in reason:  # a 1-channel conv is fine dense
+            raise ValueError(f"cannot run this nn.Conv2d on lrkernels: {reason}")
+        m = cls.from_factors(
+            conv.weight.detach(),
+            None if conv.bias is None else conv.bias.detach(),
+            stride=tuple(conv.stride),
+            padding=conv_padding(conv),
+            dilation=tuple(conv.dilation),
+        )
+        return m.to(conv.weight.device, conv.weight.dtype)
+
+    def _forward_torch(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        for name, default in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1))):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        return s + self._state_repr()
+
+
+_MODULES = {m.kind: m for m in (LowRankLinear, TuckerConv2d, CPConv2d, Linear, Conv2d)}
 
 
 def module_for_kind(kind):
