@@ -5,9 +5,9 @@ tracer, an exporter or a non-CPU/non-float32 tensor is involved) and, in inferen
 tensors, calls the fused lrkernels layer: no copy of a contiguous input (NCHW as NCHW, a
 ``channels_last`` tensor as NHWC), the output returned as a torch tensor sharing the kernel's
 buffer. The packed kernel layer is rebuilt when a parameter changes (an optimizer step, a
-``load_state_dict``, ``.to()``): the check is each parameter's version counter and storage.
-Changes made through ``param.data`` bypass the version counter; call ``module.refresh()`` after
-them.
+``load_state_dict``, ``.to()``, assigning a parameter): the check is the parameters' version
+counters, and ``.to()`` / assignment drop the cache. Writes through ``param.data`` (in place or
+``param.data = t``) bypass the version counter; call ``module.refresh()`` after them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ _ACTIVATION_BOUNDS = {"relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
 _Tensor = torch.Tensor
 _F32 = torch.float32
 _VERSION = torch.Tensor._version.__get__
-_DATA_PTR = torch.Tensor.data_ptr
 _grad_enabled = torch.is_grad_enabled
 _tracing_state = torch._C._get_tracing_state
 _is_compiling = torch.compiler.is_compiling
@@ -161,8 +160,8 @@ class FactorizedModule(nn.Module):
 
     def refresh(self):
         """Drop the packed kernel layers: the next inference call repacks the current factors.
-        Needed only after writing a parameter through ``.data`` (invisible to autograd's
-        version counter); optimizer steps, in-place updates, ``load_state_dict``, ``.to()`` and
+        Needed only after writing a parameter through ``.data`` (``p.data.mul_(2)`` or
+        ``p.data = t``: invisible to autograd's version counter); optimizer steps, in-place updates, ``load_state_dict``, ``.to()`` and
         assigning new parameters are seen."""
         self.__dict__["_kernels"] = {}
         self.__dict__["_plist"] = None
@@ -198,7 +197,9 @@ class FactorizedModule(nn.Module):
             return None
         if _tracing_state() is not None or _is_compiling():
             return None
-        key = (*map(_VERSION, ps), *map(_DATA_PTR, ps))
+        # Versions only grow, so their sum changes whenever one does; a new parameter object
+        # (assignment, load_state_dict(assign=True)) or new storage (.to()) drops the cache.
+        key = sum(map(_VERSION, ps))
         entry = self._kernels.get(layout)
         if entry is None or entry[0] != key:
             usable = all(p.is_cpu and p.dtype is _F32 for p in ps)
