@@ -161,8 +161,8 @@ class FactorizedModule(nn.Module):
     def refresh(self):
         """Drop the packed kernel layers: the next inference call repacks the current factors.
         Needed only after writing a parameter through ``.data`` (``p.data.mul_(2)`` or
-        ``p.data = t``: invisible to autograd's version counter); optimizer steps, in-place updates, ``load_state_dict``, ``.to()`` and
-        assigning new parameters are seen."""
+        ``p.data = t``: invisible to autograd's version counter); optimizer steps, in-place
+        updates, ``load_state_dict``, ``.to()`` and assigning new parameters are seen."""
         self.__dict__["_kernels"] = {}
         self.__dict__["_plist"] = None
 
