@@ -316,3 +316,103 @@ def test_sweep_argument_errors():
         lt.sweep(model, [], lambda m: 0.0)
     with pytest.raises(TypeError):
         lt.sweep(model, [0.5], "not callable")
+
+
+def test_compress_shared_module_is_replaced_everywhere():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(16, 16)
+            self.b = self.a  # the same layer under two names
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    model, report = lt.compress(Shared(), rank=4, progress=False)
+    assert model.a is model.b and isinstance(model.a, lt.LowRankLinear)
+    assert [r.name for r in report.layers] == ["a"]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # torch's own, on the even kernel
+def test_compress_same_padding_with_shapes_and_tuple_batch_hint():
+    net = nn.Sequential(nn.Conv2d(8, 8, 4, padding="same"), nn.Conv2d(8, 8, 3, padding="same"))
+    model, report = lt.compress(
+        net, ratio=0.5, example_inputs=torch.randn(2, 8, 9, 9), progress=False
+    )
+    assert "asymmetric" in report["0"].reason and report["0"].flops_before > 0
+    assert isinstance(model[1], lt.TuckerConv2d) and model[1].padding == (1, 1)
+    labelled = [(torch.randn(2, 8, 9, 9), torch.zeros(2))]
+    with pytest.raises(TypeError, match="positional arguments"):
+        lt.compress(net, ratio=0.5, calibration=labelled, progress=False)
+
+
+def test_compress_reads_calibration_lazily():
+    taken = []
+
+    def batches():
+        for i in range(1000):
+            taken.append(i)
+            yield torch.randn(2, 3, 12, 12)
+
+    lt.compress(
+        _net(),
+        ratio=0.5,
+        calibration=batches(),
+        max_calibration_batches=3,
+        include=["conv2"],
+        progress=False,
+    )
+    assert len(taken) == 3
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(rank=0),
+        dict(rank=-1),
+        dict(rank=4.5),
+        dict(rank=True),
+        dict(ratio=0),
+        dict(energy=2),
+        dict(budget=1.5),
+        dict(latency_target=True),
+        dict(rank=(1, 2, 3)),
+    ],
+)
+def test_compress_refuses_impossible_criteria(kw):
+    with pytest.raises(ValueError):
+        lt.compress(_net(), progress=False, example_inputs=_calibration(1)[0], **kw)
+
+
+def test_fuse_leaves_what_it_cannot_fold():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 6)
+            self.bn1 = nn.BatchNorm1d(6)  # on (N, L, F) input it normalizes L: not foldable
+            self.conv = nn.Conv2d(6, 6, 3, padding=1)
+            self.bn2 = nn.BatchNorm2d(6, track_running_stats=False)  # batch statistics
+
+        def forward(self, x):
+            y = self.bn1(self.lin(x))
+            return self.bn2(self.conv(y[:, :, :, None].expand(-1, -1, -1, 4)))
+
+    m = M().eval()
+    with torch.no_grad():
+        m.bn1.running_mean.normal_()
+        m.bn1.running_var.uniform_(0.5, 2)
+    x = torch.randn(3, 6, 6)
+    with torch.no_grad():
+        expect = m(x)
+        fused = lt.fuse(m)
+        assert _rel(fused(x), expect) < 1e-5
+    assert hasattr(fused, "bn1") and hasattr(fused, "bn2")
+
+
+def test_sweep_best_skips_levels_that_compressed_nothing_and_restores_training():
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)).train()
+    result = lt.sweep(model, [0.9], lambda m: 1.0, progress=False)
+    assert model.training
+    assert result.rows[1].params >= result.dense.params  # 2x2 layers: nothing to factorize
+    with pytest.raises(ValueError, match="no level"):
+        result.best(tolerance=1.0)

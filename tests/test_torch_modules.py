@@ -462,3 +462,33 @@ def test_dense_linear_module_and_refusals():
         lt.Conv2d.from_conv(nn.Conv2d(4, 4, 3, groups=2))
     with pytest.raises(TypeError):
         lt.Linear.from_linear(nn.Conv2d(4, 4, 3))
+
+
+def test_fused_optimizers_functional_call_and_pruning_are_seen():
+    """Fused optimizers do not bump versions; functional_call swaps parameters behind
+    __setattr__; pruning moves the weight out of _parameters: none may leave a stale pack."""
+    from torch.func import functional_call
+    from torch.nn.utils import prune
+
+    m = _make("LowRankLinear", 8, 6, 3).requires_grad_(True)
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        m(x)
+    opt = torch.optim.Adam(m.parameters(), lr=0.1, fused=True)
+    m(x).square().sum().backward()
+    opt.step()
+    with torch.no_grad():
+        fused, plain = _fused_and_torch(m, x)
+    _close(fused, plain)
+    with torch.no_grad():
+        own = m(x)
+        new = {k: torch.randn_like(v) for k, v in m.named_parameters()}
+        got = functional_call(m, new, (x,))
+        m.use_kernels = False
+        expect = functional_call(m, new, (x,))
+    assert not torch.allclose(got, own)
+    _close(got, expect)
+    lin = lt.Linear(8, 4).eval()
+    prune.l1_unstructured(lin, "weight", 0.5)
+    with torch.no_grad():
+        _close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias))

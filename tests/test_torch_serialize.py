@@ -139,3 +139,20 @@ def test_load_errors(tmp_path):
         lt.load(_net(), bad)
     with pytest.raises(TypeError):
         lt.save("model", path)
+
+
+def test_load_refuses_another_architecture_before_touching_the_model(tmp_path):
+    def make(c):
+        return nn.Sequential(nn.Conv2d(3, c, 3), nn.ReLU(), nn.Conv2d(c, 4, 3))
+
+    path = tmp_path / "a.lrk"
+    lt.save(lt.compress(make(8), rank=2, progress=False)[0], path)
+    for wrong in (make(16), nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3))):
+        before = [type(m) for m in wrong]
+        with pytest.raises(ValueError, match="does not match|is a"):
+            lt.load(wrong, path)
+        assert [type(m) for m in wrong] == before  # untouched
+    doubled = lt.load(make(8).double(), path)
+    assert doubled[0].first.dtype == torch.float64
+    with torch.no_grad():
+        doubled(torch.randn(1, 3, 7, 7, dtype=torch.float64))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import itertools
+import numbers
 import sys
 import time
 import warnings
@@ -246,7 +248,16 @@ class _Stop(Exception):
 
 def _run(model, batch):
     with torch.no_grad():
-        model(*_as_args(batch))
+        try:
+            model(*_as_args(batch))
+        except TypeError as e:
+            if not isinstance(batch, (tuple, list)):
+                raise
+            raise TypeError(
+                f"{e} (a calibration/example batch that is a tuple or list is passed to the "
+                "model as its positional arguments: for (inputs, labels) batches pass "
+                "calibration=[x for x, _ in loader] or a generator of inputs)"
+            ) from e
 
 
 def _record_calls(model, modules, batch):
@@ -321,14 +332,13 @@ def _macs(module, input_shape):
     h, w = input_shape[-2:]
     kh, kw = module.kernel_size
     sh, sw = module.stride
-    ph, pw = module.padding if not isinstance(module.padding, str) else (0, 0)
-    if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
-        from .convert import conv_padding
-
-        ph, pw = conv_padding(module)
     dh, dw = module.dilation
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if isinstance(module.padding, str):  # "valid", or "same" (stride 1: the input's size)
+        oh, ow = (h, w) if module.padding == "same" else (h - dh * (kh - 1), w - dw * (kw - 1))
+    else:
+        ph, pw = module.padding
+        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     cin, cout = module.in_channels, module.out_channels
     if isinstance(module, nn.Conv2d):
         return n * oh * ow * cout * cin * kh * kw // module.groups
@@ -406,7 +416,8 @@ def _latency_rank(module, conv_class, input_shape, target, t_dense):
         with torch.no_grad():
             t = time_call(lambda: cand(x))
         tried.append((rank, t))
-        if t <= target * t_dense:
+        # never a factorized form that is not measured faster than dense, whatever the target
+        if t <= target * t_dense and t < t_dense:
             return (
                 rank,
                 (
@@ -422,6 +433,32 @@ def _latency_rank(module, conv_class, input_shape, target, t_dense):
             f" (fastest: rank {best[0]} at {best[1] * 1e6:.0f} us vs dense {t_dense * 1e6:.0f} us)"
         )
     return None, reason, tried
+
+
+def _is_number(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _check_criterion_value(criterion):
+    """ValueError for a criterion no layer could satisfy (instead of every layer left dense)."""
+    ((key, value),) = criterion.items()
+    if key == "rank":
+        ranks = value if isinstance(value, (tuple, list)) else (value,)
+        if (
+            not ranks
+            or len(ranks) > 2
+            or not all(
+                isinstance(r, numbers.Integral) and not isinstance(r, bool) and r >= 1
+                for r in ranks
+            )
+        ):
+            raise ValueError(f"rank must be a positive int or a pair of them, got {value!r}")
+    elif key in ("energy", "ratio", "budget"):
+        if not (_is_number(value) and 0 < value <= 1):
+            raise ValueError(f"{key} must be a number in (0, 1], got {value!r}")
+    elif key == "latency_target":
+        if not (_is_number(value) and value > 0):
+            raise ValueError(f"latency_target must be a positive number, got {value!r}")
 
 
 class _Progress:
@@ -471,6 +508,7 @@ def compress(
     measure=True,
     num_threads=None,
     max_calibration_rows=16384,
+    max_calibration_batches=64,
     method="hooi",
 ):
     """Factorize the model's nn.Linear and nn.Conv2d layers; returns ``(model, report)``.
@@ -483,11 +521,13 @@ def compress(
       Tucker convolutions);
       latency_target=f: per layer, the most accurate rank (on a ladder of ratios) whose fused
       layer, timed on this machine at the layer's real input shape, takes <= f x the dense torch
-      layer's time; layers with no such rank stay dense. Needs ``calibration`` or
+      layer's time (and less than it); layers with no such rank stay dense. Needs ``calibration`` or
       ``example_inputs`` for the shapes.
     calibration: an iterable of input batches (a tensor, or a tuple of the model's positional
-      arguments). Each layer's inputs are captured on the model as compressed so far and the
-      fit minimizes the layer's output error on them (data-aware); the report gives that error.
+      arguments; at most ``max_calibration_batches`` are read, and at most
+      ``max_calibration_rows`` rows / pixels of each layer's inputs are kept). Each layer's
+      inputs are captured on the model as compressed so far and the fit minimizes the layer's
+      output error on them (data-aware); the report gives that error.
     example_inputs: one batch (tensor or tuple) giving the layers' order and input shapes (for
       FLOPs and latency) when there is no calibration; None: module order, no FLOPs/latency.
     conv: "tucker" (TuckerConv2d, the default) or "cp" (CPConv2d) for kxk convolutions; 1x1
@@ -528,6 +568,7 @@ def compress(
         )
     if not isinstance(model, nn.Module):
         raise TypeError(f"compress needs an nn.Module, got {type(model).__name__}")
+    _check_criterion_value(criterion)
     if method not in ("hooi", "hosvd"):
         raise ValueError(f"method must be 'hooi' or 'hosvd', got {method!r}")
     if conv not in ("tucker", "cp"):
@@ -536,11 +577,7 @@ def compress(
     if budget is not None:
         if conv == "cp":
             raise ValueError("budget= allocates Tucker-2 ranks; use conv='tucker' or ratio=")
-        if not (isinstance(budget, (int, float)) and 0 < budget <= 1):
-            raise ValueError(f"budget must be a fraction in (0, 1], got {budget!r}")
     if latency_target is not None:
-        if not (isinstance(latency_target, (int, float)) and latency_target > 0):
-            raise ValueError(f"latency_target must be a positive fraction, got {latency_target!r}")
         if calibration is None and example_inputs is None:
             raise ValueError(
                 "latency_target needs the layers' input shapes: "
@@ -557,7 +594,8 @@ def compress(
     if calibration is not None:
         if isinstance(calibration, torch.Tensor):
             calibration = [calibration]
-        calibration = list(calibration)
+        # read lazily: a DataLoader is not consumed beyond what the fits use
+        calibration = list(itertools.islice(iter(calibration), max_calibration_batches))
         if not calibration:
             raise ValueError("calibration is empty: give at least one input batch")
 
@@ -618,6 +656,11 @@ def _compress(
     max_rows,
     method,
 ):
+    aliases = {}  # first name -> every name of the same module object
+    first_name = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        first = first_name.setdefault(id(m), name)
+        aliases.setdefault(first, []).append(name)
     modules = {
         name: m
         for name, m in model.named_modules()
@@ -705,7 +748,7 @@ def _compress(
         try:
             new = _factorize(module, conv_cls, layer_criterion, calib, method)
         except ValueError as e:
-            row.reason = f"left dense: {e}"
+            row.reason = str(e)
             continue
         choice = new.rank_choice
         why = choice.reason if choice is not None else ""
@@ -721,7 +764,8 @@ def _compress(
             )
             continue
         new.eval()
-        set_submodule(model, name, new)
+        for path in aliases.get(name, (name,)):  # a module reachable under several names
+            set_submodule(model, path, new)
         row.kind = type(new).__name__
         row.ranks = new.rank
         row.reason = why

@@ -65,6 +65,17 @@ def _activation_of(gm, node):
     return False
 
 
+def _foldable(module, bn):
+    """Whether ``bn`` after ``module`` normalizes the module's output channels with running
+    statistics: a BatchNorm2d after a convolution. Not a BatchNorm1d after a linear layer: on 3-D
+    input (N, L, F) it normalizes L, not the features, and the graph does not say which."""
+    if not isinstance(bn, nn.BatchNorm2d) or not getattr(module, "is_conv", False):
+        return False
+    if bn.running_mean is None or bn.running_var is None:
+        return False  # normalizes with batch statistics even in eval mode
+    return bn.num_features == module.out_channels
+
+
 def _only_user(node):
     users = list(node.users)
     return users[0] if len(users) == 1 else None
@@ -79,7 +90,9 @@ def to_channels_last(x):
 
 
 def fuse(model, *, dense=True, channels_last=False, inplace=False, only=None, fold=True):
-    """Fold BatchNorms into the layers before them and fuse the activations that follow; returns
+    """Fold BatchNorms into the convolutions before them and fuse the activations that follow
+    (BatchNorm1d after a linear layer is left: whether it normalizes the features depends on the
+    input's rank, which the graph does not know; use ``fold_batchnorm`` by hand); returns
     an eval-mode torch.fx GraphModule (``.lrk_fusions``: the list of ``{"module", "batchnorm",
     "activation", "dense"}`` fused). For inference: the folded BatchNorm's running statistics are
     baked in.
@@ -128,9 +141,7 @@ def fuse(model, *, dense=True, channels_last=False, inplace=False, only=None, fo
         bn_node = _only_user(node)
         if bn_node is not None and bn_node.op == "call_module" and calls.get(bn_node.target) == 1:
             bn = gm.get_submodule(bn_node.target)
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm) and (
-                only is None or only[node.target]["batchnorm"]
-            ):
+            if _foldable(module, bn) and (only is None or only[node.target]["batchnorm"]):
                 if fold:
                     fold_batchnorm(module, bn)
                 bn_node.replace_all_uses_with(node)

@@ -6,8 +6,9 @@ tensors, calls the fused lrkernels layer: no copy of a contiguous input (NCHW as
 ``channels_last`` tensor as NHWC), the output returned as a torch tensor sharing the kernel's
 buffer. The packed kernel layer is rebuilt when a parameter changes (an optimizer step, a
 ``load_state_dict``, ``.to()``, assigning a parameter): the check is the parameters' version
-counters, and ``.to()`` / assignment drop the cache. Writes through ``param.data`` (in place or
-``param.data = t``) bypass the version counter; call ``module.refresh()`` after them.
+counters and storages and the count of optimizer steps (fused optimizers do not bump versions).
+Only in-place writes through ``param.data`` (``p.data.mul_(2)``) go unseen: call
+``module.refresh()`` after them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import lrkernels
 
@@ -37,6 +39,16 @@ _ACTIVATION_BOUNDS = {"relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
 _Tensor = torch.Tensor
 _F32 = torch.float32
 _VERSION = torch.Tensor._version.__get__
+_DATA_PTR = torch.Tensor.data_ptr
+_OPTIMIZER_STEPS = [0]  # every optimizer step anywhere: fused optimizers leave versions as is
+
+
+def _count_optimizer_step(optimizer, args, kwargs):
+    _OPTIMIZER_STEPS[0] += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
+
 _grad_enabled = torch.is_grad_enabled
 _tracing_state = torch._C._get_tracing_state
 _is_compiling = torch.compiler.is_compiling
@@ -123,7 +135,6 @@ class FactorizedModule(nn.Module):
         self.use_kernels = True
         self.rank_choice = None  # how the rank was found (from_linear / from_conv), if known
         self._kernels = {}  # layout -> (version key, lrkernels layer or None)
-        self._plist = None  # the factor parameters and bias, in lrkernels' order (a cache)
 
     def __setattr__(self, name, value):
         if name == "activation":
@@ -131,6 +142,10 @@ class FactorizedModule(nn.Module):
         super().__setattr__(name, value)
         if name == "activation" or name == "bias" or name in self.factor_names:
             self.refresh()  # a new parameter object or activation: the packed layer is stale
+
+    def train(self, mode=True):
+        self.refresh()  # a train -> eval switch is where a stale pack would first show
+        return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):
         # .to() / .float() / .cpu() may swap parameter storage without a version bump
@@ -140,31 +155,30 @@ class FactorizedModule(nn.Module):
 
     # -- the factors as given to lrkernels ---------------------------------------------------
     def _params(self):
-        """The factor parameters then the bias (if any), cached: nn.Module's attribute lookup
-        costs ~0.4 us per parameter, too much for a per-call check."""
-        ps = self.__dict__.get("_plist")
-        if ps is None:
-            params = self._parameters
-            ps = tuple(params[n] for n in self.factor_names)
-            if params.get("bias") is not None:
-                ps += (params["bias"],)
-            self.__dict__["_plist"] = ps
-        return ps
+        """The factor parameters then the bias (if any), read from ``self._parameters`` on every
+        call (nn.Module's attribute lookup costs ~0.4 us a parameter; a cached tuple would miss
+        ``torch.func.functional_call``). None when a factor is not a plain parameter there (a
+        pruning or parametrization hook owns it): torch ops then."""
+        params = self._parameters
+        try:
+            ps = tuple([params[n] for n in self.factor_names])
+        except KeyError:
+            return None
+        bias = params.get("bias", None)
+        return ps if bias is None else (*ps, bias)
 
     def __getstate__(self):
         # The packed kernel layers are a cache (and not picklable): copies repack on first use.
         state = self.__dict__.copy()
         state["_kernels"] = {}
-        state["_plist"] = None
         return state
 
     def refresh(self):
         """Drop the packed kernel layers: the next inference call repacks the current factors.
-        Needed only after writing a parameter through ``.data`` (``p.data.mul_(2)`` or
-        ``p.data = t``: invisible to autograd's version counter); optimizer steps, in-place
-        updates, ``load_state_dict``, ``.to()`` and assigning new parameters are seen."""
+        Needed only after an in-place write through ``.data`` (``p.data.mul_(2)``: invisible to
+        autograd's version counter); optimizer steps (fused ones too), in-place updates,
+        ``load_state_dict``, ``.to()``, ``p.data = t`` and new parameters are seen."""
         self.__dict__["_kernels"] = {}
-        self.__dict__["_plist"] = None
 
     def _geometry_kwargs(self):
         return {}
@@ -193,13 +207,14 @@ class FactorizedModule(nn.Module):
         ):
             return None
         ps = self._params()
-        if _grad_enabled() and any(p.requires_grad for p in ps):
+        if ps is None or (_grad_enabled() and any(p.requires_grad for p in ps)):
             return None
         if _tracing_state() is not None or _is_compiling():
             return None
-        # Versions only grow, so their sum changes whenever one does; a new parameter object
-        # (assignment, load_state_dict(assign=True)) or new storage (.to()) drops the cache.
-        key = sum(map(_VERSION, ps))
+        # Versions only grow, so their sum changes whenever one does (in-place updates); the
+        # storages catch new tensors (assignment, functional_call, p.data = t, .to()); the
+        # optimizer step count catches fused optimizers, which do not bump versions.
+        key = (_OPTIMIZER_STEPS[0], sum(map(_VERSION, ps)), *map(_DATA_PTR, ps))
         entry = self._kernels.get(layout)
         if entry is None or entry[0] != key:
             usable = all(p.is_cpu and p.dtype is _F32 for p in ps)

@@ -63,6 +63,43 @@ def save(model, path):
     return path
 
 
+def _geometry(m):
+    if isinstance(m, (nn.Linear, FactorizedModule)) and not getattr(m, "is_conv", False):
+        return ("linear", m.in_features, m.out_features)
+    pad = m.padding
+    if isinstance(pad, str):
+        from .convert import conv_padding
+
+        try:
+            pad = conv_padding(m)
+        except ValueError:
+            pass  # an asymmetric "same": matches no lrkernels layer
+    return (
+        "conv",
+        m.in_channels,
+        m.out_channels,
+        tuple(m.kernel_size),
+        tuple(m.stride),
+        tuple(pad),
+        tuple(m.dilation),
+    )
+
+
+def _check_replaces(path, name, target, module):
+    """ValueError unless ``module`` (from the file) can stand in for the model's ``target``: a
+    Linear for a linear layer, a convolution of the same channels and geometry for a conv."""
+    if not isinstance(target, (nn.Linear, nn.Conv2d, FactorizedModule)):
+        raise ValueError(
+            f"{path}: {name!r} is a {type(target).__name__} in the model, the file has a "
+            f"{type(module).__name__}"
+        )
+    if _geometry(target) != _geometry(module):
+        raise ValueError(
+            f"{path}: {name!r} does not match: the model has {type(target).__name__} "
+            f"{_geometry(target)}, the file {type(module).__name__} {_geometry(module)}"
+        )
+
+
 def load(model, path, *, strict=True):
     """Rebuild, inside ``model`` (a freshly built architecture, e.g. the dense one), the
     factorized modules saved in ``path``, replay the recorded fusions and load the rest of the
@@ -76,14 +113,20 @@ def load(model, path, *, strict=True):
     if metadata.get("format") != _FORMAT:
         raise ValueError(f"{path}: not an lrkernels.torch model file (no '{_FORMAT}' metadata)")
     layers = lrkernels.load_layers(path)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    for name, layer in layers.items():
+    modules = {}
+    for name, layer in layers.items():  # every check before the model is touched
         try:
-            model.get_submodule(name)
+            target = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"{path}: the model has no submodule {name!r} to replace") from None
         module = module_for_kind(layer.kind).from_layer(layer)
-        set_submodule(model, name, module.to(device))
+        _check_replaces(path, name, target, module)
+        ref = next(iter(target.parameters()), None)
+        if ref is not None:
+            module = module.to(ref.device, ref.dtype)
+        modules[name] = module
+    for name, module in modules.items():
+        set_submodule(model, name, module)
     fusions = metadata.get("fusions") or []
     if fusions:
         from .fuse import fuse

@@ -56,7 +56,11 @@ class SweepResult:
         ``tolerance`` of the dense model's (higher scores are better); ValueError if none is."""
         if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
             raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
-        ok = [r for r in self.rows[1:] if r.final_score >= self.dense.final_score - tolerance]
+        ok = [
+            r
+            for r in self.rows[1:]
+            if r.final_score >= self.dense.final_score - tolerance and r.params < self.dense.params
+        ]  # a level that compressed nothing is no choice
         if not ok:
             raise ValueError(
                 "no level scores within "
@@ -78,6 +82,7 @@ class SweepResult:
                 if isinstance(r.level, float)
                 else str(r.level)
             )
+            lv = lv if len(lv) <= 10 else lv[:9] + "~"  # dict levels: the table stays aligned
             fl = "-" if r.flops is None else f"{r.flops / 1e6:.1f}"
             ms = "-" if r.latency_s is None else f"{r.latency_s * 1e3:.3f}"
             sp = (
@@ -99,15 +104,16 @@ class SweepResult:
         """Save the trade-off as a picture: score vs parameters and score vs latency (needs
         matplotlib: pip install 'lrkernels[plot]')."""
         try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
         except ImportError as e:
             raise ImportError(
                 "SweepResult.plot needs matplotlib: pip install 'lrkernels[plot]'"
             ) from e
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        # a Figure of its own: pyplot's global backend (a notebook's) is left alone
+        fig = Figure(figsize=(10, 4))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, 2)
         rows = self.rows
         for ax, xs, xlabel in (
             (axes[0], [r.params for r in rows], "parameters"),
@@ -125,7 +131,6 @@ class SweepResult:
         fig.suptitle(f"lrkernels sweep ({self.criterion}, {self.num_threads} thread(s))")
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
         return path
 
 
@@ -199,6 +204,7 @@ def sweep(
         s1 = None if not tune else float(np.mean([p[1] for p in per_fold]))
         return s0, s1, per_fold
 
+    was_training = model.training
     with pinned_threads(num_threads):
         model.eval()
         s0, _, per_fold = score_of(model, False)
@@ -243,4 +249,5 @@ def sweep(
             if dense.flops is None and report.flops_before is not None:
                 dense.flops = report.flops_before
             rows.append(row)
+    model.train(was_training)
     return SweepResult(rows, criterion, num_threads)
