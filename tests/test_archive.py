@@ -227,6 +227,10 @@ def test_activation_round_trips(rng, activation):
     np.testing.assert_array_equal(back(x), layer(x))
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("LRKERNELS_NO_SUBPROCESS")),
+    reason="LRKERNELS_NO_SUBPROCESS is set (e.g. under qemu user emulation)",
+)
 def test_layers_without_torch(tmp_path):
     code = (
         "import sys, numpy as np, lrkernels\n"
