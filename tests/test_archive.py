@@ -453,8 +453,9 @@ def test_save_layers_bad_arguments(tmp_path, rng):
         save_layers({"a": layer}, path, extra_arrays={"o": np.array([None], dtype=object)})
     with pytest.raises(TypeError, match="dtype"):
         save_layers({"a": layer}, path, extra_arrays={"s": np.array(["x"])})
-    with pytest.raises(TypeError, match="dtype"):
-        save_layers({"a": layer}, path, extra_arrays={"l": np.ones(2, np.longdouble)})
+    if np.dtype(np.longdouble).itemsize > 8:  # on armv7 longdouble is float64, which is fine
+        with pytest.raises(TypeError, match="dtype"):
+            save_layers({"a": layer}, path, extra_arrays={"l": np.ones(2, np.longdouble)})
     with pytest.raises(ValueError, match="format"):
         write_archive(path, {"format": "other"}, {})
     with pytest.raises(ValueError, match="version"):
