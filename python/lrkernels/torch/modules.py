@@ -160,17 +160,26 @@ class FactorizedModule(nn.Module):
         ``torch.func.functional_call``). None when a factor is not a plain parameter there (a
         pruning or parametrization hook owns it): torch ops then."""
         params = self._parameters
+        names = self.__dict__.get("_pnames")
+        if names is None:  # the factors, and the bias when there is one (reset by refresh())
+            names = self.factor_names + (("bias",) if params.get("bias") is not None else ())
+            self.__dict__["_pnames"] = names
         try:
-            ps = tuple([params[n] for n in self.factor_names])
+            ps = tuple(map(params.__getitem__, names))
         except KeyError:
             return None
-        bias = params.get("bias", None)
-        return ps if bias is None else (*ps, bias)
+        if ps[-1] is None:  # a bias set to None by register_parameter: the names again
+            if names[-1] != "bias":
+                return None
+            self.__dict__["_pnames"] = None
+            return self._params()
+        return ps
 
     def __getstate__(self):
         # The packed kernel layers are a cache (and not picklable): copies repack on first use.
         state = self.__dict__.copy()
         state["_kernels"] = {}
+        state["_pnames"] = None
         return state
 
     def refresh(self):
@@ -179,6 +188,7 @@ class FactorizedModule(nn.Module):
         autograd's version counter); optimizer steps (fused ones too), in-place updates,
         ``load_state_dict``, ``.to()``, ``p.data = t`` and new parameters are seen."""
         self.__dict__["_kernels"] = {}
+        self.__dict__["_pnames"] = None
 
     def _geometry_kwargs(self):
         return {}
