@@ -153,6 +153,21 @@ class FactorizedModule(nn.Module):
         self.refresh()
         return result
 
+    def _init_bias(self, bias, n):
+        if bias:
+            self.bias = nn.Parameter(torch.empty(n))
+        else:
+            self.register_parameter("bias", None)
+
+    def _load_factors(self, tensors, bias):
+        """Copy ``tensors`` (in factor order) and ``bias`` into the parameters; returns self."""
+        with torch.no_grad():
+            for name, t in zip(self.factor_names, tensors):
+                getattr(self, name).copy_(t)
+            if bias is not None:
+                self.bias.copy_(torch.as_tensor(bias))
+        return self
+
     # -- the factors as given to lrkernels ---------------------------------------------------
     def _params(self):
         """The factor parameters then the bias (if any), read from ``self._parameters`` on every
@@ -261,7 +276,21 @@ class FactorizedModule(nn.Module):
         return s
 
 
-class LowRankLinear(FactorizedModule):
+class _LinearBase(FactorizedModule):
+    """Shared by the linear layers: the fused call on any leading dimensions, as nn.Linear."""
+
+    def forward(self, x):
+        layer = self._fused_layer(x, None)
+        if layer is not None:
+            if x.ndim <= 2:
+                return torch.from_numpy(layer(x.numpy()))
+            lead = x.shape[:-1]
+            y = layer(x.reshape(-1, x.shape[-1]).numpy())
+            return torch.from_numpy(y).reshape(*lead, y.shape[-1])
+        return apply_activation(self._forward_torch(x), self.activation)
+
+
+class LowRankLinear(_LinearBase):
     """y = U (V x) + bias: a linear layer of rank ``rank`` (parameters ``U`` (out, rank), ``V``
     (rank, in), ``bias`` (out)), any leading dimensions as nn.Linear. In inference on CPU float32
     input the two stages run fused in one lrkernels call.
@@ -288,10 +317,7 @@ class LowRankLinear(FactorizedModule):
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
         self.U = nn.Parameter(torch.empty(out_features, rank))
         self.V = nn.Parameter(torch.empty(rank, in_features))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_features))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, out_features)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -316,12 +342,7 @@ class LowRankLinear(FactorizedModule):
                 f"bias must have shape ({U.shape[0]},), got {tuple(torch.as_tensor(bias).shape)}"
             )
         m = cls(V.shape[1], U.shape[0], U.shape[1], bias=bias is not None, activation=activation)
-        with torch.no_grad():
-            m.U.copy_(U)
-            m.V.copy_(V)
-            if bias is not None:
-                m.bias.copy_(torch.as_tensor(bias))
-        return m
+        return m._load_factors((U, V), bias)
 
     @classmethod
     def from_linear(cls, linear, **criterion):
@@ -331,15 +352,8 @@ class LowRankLinear(FactorizedModule):
 
         return factorize_linear(linear, layer_class=cls, **criterion)
 
-    def forward(self, x):
-        layer = self._fused_layer(x, None)
-        if layer is not None:
-            if x.ndim <= 2:
-                return torch.from_numpy(layer(x.numpy()))
-            lead = x.shape[:-1]
-            y = layer(x.reshape(-1, x.shape[-1]).numpy())
-            return torch.from_numpy(y).reshape(*lead, y.shape[-1])
-        return apply_activation(F.linear(F.linear(x, self.V), self.U, self.bias), self.activation)
+    def _forward_torch(self, x):
+        return F.linear(F.linear(x, self.V), self.U, self.bias)
 
     def extra_repr(self):
         return (
@@ -442,10 +456,7 @@ class TuckerConv2d(_FactorizedConv):
         self.first = nn.Parameter(torch.empty(r_in, in_channels))
         self.core = nn.Parameter(torch.empty(r_out, r_in, kh, kw))
         self.last = nn.Parameter(torch.empty(out_channels, r_out))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, out_channels)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -486,13 +497,7 @@ class TuckerConv2d(_FactorizedConv):
             bias=bias is not None,
             activation=activation,
         )
-        with torch.no_grad():
-            m.first.copy_(first)
-            m.core.copy_(core)
-            m.last.copy_(last)
-            if bias is not None:
-                m.bias.copy_(torch.as_tensor(bias))
-        return m
+        return m._load_factors((first, core, last), bias)
 
     def _forward_torch(self, x):
         y = F.conv2d(x, self.first[:, :, None, None])
@@ -535,10 +540,7 @@ class CPConv2d(_FactorizedConv):
         self.vertical = nn.Parameter(torch.empty(rank, kh))
         self.horizontal = nn.Parameter(torch.empty(rank, kw))
         self.last = nn.Parameter(torch.empty(out_channels, rank))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, out_channels)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -591,17 +593,7 @@ class CPConv2d(_FactorizedConv):
             bias=bias is not None,
             activation=activation,
         )
-        with torch.no_grad():
-            for name, t in (
-                ("first", first),
-                ("vertical", vertical),
-                ("horizontal", horizontal),
-                ("last", last),
-            ):
-                getattr(m, name).copy_(t)
-            if bias is not None:
-                m.bias.copy_(torch.as_tensor(bias))
-        return m
+        return m._load_factors((first, vertical, horizontal, last), bias)
 
     def _forward_torch(self, x):
         r = self.rank
@@ -612,7 +604,7 @@ class CPConv2d(_FactorizedConv):
         return F.conv2d(y, self.last[:, :, None, None], self.bias)
 
 
-class Linear(FactorizedModule):
+class Linear(_LinearBase):
     """The dense linear layer (``weight`` (out, in), ``bias``) on the lrkernels engine: what
     ``fuse`` turns an nn.Linear into, so that a BatchNorm folds into it and an activation fuses
     into its output store. ``Linear.from_linear(nn.Linear)`` copies the weights."""
@@ -628,10 +620,7 @@ class Linear(FactorizedModule):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_features))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, out_features)
         bound = 1.0 / math.sqrt(in_features)
         _uniform_(self.weight, bound)
         if bias:
@@ -643,11 +632,7 @@ class Linear(FactorizedModule):
         if weight.ndim != 2:
             raise ValueError(f"Linear needs a weight (out, in), got {tuple(weight.shape)}")
         m = cls(weight.shape[1], weight.shape[0], bias=bias is not None, activation=activation)
-        with torch.no_grad():
-            m.weight.copy_(weight)
-            if bias is not None:
-                m.bias.copy_(torch.as_tensor(bias))
-        return m
+        return m._load_factors((weight,), bias)
 
     @classmethod
     def from_linear(cls, linear):
@@ -659,15 +644,8 @@ class Linear(FactorizedModule):
         )
         return m.to(linear.weight.device, linear.weight.dtype)
 
-    def forward(self, x):
-        layer = self._fused_layer(x, None)
-        if layer is not None:
-            if x.ndim <= 2:
-                return torch.from_numpy(layer(x.numpy()))
-            lead = x.shape[:-1]
-            y = layer(x.reshape(-1, x.shape[-1]).numpy())
-            return torch.from_numpy(y).reshape(*lead, y.shape[-1])
-        return apply_activation(F.linear(x, self.weight, self.bias), self.activation)
+    def _forward_torch(self, x):
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         s = f"in_features={self.in_features}, out_features={self.out_features}"
@@ -699,10 +677,7 @@ class Conv2d(_FactorizedConv):
         self.rank = None
         kh, kw = self.kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kh, kw))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, out_channels)
         bound = 1.0 / math.sqrt(in_channels * kh * kw)
         _uniform_(self.weight, bound)
         if bias:
@@ -723,11 +698,7 @@ class Conv2d(_FactorizedConv):
             bias=bias is not None,
             activation=activation,
         )
-        with torch.no_grad():
-            m.weight.copy_(weight)
-            if bias is not None:
-                m.bias.copy_(torch.as_tensor(bias))
-        return m
+        return m._load_factors((weight,), bias)
 
     @classmethod
     def from_conv(cls, conv):
