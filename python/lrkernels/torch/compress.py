@@ -161,7 +161,7 @@ class CompressionReport:
         lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
         pb, pa = self.params_before, self.params_after
-        total = f"total: {num(pb)} -> {num(pa)} parameters in these layers"
+        total = f"total: {num(pb)} -> {num(pa)} parameters (weights and biases) in these layers"
         if pb:
             total += f" ({pa / pb:.3f}, {pb / max(pa, 1):.2f}x fewer)"
         if self.flops_before:
