@@ -211,6 +211,7 @@ def _check(layer, x, isa, ref, bound, case):
     assert_within_bound(y, ref, bound, case)
 
 
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")  # few rows on purpose
 def test_lowrank_from_dense_matches_reference(rng, isa):
     W = _planted(rng, (48, 40), 6)
     b = rng.standard_normal(48)
@@ -269,11 +270,13 @@ def _check_from_dense(rng, isa, kind, cases, layout, x_hw, **extra):
         _check(layer, x, isa, ref, bounds[kind](x, *args, **geometry), f"{case} layout={layout}")
 
 
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")  # few rows on purpose
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_tucker_from_dense_matches_reference(rng, isa, layout):
     _check_from_dense(rng, isa, "TuckerConv2d", TUCKER_CASES, layout, (9, 8))
 
 
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")  # few rows on purpose
 @needs_cp
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_cp_from_dense_matches_reference(rng, isa, layout):
@@ -291,6 +294,7 @@ def test_cp_from_dense_matches_reference(rng, isa, layout):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")  # few rows on purpose
 def test_from_dense_data_aware_beats_weight_only(rng):
     out, inp = 64, 80
     W = _slow_matrix(rng, out, inp)

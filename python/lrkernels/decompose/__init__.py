@@ -40,7 +40,7 @@ names.
 from __future__ import annotations
 
 from ..rank import RankChoice, RankWarning
-from ._common import ConvergenceWarning
+from ._common import CalibrationWarning, ConvergenceWarning
 from .calibration import channel_second_moment, patch_second_moment
 from .cp_als import cp
 from .criteria import cp_factors, linear_factors, tucker2_factors
@@ -49,6 +49,7 @@ from .lowrank_svd import svd
 from .tucker import tucker2
 
 __all__ = [
+    "CalibrationWarning",
     "ConvergenceWarning",
     "RankChoice",
     "RankWarning",

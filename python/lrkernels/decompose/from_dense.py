@@ -50,6 +50,7 @@ def lowrank_linear_from_dense(
     ratio=None,
     vbmf=False,
     calibration=None,
+    reg="auto",
     activation=None,
     layer_class=None,
 ):
@@ -66,7 +67,13 @@ def lowrank_linear_from_dense(
     layer_class: the class to build (a subclass of LowRankLinear; default LowRankLinear).
     """
     result = linear_factors(
-        weight, rank=rank, energy=energy, ratio=ratio, vbmf=vbmf, calibration=calibration
+        weight,
+        rank=rank,
+        energy=energy,
+        ratio=ratio,
+        vbmf=vbmf,
+        calibration=calibration,
+        reg=reg,
     )
     return _build(layer_class, _core.LowRankLinear, result, bias, activation)
 
@@ -80,6 +87,7 @@ def tucker_conv2d_from_dense(
     ratio=None,
     vbmf=False,
     calibration=None,
+    reg="auto",
     stride=1,
     padding=0,
     dilation=1,
@@ -95,7 +103,8 @@ def tucker_conv2d_from_dense(
     ranks= is the same keyword, both together: ValueError); energy=e (cheapest ranks whose HOSVD
     bound keeps e of ||weight||^2); ratio=q (largest ranks, r_in/r_out ~ Cin/Cout, with <= q x
     the dense parameters); vbmf=True (EVBMF on the two unfoldings). calibration=X: images in
-    `layout` for the data-aware fit. stride, padding, dilation, layout: the layer's. method:
+    `layout` for the data-aware fit; reg="auto" | number >= 0: its ridge (as LowRankLinear's,
+    held out by whole images). stride, padding, dilation, layout: the layer's. method:
     "hooi" (default) or "hosvd". See `tucker2_factors`. activation: the built layer's fused output
     clamp (None, "relu", "relu6" or (min, max)).
 
@@ -110,6 +119,7 @@ def tucker_conv2d_from_dense(
         ratio=ratio,
         vbmf=vbmf,
         calibration=calibration,
+        reg=reg,
         method=method,
         **geometry,
     )
@@ -125,6 +135,7 @@ def cp_conv2d_from_dense(
     ratio=None,
     vbmf=False,
     calibration=None,
+    reg="auto",
     stride=1,
     padding=0,
     dilation=1,
@@ -143,7 +154,8 @@ def cp_conv2d_from_dense(
     energy=e (smallest R whose CP-ALS fit keeps e of ||weight||^2: a bisection between SVD
     bounds, within max_seconds (default 20; None: no limit), progress=True printing it on
     stderr). vbmf=True is refused (ValueError): no analytic VBMF exists for a CP rank.
-    calibration=X: images in `layout` for the data-aware fit. n_iter_max, tol, seed: CP-ALS (see
+    calibration=X: images in `layout` for the data-aware fit; reg="auto" | number >= 0: its
+    ridge (as TuckerConv2d's). n_iter_max, tol, seed: CP-ALS (see
     `cp`). The rank and how it was found (a RankChoice): `cp_factors`, which takes the same
     arguments (but activation). activation: the built layer's fused output clamp (None, "relu",
     "relu6" or (min, max)).
@@ -158,6 +170,7 @@ def cp_conv2d_from_dense(
         ratio=ratio,
         vbmf=vbmf,
         calibration=calibration,
+        reg=reg,
         n_iter_max=n_iter_max,
         tol=tol,
         seed=seed,
