@@ -25,6 +25,7 @@ from .cp_search import _check_budget, _cp_energy_search
 from .lowrank_svd import _linear_target, _svd64
 from .ridge import (
     ENERGY_FLOOR,
+    LINEAR_FOLDS,
     _check_reg_option,
     _criterion_reg,
     _warn_few_positions,
@@ -110,7 +111,7 @@ def linear_factors(
     W C^(1/2), but never below ceil(0.5 x the weight-only energy rank): the energy floor).
     ratio: the largest rank with rank (out + in) <= ratio out in. vbmf=True: EVBMF on W (with
     calibration: on W C^(1/2)). calibration: see `svd`. reg: the relative ridge of the
-    data-aware fit, "auto" (chosen by held-out output error on a 80/20 split of the rows, see
+    data-aware fit, "auto" (chosen by 5-fold cross-validated output error over the rows, see
     `lrkernels.decompose.ridge`) or a number >= 0. An energy/vbmf rank <= 2 or < 2% of
     min(out, in) warns (RankWarning); fewer calibration rows than 4 x in: CalibrationWarning.
     """
@@ -148,7 +149,7 @@ def linear_factors(
             U, V = _svd64(W, r, X[tr], g)
             return _linear_out_err(W, U @ V, X[te])
 
-        reg_used, details = select_reg(reg, X.shape[0], heldout)
+        reg_used, details = select_reg(reg, X.shape[0], heldout, folds=LINEAR_FOLDS)
         U, V = _svd64(W, r, X, reg_used)
         details["insample_error"] = _linear_out_err(W, U @ V, X)
         details["calibration_positions"] = X.shape[0]

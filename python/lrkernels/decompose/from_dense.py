@@ -59,8 +59,13 @@ def lowrank_linear_from_dense(
     rank=r (1 <= r <= min(out, in)); energy=e in (0, 1] (smallest rank keeping e of ||W||_F^2);
     ratio=q > 0 (largest rank with r (out + in) <= q out in); vbmf=True (empirical VBMF).
     calibration=X (n, in): minimize the output error on X instead of the weight error (energy and
-    vbmf then apply to the output spectrum). None or several criteria: ValueError. The rank and
-    its reason: `linear_factors`; errors and costs: `lrkernels.report.layer_report`.
+    vbmf then apply to the output spectrum; energy's rank is never below half the weight-only
+    rank at the same energy). reg="auto" (default): the ridge of the data-aware fit chosen by
+    5-fold cross-validated output error over the calibration rows, then refit on all of them (a
+    number >= 0: that ridge relative to the mean eigenvalue of E[x x^T]; 0: none); the held-out
+    and in-sample errors are in ``layer.rank_choice.details``. None or several criteria:
+    ValueError. The rank and its reason: `linear_factors`; errors and costs:
+    `lrkernels.report.layer_report`.
     activation: the built layer's fused output clamp (None, "relu", "relu6" or (min, max)); the
     factors approximate the weight alone, as without it.
 

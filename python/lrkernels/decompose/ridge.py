@@ -3,11 +3,13 @@ energy floor of data-aware energy ranks and the low-rank warning (private to dec
 
 reg (every from_dense and *_factors): "auto" (default) or a finite number >= 0, relative to the
 mean eigenvalue of the input second moment C (the ridge added is reg * trace(C) / dim * I).
-"auto" holds out a fixed 20% of the calibration (rows for a linear layer, whole images for a
-convolution; a seeded permutation, so the choice is deterministic), fits at the chosen rank on
-the other 80% for each value of REG_GRID, keeps the one with the lowest held-out relative output
-error (ties: the larger ridge) and refits on all the calibration data with it. Large values of
-the grid make the fit weight-only in effect (C + ridge ~ ridge I), so "auto" can fall back to it.
+"auto" fits at the chosen rank, for each value of REG_GRID, on part of the calibration and
+measures the relative output error on the rest: 5-fold cross-validation over the rows for a
+linear layer, one 80/20 split of whole images for a convolution (fits cost more there); the
+folds come from a seeded permutation, so the choice is deterministic. It keeps the value with
+the lowest mean held-out error (ties: the larger ridge) and refits on all the data with it.
+Large values of the grid make the fit weight-only in effect (C + ridge ~ ridge I), so "auto"
+can fall back to it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ._common import CalibrationWarning, _check_reg
 REG_GRID = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 # The ridge of the rank criteria (energy=, vbmf=) when reg="auto": the former default.
 CRITERION_REG = 1e-6
-HELDOUT_FRACTION = 0.2
+HELDOUT_FRACTION = 0.2  # conv: one split holding out 20% of the images
+LINEAR_FOLDS = 5
 # fewer calibration positions than this times the input dimension: CalibrationWarning
 FEW_POSITIONS_FACTOR = 4
 # energy= with calibration: the rank is never below ENERGY_FLOOR x the weight-only rank
@@ -60,11 +63,15 @@ def _warn_few_positions(where, positions, dim, what):
         )
 
 
-def _split(n):
-    """(train, held-out) indices of n items: a fixed seeded permutation, 20% (>= 1) held out."""
+def _folds(n, k):
+    """[(train, held-out)] index pairs of n items from a fixed seeded permutation: k > 1 folds
+    (at most n), or for k = 1 one split holding out 20% (>= 1)."""
     perm = np.random.default_rng(_SPLIT_SEED).permutation(n)
-    k = max(1, int(round(HELDOUT_FRACTION * n)))
-    return np.sort(perm[k:]), np.sort(perm[:k])
+    if k == 1:
+        h = max(1, int(round(HELDOUT_FRACTION * n)))
+        return [(np.sort(perm[h:]), np.sort(perm[:h]))]
+    parts = np.array_split(perm, min(k, n))
+    return [(np.sort(np.setdiff1d(perm, p)), np.sort(p)) for p in parts]
 
 
 def _pick(grid, errors):
@@ -74,20 +81,21 @@ def _pick(grid, errors):
     return max(ok)
 
 
-def select_reg(reg, n_items, fit_heldout):
+def select_reg(reg, n_items, fit_heldout, folds=1):
     """(the ridge to fit with, details). fit_heldout(reg, train_idx, heldout_idx) -> held-out
-    relative output error of the fit on the train items. With fewer than 2 items nothing can be
-    held out: the criterion ridge (reg="auto") or reg itself, and no held-out error."""
+    relative output error of the fit on the train items; averaged over `folds` folds (1: one
+    80/20 split). With fewer than 2 items nothing can be held out: the criterion ridge
+    (reg="auto") or reg itself, and no held-out error."""
     details = {"reg_option": reg}
     if n_items < 2:
         details.update(reg=_criterion_reg(reg), heldout_error=None)
         return details["reg"], details
-    tr, te = _split(n_items)
+    splits = _folds(n_items, folds)
 
     def err(g):
         try:
-            e = float(fit_heldout(g, tr, te))
-        except np.linalg.LinAlgError:
+            e = float(np.mean([fit_heldout(g, tr, te) for tr, te in splits]))
+        except (np.linalg.LinAlgError, ValueError):
             return math.inf
         return e if math.isfinite(e) else math.inf
 
@@ -102,7 +110,7 @@ def select_reg(reg, n_items, fit_heldout):
         )
     else:
         details.update(reg=reg, heldout_error=err(reg))
-    details["heldout_items"] = len(te)
+    details["heldout_folds"] = len(splits)
     return details["reg"], details
 
 
