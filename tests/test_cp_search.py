@@ -113,7 +113,7 @@ def test_bad_progress(rng):
 def test_energy_with_calibration_is_of_the_whitened_weight(rng):
     T = rng.standard_normal((8, 6, 3, 3))
     X = rng.standard_normal((4, 6, 9, 9))
-    *_, choice = decompose.cp_factors(T, energy=0.8, calibration=X, padding=1)
+    *_, choice = decompose.cp_factors(T, energy=0.8, calibration=X, padding=1, reg=1e-6)
     info = choice.details["decomposition"]
     assert choice.details["kept"] == pytest.approx(1 - info["whitened_error"] ** 2)
     assert choice.details["kept"] >= 0.8 and 0 <= info["output_error"] < 1

@@ -211,6 +211,7 @@ def _check(layer, x, isa, ref, bound, case):
     assert_within_bound(y, ref, bound, case)
 
 
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")  # few rows on purpose
 def test_lowrank_from_dense_matches_reference(rng, isa):
     W = _planted(rng, (48, 40), 6)
     b = rng.standard_normal(48)
@@ -269,11 +270,13 @@ def _check_from_dense(rng, isa, kind, cases, layout, x_hw, **extra):
         _check(layer, x, isa, ref, bounds[kind](x, *args, **geometry), f"{case} layout={layout}")
 
 
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")  # few rows on purpose
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_tucker_from_dense_matches_reference(rng, isa, layout):
     _check_from_dense(rng, isa, "TuckerConv2d", TUCKER_CASES, layout, (9, 8))
 
 
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")  # few rows on purpose
 @needs_cp
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_cp_from_dense_matches_reference(rng, isa, layout):
@@ -291,6 +294,7 @@ def test_cp_from_dense_matches_reference(rng, isa, layout):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")  # few rows on purpose
 def test_from_dense_data_aware_beats_weight_only(rng):
     out, inp = 64, 80
     W = _slow_matrix(rng, out, inp)
@@ -447,3 +451,183 @@ def test_from_dense_records_how_the_rank_was_found():
     assert tk.ranks == (1, 1) and tuple(tk.rank_choice.rank) == (1, 1)
     cp = lrkernels.CPConv2d.from_dense(rng.standard_normal((6, 6, 3, 3)), rank=4, padding=1)
     assert cp.rank_choice.rank == 4 and cp.rank_choice.reason
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15, items 1-2: the ridge chosen by held-out error (reg=), the few-positions warning, the
+# energy floor with calibration and the low-rank warning
+# --------------------------------------------------------------------------------------------
+
+CalibrationWarning = decompose.CalibrationWarning
+
+
+def _overfit_case(seed, n, d=64, out=48):
+    """A decaying weight, correlated inputs plus noise: n calibration rows, 2000 held-out rows."""
+    g = np.random.default_rng(seed)
+    W = g.standard_normal((out, d)) * np.arange(1, d + 1) ** -0.3
+    Q, _ = np.linalg.qr(g.standard_normal((d, d)))
+    X = g.standard_normal((n + 2000, d)) @ (Q * np.arange(1, d + 1) ** -1.0).T
+    X += 0.05 * g.standard_normal(X.shape)
+    return W, X[:n], X[n:]
+
+
+def _out_err(W, U, V, X):
+    return np.linalg.norm(X @ (W - U @ V).T) / np.linalg.norm(X @ W.T)
+
+
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_reg_auto_larger_ridge_for_few_rows_and_no_worse_held_out(seed):
+    W, Xfew, Xtest = _overfit_case(seed, 40)  # fewer rows than features
+    _, Xmany, _ = _overfit_case(seed, 2000)
+    *_, few = decompose.linear_factors(W, rank=8, calibration=Xfew)
+    *_, many = decompose.linear_factors(W, rank=8, calibration=Xmany)
+    assert few.details["reg"] > many.details["reg"]
+    assert few.details["reg_option"] == "auto" and few.details["heldout_folds"] == 5
+    assert len(few.details["reg_heldout_errors"]) == len(few.details["reg_grid"])
+    assert few.details["heldout_error"] == min(few.details["reg_heldout_errors"])
+    U0, V0, _ = decompose.linear_factors(W, rank=8, calibration=Xfew, reg=0)
+    Ua, Va, _ = decompose.linear_factors(W, rank=8, calibration=Xfew)
+    assert _out_err(W, Ua, Va, Xtest) <= _out_err(W, U0, V0, Xtest) * 1.001
+
+
+def test_reg_fixed_and_details(rng):
+    W = rng.standard_normal((24, 16))
+    X = rng.standard_normal((200, 16))
+    layer = lrkernels.LowRankLinear.from_dense(W, rank=4, calibration=X, reg=0.5)
+    d = layer.rank_choice.details
+    assert d["reg"] == 0.5 and d["reg_option"] == 0.5 and "reg_grid" not in d
+    assert 0 < d["insample_error"] < 1 and 0 < d["heldout_error"] < 1
+    U, V = decompose.svd(W, 4, calibration=X, reg=0.5)
+    np.testing.assert_array_equal(np.asarray(layer.factors[0]), U)
+    plain = lrkernels.LowRankLinear.from_dense(W, rank=4)  # reg does nothing without data
+    assert "reg" not in plain.rank_choice.details
+    assert report.layer_report(plain, W)["heldout_error"] is None
+    r = report.layer_report(layer, W)
+    assert r["heldout_error"] == d["heldout_error"] and r["reg"] == 0.5
+    text = report.print_report([("fc", layer, W)], file=io.StringIO())
+    assert "held-out err" in text and f"{d['heldout_error']:.4f}" in text
+
+
+@pytest.mark.parametrize("bad", ["Auto", "none", -1, -1e-3, float("nan"), float("inf"), True, None])
+def test_reg_validation(rng, bad):
+    W = rng.standard_normal((8, 6))
+    X = rng.standard_normal((100, 6))
+    with pytest.raises(ValueError, match="reg must be 'auto' or a finite number >= 0"):
+        lrkernels.LowRankLinear.from_dense(W, rank=2, calibration=X, reg=bad)
+    T = rng.standard_normal((4, 3, 3, 3))
+    imgs = rng.standard_normal((6, 3, 8, 8))
+    with pytest.raises(ValueError, match="reg must be"):
+        lrkernels.TuckerConv2d.from_dense(T, rank=2, calibration=imgs, reg=bad)
+    if HAS_CP:
+        with pytest.raises(ValueError, match="reg must be"):
+            lrkernels.CPConv2d.from_dense(T, rank=2, calibration=imgs, reg=bad)
+
+
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")
+def test_reg_auto_is_deterministic(rng):
+    W, X, _ = _overfit_case(5, 40)
+    a = decompose.linear_factors(W, energy=0.8, calibration=X)
+    b = decompose.linear_factors(W, energy=0.8, calibration=X)
+    for x, y in zip(a[:2], b[:2]):
+        np.testing.assert_array_equal(x, y)
+    assert a[2].rank == b[2].rank
+    assert a[2].details["reg_heldout_errors"] == b[2].details["reg_heldout_errors"]
+    T = rng.standard_normal((6, 4, 3, 3))
+    imgs = rng.standard_normal((10, 4, 7, 7))
+    t1 = decompose.tucker2_factors(T, rank=(2, 3), calibration=imgs, padding=1)
+    t2 = decompose.tucker2_factors(T, rank=(2, 3), calibration=imgs, padding=1)
+    for x, y in zip(t1[:3], t2[:3]):
+        np.testing.assert_array_equal(x, y)
+    assert t1[3].details["reg"] == t2[3].details["reg"]
+
+
+def test_conv_reg_auto_reports_errors(rng):
+    T = rng.standard_normal((6, 4, 3, 3))
+    imgs = rng.standard_normal((10, 4, 7, 7))
+    tk = lrkernels.TuckerConv2d.from_dense(T, rank=(2, 3), calibration=imgs, padding=1)
+    d = tk.rank_choice.details
+    assert d["reg"] in d["reg_grid"] and d["heldout_folds"] == 1
+    assert d["calibration_positions"] == 10 * 49
+    assert d["insample_error"] == d["decomposition"]["output_error"]
+    assert 0 < d["heldout_error"] < 1.5
+    if HAS_CP:
+        cp = lrkernels.CPConv2d.from_dense(T, rank=3, calibration=imgs, padding=1)
+        d = cp.rank_choice.details
+        assert d["reg"] in d["reg_grid"] and 0 < d["heldout_error"] < 1.5
+        assert d["insample_error"] == d["decomposition"]["output_error"]
+    with pytest.warns(CalibrationWarning):
+        one = lrkernels.TuckerConv2d.from_dense(T, rank=2, calibration=imgs[:1], padding=1)
+    assert one.rank_choice.details["heldout_error"] is None  # one image: nothing to hold out
+
+
+def test_few_calibration_positions_warn(rng):
+    W = rng.standard_normal((8, 32))
+    with pytest.warns(CalibrationWarning, match="127 rows, fewer than 4 x the input dimension 32"):
+        lrkernels.LowRankLinear.from_dense(W, rank=2, calibration=rng.standard_normal((127, 32)))
+    lrkernels.LowRankLinear.from_dense(W, rank=2, calibration=rng.standard_normal((128, 32)))
+    T = rng.standard_normal((4, 8, 3, 3))  # input dimension 72: 288 patches needed
+    with pytest.warns(CalibrationWarning, match="25 patches"):
+        lrkernels.TuckerConv2d.from_dense(T, rank=2, calibration=rng.standard_normal((1, 8, 7, 7)))
+    lrkernels.TuckerConv2d.from_dense(
+        T, rank=2, calibration=rng.standard_normal((12, 8, 7, 7)), padding=1
+    )
+    assert issubclass(CalibrationWarning, UserWarning)
+
+
+def _outlier_case(d=64, seed=0):
+    """A weight with a decaying spectrum; one input channel with 100x the standard deviation:
+    nearly all of E||W x||^2 comes from that one channel."""
+    g = np.random.default_rng(seed)
+    Q1, _ = np.linalg.qr(g.standard_normal((d, d)))
+    Q2, _ = np.linalg.qr(g.standard_normal((d, d)))
+    W = (Q1 * np.arange(1, d + 1) ** -0.5) @ Q2.T
+    X = g.standard_normal((8 * d, d))
+    X[:, 7] *= 100.0
+    return W, X
+
+
+def test_energy_with_outlier_channel_is_floored():
+    W, X = _outlier_case()
+    A = W @ np.linalg.cholesky(X.T @ X / len(X) + 1e-6 * np.eye(len(W)))
+    assert lrkernels.rank.by_energy(A, 0.9).rank == 1  # the collapse the floor prevents
+    weight_only = lrkernels.rank.by_energy(W, 0.9).rank
+    layer = lrkernels.LowRankLinear.from_dense(W, energy=0.9, calibration=X)
+    c = layer.rank_choice
+    assert c.rank == -(-weight_only // 2) > 1
+    assert c.details["data_rank"] == 1 and c.details["weight_only_rank"] == weight_only
+    assert "energy floor" in c.reason
+
+
+def test_energy_floor_leaves_normal_cases_alone(rng):
+    W = rng.standard_normal((40, 30)) * np.arange(1, 31) ** -0.5
+    X = rng.standard_normal((400, 30))  # isotropic inputs: the data-aware rank is the usual one
+    c = lrkernels.LowRankLinear.from_dense(W, energy=0.9, calibration=X).rank_choice
+    A = W @ np.linalg.cholesky(X.T @ X / len(X) + 1e-6 * np.eye(30))
+    assert c.rank == c.details["data_rank"] == lrkernels.rank.by_energy(A, 0.9).rank
+    assert "energy floor" not in c.reason
+    assert lrkernels.LowRankLinear.from_dense(W, energy=0.9).rank_choice.rank == (
+        lrkernels.rank.by_energy(W, 0.9).rank
+    )
+    T = rng.standard_normal((8, 6, 3, 3))
+    imgs = rng.standard_normal((20, 6, 8, 8))
+    c = lrkernels.TuckerConv2d.from_dense(T, energy=0.8, calibration=imgs, padding=1).rank_choice
+    assert all(r >= -(-w // 2) for r, w in zip(c.rank, c.details["weight_only_rank"]))
+
+
+def test_tucker_energy_outlier_channel_is_floored(rng):
+    T = rng.standard_normal((32, 32, 1, 1))
+    imgs = rng.standard_normal((8, 32, 8, 8))
+    imgs[:, 3] *= 100.0
+    c = decompose.tucker2_factors(T, energy=0.9, calibration=imgs)[3]  # no RankWarning: floored
+    assert c.details["data_rank"][0] == 1  # one input direction holds the output energy
+    assert c.rank[0] == -(-c.details["weight_only_rank"][0] // 2) > 1
+
+
+def test_tiny_energy_rank_warns(rng):
+    u, v = rng.standard_normal((64, 1)), rng.standard_normal((1, 48))
+    W = u @ v + 1e-3 * rng.standard_normal((64, 48))
+    with pytest.warns(RankWarning, match="energy= chose rank 1 of at most 48"):
+        lrkernels.LowRankLinear.from_dense(W, energy=0.9)
+    lrkernels.LowRankLinear.from_dense(W, rank=1)  # a given rank is the user's: no warning
+    lrkernels.LowRankLinear.from_dense(W[:8, :8], energy=0.9)  # small layers: no warning

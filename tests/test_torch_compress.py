@@ -162,6 +162,7 @@ def test_compress_progress_bar(capsys):
     assert "compress [" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")  # few rows on purpose
 def test_sequential_calibration_sees_compressed_inputs():
     """The second layer is fitted on the inputs the compressed first layer produces."""
     net = _net()
@@ -346,6 +347,7 @@ def test_compress_same_padding_with_shapes_and_tuple_batch_hint():
         lt.compress(net, ratio=0.5, calibration=labelled, progress=False)
 
 
+@pytest.mark.filterwarnings("ignore::lrkernels.decompose.CalibrationWarning")  # few rows on purpose
 def test_compress_reads_calibration_lazily():
     taken = []
 

@@ -16,6 +16,10 @@ flops            2 x multiply-adds: per sample for linear layers; for convolutio
 weight_error     ||W - W_hat||_F / ||W||_F, W_hat the dense weight the factors multiply out to
 output_error     with calibration X: ||y_hat - y||_F / ||y||_F over X, y = the dense layer without
                  bias, y_hat = the factorized layer minus its bias (None without calibration)
+heldout_error    from_dense with calibration: the relative output error on calibration data held
+                 out of the fit (the cross-validation of its reg; None otherwise), insample_error
+                 the one on all the calibration data it was fitted to, reg the ridge used (read
+                 from layer.rank_choice.details)
 """
 
 from __future__ import annotations
@@ -107,7 +111,14 @@ def layer_report(layer, dense_weight, calibration=None, *, input_hw=None) -> dic
         "flops_basis": basis,
         "weight_error": werr,
         "output_error": out_err,
+        **_fit_errors(layer),
     }
+
+
+def _fit_errors(layer):
+    """heldout_error, insample_error, reg of a from_dense fit with calibration (else None)."""
+    details = getattr(getattr(layer, "rank_choice", None), "details", None) or {}
+    return {k: details.get(k) for k in ("heldout_error", "insample_error", "reg")}
 
 
 def print_report(entries, *, input_hw=None, file=None) -> str:
@@ -139,6 +150,9 @@ def print_report(entries, *, input_hw=None, file=None) -> str:
         "weight err",
         "output err",
     ]
+    heldout = any(r["heldout_error"] is not None for _, r in rows)
+    if heldout:
+        head.append("held-out err")
     table = []
     for name, r in rows:
         table.append(
@@ -155,6 +169,11 @@ def print_report(entries, *, input_hw=None, file=None) -> str:
                 f"{r['weight_error']:.4f}",
                 "-" if r["output_error"] is None else f"{r['output_error']:.4f}",
             ]
+            + (
+                ["-" if r["heldout_error"] is None else f"{r['heldout_error']:.4f}"]
+                if heldout
+                else []
+            )
         )
     p = sum(r["params"] for _, r in rows)
     d = sum(r["dense_params"] for _, r in rows)
@@ -177,6 +196,7 @@ def print_report(entries, *, input_hw=None, file=None) -> str:
                 "",
                 "",
             ]
+            + ([""] if heldout else [])
         )
     widths = [
         max(len(h), *(len(row[i]) for row in table)) if table else len(h)
@@ -193,7 +213,8 @@ def print_report(entries, *, input_hw=None, file=None) -> str:
     lines.append(
         "FLOPs = 2 x multiply-adds, "
         + "; ".join(sorted(bases))
-        + ". Errors are relative Frobenius norms; output err needs calibration data."
+        + ". Errors are relative Frobenius norms; output err needs calibration data"
+        + ("; held-out err: on calibration data held out of the fit." if heldout else ".")
     )
     text = "\n".join(lines)
     print(text, file=file if file is not None else sys.stdout)

@@ -14,12 +14,13 @@ outputs on X instead of the weight error ("data-aware" factorization, see `svd`)
 Layers from dense weights (exactly one criterion: rank=, energy=, ratio=, vbmf=True)
 -----------------------------------------------------------------------------------
 LowRankLinear.from_dense(weight, bias=None, *, rank=None, energy=None, ratio=None, vbmf=False,
-                         calibration=None)
+                         calibration=None, reg="auto")
 TuckerConv2d.from_dense(weight, bias=None, *, rank=None, energy=None, ratio=None, vbmf=False,
-                        calibration=None, stride=1, padding=0, dilation=1, layout="NCHW",
-                        method="hooi", ranks=None)      rank=(r_in, r_out); ranks= is the same
+                        calibration=None, reg="auto", stride=1, padding=0, dilation=1,
+                        layout="NCHW", method="hooi", ranks=None)
+                        rank=(r_in, r_out); ranks= is the same
 CPConv2d.from_dense(weight, bias=None, *, rank=None, energy=None, ratio=None, vbmf=False,
-                    calibration=None, stride=1, padding=0, dilation=1, layout="NCHW", ...,
+                    calibration=None, reg="auto", stride=1, padding=0, dilation=1, ...,
                     max_seconds=20.0, progress=None)   energy=: a bounded, reported rank search
 
 The classmethods build ``cls`` (user subclasses get their own type); they are installed from
@@ -29,7 +30,10 @@ The classmethods build ``cls`` (user subclasses get their own type); they are in
 was used and why. See :mod:`lrkernels.rank` for the criteria and :mod:`lrkernels.report` for the
 error/size report.
 
+reg="auto": the ridge of the data-aware fit chosen by held-out output error (see ``ridge``).
+
 Modules, one concern each: ``calibration`` (input statistics, the conv calibration object),
+``ridge`` (reg="auto", the calibration and low-rank warnings, the energy floor),
 ``lowrank_svd`` (SVD), ``tucker`` (Tucker-2), ``cp_als`` (CP-ALS), ``cp_search`` (the CP rank
 of the energy criterion: bisection between SVD bounds, in a time budget), ``criteria`` (one
 criterion -> factors and RankChoice), ``from_dense`` (layers and the classmethods). The SVD and
@@ -40,7 +44,7 @@ names.
 from __future__ import annotations
 
 from ..rank import RankChoice, RankWarning
-from ._common import ConvergenceWarning
+from ._common import CalibrationWarning, ConvergenceWarning
 from .calibration import channel_second_moment, patch_second_moment
 from .cp_als import cp
 from .criteria import cp_factors, linear_factors, tucker2_factors
@@ -49,6 +53,7 @@ from .lowrank_svd import svd
 from .tucker import tucker2
 
 __all__ = [
+    "CalibrationWarning",
     "ConvergenceWarning",
     "RankChoice",
     "RankWarning",

@@ -17,6 +17,11 @@ class ConvergenceWarning(UserWarning):
     the best iterate found is returned."""
 
 
+class CalibrationWarning(UserWarning):
+    """The calibration data are too few for a reliable data-aware fit (fewer positions than a few
+    times the layer's input dimension): the fit may overfit them."""
+
+
 # Input checks: the rank module's, so that every message reads the same.
 _array = _rank._real_array
 _check_int = _rank._check_int

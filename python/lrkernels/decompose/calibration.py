@@ -128,12 +128,18 @@ class _Calib:
     def __init__(self, X, weight_shape, stride, padding, dilation, layout, reg):
         cout, cin, kh, kw = weight_shape
         self.X = _calibration_images(X, cin, _check_layout(layout))
+        self.shape = tuple(weight_shape)
         self.geo = ((kh, kw), stride, padding, dilation)
         self.reg = _check_reg(reg)
         pix = self.X.transpose(0, 2, 3, 1).reshape(-1, cin)
         self.C = _ridge(pix.T @ pix / pix.shape[0], reg)
         self.S, self.Sinv = _sqrt_and_inv_sqrt(self.C)
-        _patches(self.X[:1], *self.geo)  # ValueError now if there is no output position
+        # ValueError now if there is no output position; the patch count (n Ho Wo) otherwise
+        self.positions = _patches(self.X[:1], *self.geo).shape[0] * self.X.shape[0]
+
+    def subset(self, index, reg):
+        """The calibration of the images X[index] with ridge reg (held-out splits, refits)."""
+        return _Calib(self.X[index], self.shape, *self.geo[1:], "NCHW", reg)
 
     def _chunks(self, rows=2048):
         n, _, h, w = self.X.shape

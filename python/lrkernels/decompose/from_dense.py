@@ -50,6 +50,7 @@ def lowrank_linear_from_dense(
     ratio=None,
     vbmf=False,
     calibration=None,
+    reg="auto",
     activation=None,
     layer_class=None,
 ):
@@ -58,15 +59,26 @@ def lowrank_linear_from_dense(
     rank=r (1 <= r <= min(out, in)); energy=e in (0, 1] (smallest rank keeping e of ||W||_F^2);
     ratio=q > 0 (largest rank with r (out + in) <= q out in); vbmf=True (empirical VBMF).
     calibration=X (n, in): minimize the output error on X instead of the weight error (energy and
-    vbmf then apply to the output spectrum). None or several criteria: ValueError. The rank and
-    its reason: `linear_factors`; errors and costs: `lrkernels.report.layer_report`.
+    vbmf then apply to the output spectrum; energy's rank is never below half the weight-only
+    rank at the same energy). reg="auto" (default): the ridge of the data-aware fit chosen by
+    5-fold cross-validated output error over the calibration rows, then refit on all of them (a
+    number >= 0: that ridge relative to the mean eigenvalue of E[x x^T]; 0: none); the held-out
+    and in-sample errors are in ``layer.rank_choice.details``. None or several criteria:
+    ValueError. The rank and its reason: `linear_factors`; errors and costs:
+    `lrkernels.report.layer_report`.
     activation: the built layer's fused output clamp (None, "relu", "relu6" or (min, max)); the
     factors approximate the weight alone, as without it.
 
     layer_class: the class to build (a subclass of LowRankLinear; default LowRankLinear).
     """
     result = linear_factors(
-        weight, rank=rank, energy=energy, ratio=ratio, vbmf=vbmf, calibration=calibration
+        weight,
+        rank=rank,
+        energy=energy,
+        ratio=ratio,
+        vbmf=vbmf,
+        calibration=calibration,
+        reg=reg,
     )
     return _build(layer_class, _core.LowRankLinear, result, bias, activation)
 
@@ -80,6 +92,7 @@ def tucker_conv2d_from_dense(
     ratio=None,
     vbmf=False,
     calibration=None,
+    reg="auto",
     stride=1,
     padding=0,
     dilation=1,
@@ -95,7 +108,8 @@ def tucker_conv2d_from_dense(
     ranks= is the same keyword, both together: ValueError); energy=e (cheapest ranks whose HOSVD
     bound keeps e of ||weight||^2); ratio=q (largest ranks, r_in/r_out ~ Cin/Cout, with <= q x
     the dense parameters); vbmf=True (EVBMF on the two unfoldings). calibration=X: images in
-    `layout` for the data-aware fit. stride, padding, dilation, layout: the layer's. method:
+    `layout` for the data-aware fit; reg="auto" | number >= 0: its ridge (as LowRankLinear's,
+    held out by whole images). stride, padding, dilation, layout: the layer's. method:
     "hooi" (default) or "hosvd". See `tucker2_factors`. activation: the built layer's fused output
     clamp (None, "relu", "relu6" or (min, max)).
 
@@ -110,6 +124,7 @@ def tucker_conv2d_from_dense(
         ratio=ratio,
         vbmf=vbmf,
         calibration=calibration,
+        reg=reg,
         method=method,
         **geometry,
     )
@@ -125,6 +140,7 @@ def cp_conv2d_from_dense(
     ratio=None,
     vbmf=False,
     calibration=None,
+    reg="auto",
     stride=1,
     padding=0,
     dilation=1,
@@ -143,7 +159,8 @@ def cp_conv2d_from_dense(
     energy=e (smallest R whose CP-ALS fit keeps e of ||weight||^2: a bisection between SVD
     bounds, within max_seconds (default 20; None: no limit), progress=True printing it on
     stderr). vbmf=True is refused (ValueError): no analytic VBMF exists for a CP rank.
-    calibration=X: images in `layout` for the data-aware fit. n_iter_max, tol, seed: CP-ALS (see
+    calibration=X: images in `layout` for the data-aware fit; reg="auto" | number >= 0: its
+    ridge (as TuckerConv2d's). n_iter_max, tol, seed: CP-ALS (see
     `cp`). The rank and how it was found (a RankChoice): `cp_factors`, which takes the same
     arguments (but activation). activation: the built layer's fused output clamp (None, "relu",
     "relu6" or (min, max)).
@@ -158,6 +175,7 @@ def cp_conv2d_from_dense(
         ratio=ratio,
         vbmf=vbmf,
         calibration=calibration,
+        reg=reg,
         n_iter_max=n_iter_max,
         tol=tol,
         seed=seed,
