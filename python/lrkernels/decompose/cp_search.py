@@ -177,6 +177,7 @@ def _cp_energy_search(A, energy, n_iter_max, tol, seed, max_seconds=20.0, progre
             stopped = "max_seconds"
             break
         mid = (lo + hi) // 2
+        t_run = time.monotonic()
         init, label = _start(A, mid, fits, seed, norm)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -188,18 +189,21 @@ def _cp_energy_search(A, energy, n_iter_max, tol, seed, max_seconds=20.0, progre
             stopped = "max_seconds"  # cut short: undecided, not too small
             break
         kept = 1.0 - info["error"] ** 2
+        run_seconds = time.monotonic() - t_run
         tried[mid] = {
             "kept": kept,
             "sweeps": info["iterations"],
             "stop": info["stop"],
             "start": label,
+            "seconds": run_seconds,
         }
         fits[mid] = f
         lo, hi = (lo, mid) if ok else (mid, hi)
         say(
             "rank",
             f"rank {mid}: keeps {kept:.6g} ({'enough' if ok else 'too little'}; "
-            f"{info['iterations']} sweeps from {label}, {info['stop']}); now ({lo}, {hi}]",
+            f"{info['iterations']} sweeps from {label}, {info['stop']}, {run_seconds:.2f} s); "
+            f"now ({lo}, {hi}]",
             rank=mid,
             kept=kept,
             enough=ok,
@@ -208,11 +212,19 @@ def _cp_energy_search(A, energy, n_iter_max, tol, seed, max_seconds=20.0, progre
         )
     # The chosen rank: its search fit (or the slice components) refined by full ALS sweeps.
     init = fits.get(hi) if fits else None
+    t_run = time.monotonic()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         factors, info = _cp_als(A, hi, n_iter_max, tol, seed, init=init, deadline=deadline)
     kept = 1.0 - info["error"] ** 2
     seconds = time.monotonic() - t0
+    say(
+        "final",
+        f"rank {hi} refined: keeps {kept:.6g} ({info['iterations']} sweeps, {info['stop']}, "
+        f"{seconds - (t_run - t0):.2f} s)",
+        rank=hi,
+        kept=kept,
+    )
     how = (
         f"bisection over ({lo0}, {hi0}] (bounds from the SVDs of the unfoldings and of the "
         f"slices), ALS runs of <= {sweeps} sweeps, warm-started"
@@ -242,6 +254,7 @@ def _cp_energy_search(A, energy, n_iter_max, tol, seed, max_seconds=20.0, progre
             "interval": (lo, hi),
             "stopped": stopped,
             "search_sweeps": sweeps,
+            "final_sweeps": info["iterations"],
             "max_seconds": max_seconds,
             "seconds": seconds,
         },

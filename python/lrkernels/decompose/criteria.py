@@ -247,7 +247,7 @@ def cp_factors(
     dilation=1,
     layout="NCHW",
     n_iter_max=500,
-    tol=1e-9,
+    tol=1e-6,
     seed=0,
     reg="auto",
     vbmf=False,

@@ -146,7 +146,7 @@ def cp_conv2d_from_dense(
     dilation=1,
     layout="NCHW",
     n_iter_max=500,
-    tol=1e-9,
+    tol=1e-6,
     seed=0,
     max_seconds=20.0,
     progress=None,
