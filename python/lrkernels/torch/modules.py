@@ -22,6 +22,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import lrkernels
+from lrkernels.reference import output_bounds
 
 __all__ = [
     "CPConv2d",
@@ -33,7 +34,6 @@ __all__ = [
     "module_for_kind",
 ]
 
-_ACTIVATION_BOUNDS = {"relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
 
 # The per-call checks of the fused path, bound once (each attribute lookup costs on a 1 us call).
 _Tensor = torch.Tensor
@@ -56,36 +56,16 @@ _CHANNELS_LAST = torch.channels_last
 
 
 def canonical_activation(activation):
-    """None, "relu", "relu6" or a (min, max) pair of floats (None for an open side) -> None, the
-    name, or a (float, float) tuple; ValueError/TypeError otherwise."""
-    if activation is None:
-        return None
-    if isinstance(activation, str):
-        if activation not in _ACTIVATION_BOUNDS:
-            raise ValueError(
-                f"activation must be None, 'relu', 'relu6' or a (min, max) pair, got {activation!r}"
-            )
-        return activation
-    try:
-        lo, hi = activation
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"activation must be None, 'relu', 'relu6' or a (min, max) pair, got {activation!r}"
-        ) from None
-    lo = -math.inf if lo is None else float(lo)
-    hi = math.inf if hi is None else float(hi)
-    if math.isnan(lo) or math.isnan(hi) or lo > hi:
-        raise ValueError(f"activation bounds must be ordered numbers, got ({lo}, {hi})")
-    return (lo, hi)
+    """None, "relu", "relu6" or a (min, max) pair (None for an open side) -> None, the name, or
+    the (float, float) bounds as the kernels store them; ValueError/TypeError otherwise (the
+    checks of ``lrkernels.reference.output_bounds``, the same as the layers')."""
+    bounds = output_bounds(activation)
+    return activation if activation is None or isinstance(activation, str) else bounds
 
 
 def activation_bounds(activation):
-    """(min, max) of a canonical activation; (-inf, inf) for None."""
-    if activation is None:
-        return (-math.inf, math.inf)
-    if isinstance(activation, str):
-        return _ACTIVATION_BOUNDS[activation]
-    return activation
+    """(min, max) of an activation; (-inf, inf) for None."""
+    return output_bounds(activation)
 
 
 def apply_activation(y, activation):
