@@ -58,9 +58,10 @@ py::object vector_view(py::handle owner, const std::vector<float>& v) {
   return readonly_view(owner, v.data(), lrk::Shape{v.size()});
 }
 
-// A state argument: None, or a C-contiguous float32 (batch, hidden) array.
+// A state argument: None (an empty FloatArray: check `size() != 0`, a default-constructed array_t
+// is a real 0-element array, not a null handle), or a C-contiguous float32 (batch, hidden) array.
 FloatArray state_of(py::handle obj, std::size_t batch, std::size_t hidden, const char* what) {
-  if (obj.is_none()) return FloatArray();
+  if (obj.is_none()) return FloatArray(std::vector<py::ssize_t>{0});
   FloatArray a = float32_c_aligned(as_real_float_array(obj, what));
   if (a.ndim() != 2 || static_cast<std::size_t>(a.shape(0)) != batch ||
       static_cast<std::size_t>(a.shape(1)) != hidden) {
@@ -127,7 +128,7 @@ void bind_recurrent(py::module_& m) {
             const std::size_t steps = x.shape(0), batch = x.shape(1), hid = l.hidden_size();
             const bool lstm = l.cell() == lrk::CellKind::lstm;
             FloatArray h0 = state_of(h0_obj, batch, hid, "h0");
-            FloatArray c0;
+            FloatArray c0(std::vector<py::ssize_t>{0});
             if (lstm) {
               c0 = state_of(c0_obj, batch, hid, "c0");
             } else if (!c0_obj.is_none()) {
@@ -135,10 +136,12 @@ void bind_recurrent(py::module_& m) {
             }
             FloatArray out({steps, batch, hid});
             FloatArray h_n({batch, hid});
-            FloatArray c_n = lstm ? FloatArray({batch, hid}) : FloatArray();
+            FloatArray c_n(lstm ? std::vector<std::size_t>{batch, hid}
+                                : std::vector<std::size_t>{0});
             const float* xp = x.data();
-            const float* h0p = h0 ? h0.data() : nullptr;
-            const float* c0p = c0 ? c0.data() : nullptr;
+            const bool has_h0 = !h0_obj.is_none(), has_c0 = lstm && !c0_obj.is_none();
+            const float* h0p = has_h0 ? h0.data() : nullptr;
+            const float* c0p = has_c0 ? c0.data() : nullptr;
             float* outp = out.mutable_data();
             float* hnp = h_n.mutable_data();
             float* cnp = lstm ? c_n.mutable_data() : nullptr;

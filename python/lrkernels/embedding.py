@@ -60,7 +60,7 @@ def _indices(indices):
         raise ValueError(f"index {int(idx.max())} is out of range")
     if idx.dtype not in (np.int32, np.int64):
         idx = idx.astype(np.int64)
-    return np.ascontiguousarray(idx)
+    return idx if idx.flags.c_contiguous else idx.copy()  # (ascontiguousarray makes 0-d 1-d)
 
 
 class _EmbeddingBase:
