@@ -59,5 +59,7 @@ void without_gil(F&& f) {
 
 // Binds the layer classes, one per row of lrk::layer_kinds().
 void bind_layers(py::module_& m);
+// Binds the recurrent and embedding cores (_RecurrentCore, _EmbeddingCore).
+void bind_recurrent(py::module_& m);
 
 }  // namespace lrk_py

@@ -66,6 +66,7 @@ py::dict per_available_isa(What what) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "lrkernels C++ core (use the lrkernels package, not this module)";
   lrk_py::bind_layers(m);
+  lrk_py::bind_recurrent(m);
 
   m.def(
       "available_isas", [] { return isa_names(lrk::available_isa_mask()); },
@@ -115,6 +116,8 @@ PYBIND11_MODULE(_core, m) {
           if (ks.f32_gemm->narrow) names.append(ks.f32_gemm->narrow->name);
           names.append(ks.f32_transpose->name);
           names.append(ks.f32_dwconv->name);
+          names.append(ks.f32_clamp->name);
+          names.append(ks.f32_rnn->name);
           if (ks.fma_probe) names.append(ks.fma_probe->name);
           return names;
         });

@@ -162,7 +162,16 @@ void lowrank_gemm(std::size_t m, const float* x, std::size_t ldx, const PackedWe
 
 namespace {
 thread_local AlignedBuffer t_scratch;
+thread_local AlignedBuffer t_workspace;
 }  // namespace
+
+void* thread_workspace_bytes(std::size_t bytes) {
+  if (t_workspace.size_bytes() < bytes) {
+    t_workspace.resize_bytes(bytes);
+    g_scratch_allocations.fetch_add(1, std::memory_order_relaxed);
+  }
+  return t_workspace.data();
+}
 
 void* thread_scratch_bytes(std::size_t bytes) {
   if (t_scratch.size_bytes() < bytes) {
@@ -174,9 +183,10 @@ void* thread_scratch_bytes(std::size_t bytes) {
 
 void trim_thread_scratch(std::size_t keep_bytes) {
   if (t_scratch.size_bytes() > keep_bytes) t_scratch.resize_bytes(0);
+  if (t_workspace.size_bytes() > keep_bytes) t_workspace.resize_bytes(0);
 }
 
-std::size_t thread_scratch_held() { return t_scratch.size_bytes(); }
+std::size_t thread_scratch_held() { return t_scratch.size_bytes() + t_workspace.size_bytes(); }
 
 std::size_t scratch_allocation_count() { return g_scratch_allocations.load(); }
 

@@ -10,6 +10,10 @@ CPConv2d(first, vertical, horizontal, last, bias=None, *, stride, padding, dilat
                                  1x1 -> kh x 1 -> 1 x kw depthwise -> 1x1 CP convolution, fused
 Conv2d(weight, bias=None, *, stride, padding, dilation, layout)
                                  the dense convolution on the same engine
+LowRankLSTM((U_ih, V_ih), (U_hh, V_hh), bias_ih, bias_hh, *, batch_first)
+LowRankGRU(...)                  one recurrent layer, one direction, torch's gate order; the whole
+                                 sequence per call in C++ (``lrkernels.recurrent``); LSTM, GRU dense
+LowRankEmbedding(A, B, *, padding_idx)  table A @ B, gather + GEMM in one call; Embedding dense
 
 Kernel selection
 ----------------
@@ -117,6 +121,8 @@ del _cls
 # `from_dense` classmethods to LowRankLinear, TuckerConv2d and CPConv2d (from its table).
 from . import decompose, layer_specs, rank, report
 from . import archive
+from .embedding import Embedding, LowRankEmbedding
+from .recurrent import GRU, LSTM, LowRankGRU, LowRankLSTM
 from .archive import load_layers, read_archive, save_layers, write_archive
 
 __all__ = [
@@ -126,6 +132,12 @@ __all__ = [
     "Linear",
     "LowRankLinear",
     "TuckerConv2d",
+    "LSTM",
+    "GRU",
+    "LowRankLSTM",
+    "LowRankGRU",
+    "Embedding",
+    "LowRankEmbedding",
     "available_isas",
     "get_isa",
     "set_isa",

@@ -399,3 +399,119 @@ def cp_conv2d(
         v += cols * horizontal[None, :, kx, None, None]
     y = np.einsum("nrhw,or->nohw", v, last, optimize=True)
     return _conv_result(y, bias, layout, activation)
+
+
+# ---- recurrent layers and embeddings ------------------------------------------------------------
+
+
+def _matrix64(w, name):
+    """A dense weight matrix (array) or a low-rank pair (U, V), in float64: (the matrix, its
+    factors or None). The factored form is applied as U (V x), as the kernels apply it."""
+    if isinstance(w, (tuple, list)):
+        if len(w) != 2:
+            raise ValueError(f"{name} must be an array or a pair (U, V), got {len(w)} items")
+        U, V = (np.asarray(f, dtype=np.float64) for f in w)
+        if U.ndim != 2 or V.ndim != 2 or U.shape[1] != V.shape[0]:
+            raise ValueError(
+                f"{name}: U {U.shape} and V {V.shape} must be (rows, rank) and (rank, cols)"
+            )
+        return (U.shape[0], V.shape[1]), (U, V)
+    W = np.asarray(w, dtype=np.float64)
+    if W.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {W.shape}")
+    return W.shape, (W,)
+
+
+def _apply(factors, x):
+    """x (rows, cols) times the matrix transposed: x W^T, or (x V^T) U^T for a pair."""
+    if len(factors) == 1:
+        return x @ factors[0].T
+    U, V = factors
+    return (x @ V.T) @ U.T
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def _recurrent(cell, x, weight_ih, weight_hh, bias_ih, bias_hh, state, reverse):
+    gates = 4 if cell == "lstm" else 3
+    (gh, in_size), ih = _matrix64(weight_ih, "weight_ih")
+    (gh2, hidden), hh = _matrix64(weight_hh, "weight_hh")
+    if gh % gates or gh2 != gh or hidden != gh // gates:
+        raise ValueError(
+            f"weight_ih ({gh}, {in_size}) and weight_hh ({gh2}, {hidden}) must be "
+            f"({gates}H, input_size) and ({gates}H, H)"
+        )
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 3 or x.shape[2] != in_size:
+        raise ValueError(f"x must have shape (seq, batch, {in_size}), got shape {x.shape}")
+    steps, batch = x.shape[:2]
+    b_ih = np.zeros(gh) if bias_ih is None else np.asarray(bias_ih, dtype=np.float64)
+    b_hh = np.zeros(gh) if bias_hh is None else np.asarray(bias_hh, dtype=np.float64)
+    if b_ih.shape != (gh,) or b_hh.shape != (gh,):
+        raise ValueError(f"the biases must have shape ({gh},), got {b_ih.shape} and {b_hh.shape}")
+    zeros = np.zeros((batch, hidden))
+    if cell == "lstm":
+        h, c = (zeros, zeros) if state is None else state
+        h = zeros if h is None else np.asarray(h, dtype=np.float64).reshape(batch, hidden)
+        c = zeros if c is None else np.asarray(c, dtype=np.float64).reshape(batch, hidden)
+    else:
+        h = zeros if state is None else np.asarray(state, dtype=np.float64).reshape(batch, hidden)
+    out = np.zeros((steps, batch, hidden))
+    H = hidden
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        gx = _apply(ih, x[t]) + b_ih
+        g_h = _apply(hh, h) + b_hh
+        if cell == "lstm":
+            pre = gx + g_h
+            i, f = _sigmoid(pre[:, :H]), _sigmoid(pre[:, H : 2 * H])
+            g, o = np.tanh(pre[:, 2 * H : 3 * H]), _sigmoid(pre[:, 3 * H :])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+        else:
+            r = _sigmoid(gx[:, :H] + g_h[:, :H])
+            z = _sigmoid(gx[:, H : 2 * H] + g_h[:, H : 2 * H])
+            n = np.tanh(gx[:, 2 * H :] + r * g_h[:, 2 * H :])
+            h = (1.0 - z) * n + z * h
+        out[t] = h
+    return out, h, (c if cell == "lstm" else None)
+
+
+def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, state=None, *, reverse=False):
+    """One LSTM layer, one direction, as torch.nn.LSTM computes it (gates i, f, g, o):
+    ``(output, (h_n, c_n))`` for x of shape (seq, batch, input_size); output (seq, batch, H),
+    h_n and c_n (batch, H). weight_ih (4H, input_size) and weight_hh (4H, H) are arrays or
+    low-rank pairs (U, V); state is (h0, c0) or None (zeros); reverse=True runs from the last
+    position to the first. float64 throughout."""
+    out, h, c = _recurrent("lstm", x, weight_ih, weight_hh, bias_ih, bias_hh, state, reverse)
+    return out, (h, c)
+
+
+def gru(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, state=None, *, reverse=False):
+    """One GRU layer, one direction, as torch.nn.GRU computes it (gates r, z, n; the reset gate
+    scales W_hn h + b_hn): ``(output, h_n)``; see ``lstm`` for the arguments (state: h0)."""
+    out, h, _ = _recurrent("gru", x, weight_ih, weight_hh, bias_ih, bias_hh, state, reverse)
+    return out, h
+
+
+def embedding(indices, table, padding_idx=None):
+    """Rows of an embedding table (an array (num, dim) or a low-rank pair (A, B) with the table
+    A @ B) for integer indices of any shape: indices.shape + (dim,), float64. Rows at padding_idx
+    are zero. ValueError for an index outside [0, num)."""
+    (num, dim), factors = _matrix64(table, "table")
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be integers, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= num):
+        raise ValueError(
+            f"indices must be in [0, {num}), got values from {idx.min()} to {idx.max()}"
+        )
+    flat = idx.reshape(-1)
+    rows = factors[0][flat]
+    if len(factors) == 2:
+        rows = rows @ factors[1]
+    if padding_idx is not None:
+        rows[flat == padding_idx] = 0.0
+    return rows.reshape(idx.shape + (dim,))

@@ -88,6 +88,14 @@ template <class T>
 T* thread_scratch(std::size_t count) {
   return static_cast<T*>(thread_scratch_bytes(checked_bytes(count, sizeof(T), "scratch")));
 }
+// A second per-thread buffer for a layer driver that calls gemm()/lowrank_gemm() (which take
+// thread_scratch) while holding its own workspace (a recurrent layer's gate pre-activations and
+// state): the same growth and trimming rules, counted in scratch_allocation_count().
+void* thread_workspace_bytes(std::size_t bytes);
+template <class T>
+T* thread_workspace(std::size_t count) {
+  return static_cast<T*>(thread_workspace_bytes(checked_bytes(count, sizeof(T), "workspace")));
+}
 // How many times any thread's scratch had to grow (tests check that repeated calls do not
 // allocate).
 std::size_t scratch_allocation_count();

@@ -65,6 +65,14 @@ struct F32ClampConfig {
   F32ClampFn clamp = nullptr;
 };
 
+struct F32RnnConfig {
+  const char* name = nullptr;  // "f32-rnn-cells-<isa>"
+  Isa isa = Isa::scalar;
+  unsigned required_features = 0;
+  F32LstmCellFn lstm_cell = nullptr;
+  F32GruCellFn gru_cell = nullptr;
+};
+
 struct FmaProbeConfig {
   const char* name = nullptr;  // "f32-fma-probe-<isa>"
   Isa isa = Isa::scalar;
@@ -78,6 +86,7 @@ const F32GemmConfig* f32_gemm_config(Isa isa);
 const F32TransposeConfig* f32_transpose_config(Isa isa);
 const F32DwconvConfig* f32_dwconv_config(Isa isa);
 const F32ClampConfig* f32_clamp_config(Isa isa);
+const F32RnnConfig* f32_rnn_config(Isa isa);
 const FmaProbeConfig* fma_probe_config(Isa isa);  // nullptr for scalar: no meaningful peak
 
 // The kernels of one ISA, every family (BLIS's context). Every field but fma_probe is non-null.
@@ -87,6 +96,7 @@ struct KernelSet {
   const F32TransposeConfig* f32_transpose = nullptr;
   const F32DwconvConfig* f32_dwconv = nullptr;
   const F32ClampConfig* f32_clamp = nullptr;
+  const F32RnnConfig* f32_rnn = nullptr;
   const FmaProbeConfig* fma_probe = nullptr;
 };
 // nullptr when the ISA is not compiled into this build or not supported by this CPU.

@@ -39,6 +39,17 @@ using F32DwconvFn = void (*)(std::size_t pixels, std::size_t channels, std::size
 using F32ClampFn = void (*)(std::size_t rows, std::size_t cols, const float* in, std::size_t ldi,
                             float* out, std::size_t ldo, float lo, float hi);
 
+// f32 recurrent cells: the gate nonlinearities and state update of one time step for `batch` rows,
+// from gx (W_ih x + b_ih) and gh (W_hh h + b_hh), gates stacked as torch stacks them.
+// LSTM (i, f, g, o): c (row stride ldc) is updated in place, h receives the new hidden state.
+using F32LstmCellFn = void (*)(std::size_t batch, std::size_t hidden, const float* gx,
+                               std::size_t ldgx, const float* gh, std::size_t ldgh, float* c,
+                               std::size_t ldc, float* h, std::size_t ldh);
+// GRU (r, z, n): h = (1 - z) n + z h_prev; h must not overlap h_prev.
+using F32GruCellFn = void (*)(std::size_t batch, std::size_t hidden, const float* gx,
+                              std::size_t ldgx, const float* gh, std::size_t ldgh,
+                              const float* h_prev, std::size_t ldhp, float* h, std::size_t ldh);
+
 // FMA peak probe: `iterations` rounds of independent register-only FMAs; timing it gives this
 // core's FMA peak, the yardstick of the benchmarks.
 using FmaProbeFn = void (*)(std::size_t iterations, float* sink);

@@ -33,6 +33,16 @@ extern const F32ClampFn f32_clamp_tile__avx2;
 extern const F32ClampFn f32_clamp_tile__avx512;
 extern const F32ClampFn f32_clamp_tile__neon;
 
+// f32 recurrent cells (LSTM, GRU).
+extern const F32LstmCellFn f32_rnn_lstm_cell__scalar;
+extern const F32LstmCellFn f32_rnn_lstm_cell__avx2;
+extern const F32LstmCellFn f32_rnn_lstm_cell__avx512;
+extern const F32LstmCellFn f32_rnn_lstm_cell__neon;
+extern const F32GruCellFn f32_rnn_gru_cell__scalar;
+extern const F32GruCellFn f32_rnn_gru_cell__avx2;
+extern const F32GruCellFn f32_rnn_gru_cell__avx512;
+extern const F32GruCellFn f32_rnn_gru_cell__neon;
+
 // FMA peak probes and the flops one iteration performs.
 extern const FmaProbeFn f32_fma_probe__avx2;
 extern const FmaProbeFn f32_fma_probe__avx512;

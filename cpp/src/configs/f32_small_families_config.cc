@@ -1,6 +1,6 @@
 // The small families: f32 transposes and depthwise taps (the convolutions' helpers), output clamps
-// (every layer's last stage) and the FMA peak probes of the benchmarks. One row per ISA, chosen
-// from the CPU's features.
+// (every layer's last stage), recurrent cells (LSTM/GRU gate updates) and the FMA peak probes of
+// the benchmarks. One row per ISA, chosen from the CPU's features.
 #include "config_table.h"
 #include "lrkernels/microkernels.h"
 
@@ -18,24 +18,31 @@ struct HelperRow {
   F32DwconvFn dwconv;
   const char* clamp_name;
   F32ClampFn clamp;
+  const char* rnn_name;
+  F32LstmCellFn lstm_cell;
+  F32GruCellFn gru_cell;
 };
 
 const HelperRow kHelperRows[] = {
     {Isa::scalar, 0, "f32-transpose-8x8-scalar", f32_transpose_8x8__scalar,
      "f32-dwconv-taps-scalar", f32_dwconv_taps__scalar, "f32-clamp-tile-scalar",
-     f32_clamp_tile__scalar},
+     f32_clamp_tile__scalar, "f32-rnn-cells-scalar", f32_rnn_lstm_cell__scalar,
+     f32_rnn_gru_cell__scalar},
 #if defined(LRK_HAVE_NEON)
     {Isa::neon, kCpuNeon, "f32-transpose-4x4-neon", f32_transpose_4x4__neon, "f32-dwconv-taps-neon",
-     f32_dwconv_taps__neon, "f32-clamp-tile-neon", f32_clamp_tile__neon},
+     f32_dwconv_taps__neon, "f32-clamp-tile-neon", f32_clamp_tile__neon, "f32-rnn-cells-neon",
+     f32_rnn_lstm_cell__neon, f32_rnn_gru_cell__neon},
 #endif
 #if defined(LRK_HAVE_AVX2)
     {Isa::avx2, kCpuAvx2Fma, "f32-transpose-8x8-avx2", f32_transpose_8x8__avx2,
-     "f32-dwconv-taps-avx2", f32_dwconv_taps__avx2, "f32-clamp-tile-avx2", f32_clamp_tile__avx2},
+     "f32-dwconv-taps-avx2", f32_dwconv_taps__avx2, "f32-clamp-tile-avx2", f32_clamp_tile__avx2,
+     "f32-rnn-cells-avx2", f32_rnn_lstm_cell__avx2, f32_rnn_gru_cell__avx2},
 #endif
 #if defined(LRK_HAVE_AVX512)
     {Isa::avx512, kCpuAvx512f, "f32-transpose-8x8-avx512", f32_transpose_8x8__avx512,
      "f32-dwconv-taps-avx512", f32_dwconv_taps__avx512, "f32-clamp-tile-avx512",
-     f32_clamp_tile__avx512},
+     f32_clamp_tile__avx512, "f32-rnn-cells-avx512", f32_rnn_lstm_cell__avx512,
+     f32_rnn_gru_cell__avx512},
 #endif
 };
 
@@ -44,6 +51,7 @@ struct HelperTables {
   ConfigTable<F32TransposeConfig> transpose;
   ConfigTable<F32DwconvConfig> dwconv;
   ConfigTable<F32ClampConfig> clamp;
+  ConfigTable<F32RnnConfig> rnn;
 };
 
 const HelperTables& helper_tables() {
@@ -59,7 +67,12 @@ const HelperTables& helper_tables() {
       F32ClampConfig& cc = t->clamp.add(r.isa);
       cc.name = r.clamp_name;
       cc.clamp = r.clamp;
+      F32RnnConfig& rc = t->rnn.add(r.isa);
+      rc.name = r.rnn_name;
+      rc.lstm_cell = r.lstm_cell;
+      rc.gru_cell = r.gru_cell;
       tc.required_features = dc.required_features = cc.required_features = r.features;
+      rc.required_features = r.features;
     }
     return t;
   }();
@@ -97,6 +110,8 @@ const F32TransposeConfig* f32_transpose_config(Isa isa) {
 const F32DwconvConfig* f32_dwconv_config(Isa isa) { return helper_tables().dwconv.get(isa); }
 
 const F32ClampConfig* f32_clamp_config(Isa isa) { return helper_tables().clamp.get(isa); }
+
+const F32RnnConfig* f32_rnn_config(Isa isa) { return helper_tables().rnn.get(isa); }
 
 const FmaProbeConfig* fma_probe_config(Isa isa) {
   static const auto& table = build_table<FmaProbeConfig>(fill_fma_probe);
