@@ -5,6 +5,9 @@ Needs PyTorch (``pip install "lrkernels[torch]"``); ``import lrkernels`` itself 
 
 Modules (parameters = the factors; ``from_linear`` / ``from_conv`` / ``from_factors``)
     LowRankLinear, TuckerConv2d, CPConv2d; and the dense Linear, Conv2d on the same engine
+    LowRankLSTM, LowRankGRU (``from_lstm`` / ``from_gru``): nn.LSTM / nn.GRU with factorized
+                       weight matrices, one lrkernels recurrent layer per layer and direction
+    LowRankEmbedding (``from_embedding``): an embedding table as A @ B
 Whole models
     compress(model, *, rank= | energy= | ratio= | vbmf=True | budget= | latency_target=, ...)
         -> (compressed model, CompressionReport)
@@ -27,8 +30,10 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 from .compress import CompressionReport, LayerReport, compress
 from .convert import fold_batchnorm, why_not_factorizable
+from .embedding import LowRankEmbedding
 from .fuse import fuse
 from .modules import Conv2d, CPConv2d, FactorizedModule, Linear, LowRankLinear, TuckerConv2d
+from .recurrent import LowRankGRU, LowRankLSTM
 from .serialize import load, save
 from .sweep import SweepResult, sweep
 
@@ -39,7 +44,10 @@ __all__ = [
     "CompressionReport",
     "FactorizedModule",
     "LayerReport",
+    "LowRankEmbedding",
+    "LowRankGRU",
     "LowRankLinear",
+    "LowRankLSTM",
     "SweepResult",
     "TuckerConv2d",
     "compress",

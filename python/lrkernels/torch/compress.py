@@ -1,5 +1,6 @@
-"""``compress(model, ...)``: every nn.Linear / nn.Conv2d of a model factorized by one criterion,
-with a per-layer report (ranks and why, parameters, FLOPs, calibration error, measured latency).
+"""``compress(model, ...)``: every nn.Linear / nn.Conv2d (and nn.LSTM / nn.GRU / nn.Embedding) of a
+model factorized by one criterion, with a per-layer report (ranks and why, parameters, FLOPs,
+calibration error, measured latency).
 
 Layers are taken in the order the model runs them (recorded on the first calibration batch or on
 ``example_inputs``; module order otherwise). With ``calibration=``, each layer's real inputs are
@@ -26,14 +27,27 @@ from torch import nn
 import lrkernels
 from lrkernels.rank import allocate_budget, by_ratio
 
-from .convert import factorize_conv, factorize_linear, to_numpy, why_not_factorizable
+from ._kernel_cache import KernelModule
+from .convert import (
+    factorize_conv,
+    factorize_embedding,
+    factorize_linear,
+    factorize_rnn,
+    to_numpy,
+    why_not_factorizable,
+)
+from .embedding import LowRankEmbedding
 from .modules import CPConv2d, FactorizedModule, TuckerConv2d
+from .recurrent import _LowRankRNNBase
 
 __all__ = ["CompressionReport", "LayerReport", "compress"]
 
 _CRITERIA = ("rank", "energy", "ratio", "vbmf", "budget", "latency_target")
 # Ratios tried, most accurate first, when choosing ranks by measured latency.
 _LATENCY_LADDER = (0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03)
+# Sequence and lookup layers: factorized per matrix by rank=/energy=/ratio=/vbmf=True only.
+_SEQUENCE_TYPES = (nn.LSTM, nn.GRU, nn.Embedding)
+_SEQUENCE_CRITERIA = ("rank", "energy", "ratio", "vbmf")
 
 
 # --------------------------------------------------------------------------------------------
@@ -43,14 +57,16 @@ _LATENCY_LADDER = (0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.
 
 @dataclass
 class LayerReport:
-    """One nn.Linear / nn.Conv2d of the model: what became of it and what it costs."""
+    """One nn.Linear / nn.Conv2d / nn.LSTM / nn.GRU / nn.Embedding of the model: what became of it
+    and what it costs."""
 
     name: str
-    dense_kind: str  # "Linear" / "Conv2d"
-    kind: str  # the module now there: "LowRankLinear", "TuckerConv2d", "CPConv2d" or dense_kind
-    shape: tuple  # the dense weight's shape
+    dense_kind: str  # "Linear" / "Conv2d" / "LSTM" / "GRU" / "Embedding"
+    kind: str  # the module now there: "LowRankLinear", "TuckerConv2d", ... or dense_kind
+    # the dense weight's shape; LSTM/GRU: (num_layers * directions, G * hidden, input, hidden)
+    shape: tuple
     input_shape: tuple | None  # of the first recorded call
-    ranks: object = None
+    ranks: object = None  # LSTM/GRU: a list of (r_ih, r_hh) per layer and direction
     reason: str = ""  # why these ranks, or why the layer stayed dense
     params_before: int = 0
     params_after: int = 0
@@ -315,6 +331,41 @@ def _capture_inputs(model, module, batches, max_rows):
     return np.concatenate(captured) if captured else None
 
 
+def _capture_sequences(model, module, batches, max_rows):
+    """The input tensors (sequences, index tensors) ``module`` receives over the calibration
+    batches, as a list (lengths may differ), until ``max_rows`` steps x batch (indices) are kept;
+    None when it received none (e.g. a PackedSequence)."""
+    captured, count = [], [0]
+
+    def hook(mod, args):
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor):
+            captured.append(x.detach().cpu())
+            count[0] += x.numel() // (x.shape[-1] if x.is_floating_point() and x.ndim else 1)
+        raise _Stop
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        for batch in batches:
+            if count[0] >= max_rows:
+                break
+            try:
+                _run(model, batch)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return captured or None
+
+
+def _min_rank(ranks):
+    """The smallest rank in ``ranks`` (an int, a pair, or a list of (r_ih, r_hh) pairs with None
+    for a dense matrix); None when none is factorized."""
+    flat = [r for r in np.ravel(np.array(ranks, dtype=object)).tolist() if r is not None]
+    flat = [v for r in flat for v in (r if isinstance(r, (tuple, list)) else (r,)) if v is not None]
+    return min(flat) if flat else None
+
+
 def _params(module):
     return sum(p.numel() for p in module.parameters())
 
@@ -323,6 +374,13 @@ def _macs(module, input_shape):
     """Multiply-adds of one call at ``input_shape`` (None if unknown)."""
     if input_shape is None:
         return None
+    if isinstance(module, (nn.Embedding, LowRankEmbedding)):
+        if isinstance(module, nn.Embedding):
+            return 0  # a row copy
+        return int(np.prod(input_shape)) * module.rank * module.embedding_dim
+    if isinstance(module, (nn.LSTM, nn.GRU, _LowRankRNNBase)):
+        steps = int(np.prod(input_shape[:-1])) if len(input_shape) > 1 else 1
+        return steps * _rnn_macs_per_step(module)
     if isinstance(module, (nn.Linear, FactorizedModule)) and not getattr(module, "is_conv", False):
         rows = int(np.prod(input_shape[:-1])) if len(input_shape) > 1 else 1
         if isinstance(module, nn.Linear):
@@ -349,16 +407,43 @@ def _macs(module, input_shape):
     return n * (h * w * r * cin + oh * w * r * kh + oh * ow * r * kw + oh * ow * cout * r)
 
 
+def _rnn_macs_per_step(module):
+    """Multiply-adds of one time step of one sequence, all layers and directions (the gate
+    nonlinearities not counted)."""
+    G = 4 if module.mode == "LSTM" else 3
+    D = 2 if module.bidirectional else 1
+    H = module.hidden_size
+    ranks = getattr(module, "ranks", None) or [(None, None)] * (module.num_layers * D)
+    total = 0
+    for index, (r_ih, r_hh) in enumerate(ranks):
+        cols = module.input_size if index < D else H * D
+        for r, c in ((r_ih, cols), (r_hh, H)):
+            total += G * H * c if r is None else r * (G * H + c)
+    return total
+
+
+def _first_output(y):
+    return y[0] if isinstance(y, tuple) else y
+
+
 def _relative_error(dense, factorized, x):
     with torch.no_grad():
-        xt = torch.as_tensor(x, dtype=torch.float32)
-        yd = dense(xt).double()
-        yf = factorized(xt).double()
+        if isinstance(x, list):  # sequences or index tensors, as captured
+            yd = torch.cat([_first_output(dense(t)).double().flatten() for t in x])
+            yf = torch.cat([_first_output(factorized(t)).double().flatten() for t in x])
+        else:
+            xt = torch.as_tensor(x, dtype=torch.float32)
+            yd = dense(xt).double()
+            yf = factorized(xt).double()
     denom = float(torch.linalg.vector_norm(yd))
     return float(torch.linalg.vector_norm(yf - yd)) / denom if denom > 0 else 0.0
 
 
 def _factorize(module, conv_class, criterion, calibration, method):
+    if isinstance(module, (nn.LSTM, nn.GRU)):
+        return factorize_rnn(module, calibration=calibration, **criterion)
+    if isinstance(module, nn.Embedding):
+        return factorize_embedding(module, calibration=calibration, **criterion)
     if isinstance(module, nn.Linear):
         return factorize_linear(module, calibration=calibration, **criterion)
     if issubclass(conv_class, TuckerConv2d):
@@ -367,6 +452,15 @@ def _factorize(module, conv_class, criterion, calibration, method):
 
 
 def _weight_shape(module):
+    if isinstance(module, (nn.LSTM, nn.GRU)):
+        D = 2 if module.bidirectional else 1
+        G = 4 if isinstance(module, nn.LSTM) else 3
+        return (
+            module.num_layers * D,
+            G * module.hidden_size,
+            module.input_size,
+            module.hidden_size,
+        )
     return tuple(module.weight.shape)
 
 
@@ -511,7 +605,11 @@ def compress(
     max_calibration_batches=64,
     method="hooi",
 ):
-    """Factorize the model's nn.Linear and nn.Conv2d layers; returns ``(model, report)``.
+    """Factorize the model's nn.Linear and nn.Conv2d layers (and nn.LSTM, nn.GRU, nn.Embedding:
+    LowRankLSTM / LowRankGRU with every weight matrix factorized, LowRankEmbedding; by rank=,
+    energy=, ratio= or vbmf=True only, their calibration being their input sequences / index
+    tensors; budget= and latency_target= leave them dense, with the reason); returns
+    ``(model, report)``.
 
     Exactly one criterion:
       rank=r (an int; (r_in, r_out) for Tucker), energy=e, ratio=q (each layer's parameters
@@ -628,7 +726,10 @@ def compress(
         r.name
         for r in report.layers
         if r.compressed
-        and (min(np.atleast_1d(r.ranks)) <= 2 or r.params_before > 50 * r.params_after)
+        and (
+            (_min_rank(r.ranks) is not None and _min_rank(r.ranks) <= 2)
+            or r.params_before > 50 * r.params_after
+        )
     ]
     if degenerate:
         warnings.warn(
@@ -664,14 +765,15 @@ def _compress(
     modules = {
         name: m
         for name, m in model.named_modules()
-        if isinstance(m, (nn.Linear, nn.Conv2d))
-        and not isinstance(m, FactorizedModule)
+        if isinstance(m, (nn.Linear, nn.Conv2d, *_SEQUENCE_TYPES))
+        and not isinstance(m, (FactorizedModule, KernelModule))
         and (include is None or _matches(name, m, include))
         and not _matches(name, m, exclude)
     }
     if not modules:
         raise ValueError(
-            "compress: no nn.Linear or nn.Conv2d layer selected (check include=/exclude=)"
+            "compress: no nn.Linear, nn.Conv2d, nn.LSTM, nn.GRU or nn.Embedding layer selected "
+            "(check include=/exclude=)"
         )
     # Shapes (FLOPs, latency) at the example batch when given: a deployment shape, not a
     # calibration batch.
@@ -687,7 +789,12 @@ def _compress(
     key, value = next(iter(criterion.items()))
     allocated = {}
     if key == "budget":
-        names = [n for n in order if why_not_factorizable(modules[n]) is None]
+        names = [
+            n
+            for n in order
+            if why_not_factorizable(modules[n]) is None
+            and not isinstance(modules[n], _SEQUENCE_TYPES)
+        ]
         if names:
             choice = allocate_budget([to_numpy(modules[n].weight) for n in names], ratio=value)
             allocated = dict(zip(names, choice.rank))
@@ -714,7 +821,24 @@ def _compress(
         if reason:
             row.reason = reason
             continue
-        x_timing = torch.randn(shape) if shape is not None else None
+        sequence = isinstance(module, _SEQUENCE_TYPES)
+        if sequence and key not in _SEQUENCE_CRITERIA:
+            row.reason = (
+                f"{key}= is not implemented for {type(module).__name__} layers (rank=, energy=, "
+                "ratio= or vbmf=True factorize them)"
+            )
+            continue
+        if sequence and key == "rank" and isinstance(module, nn.Embedding):
+            if not isinstance(value, int):
+                row.reason = f"an nn.Embedding needs an int rank=, got {value!r}"
+                continue
+        x_timing = None
+        if shape is not None:
+            x_timing = (
+                torch.randint(0, module.num_embeddings, shape)
+                if isinstance(module, nn.Embedding)
+                else torch.randn(shape)
+            )
         t_dense = None
         if x_timing is not None and (measure or key == "latency_target"):
             with torch.no_grad():
@@ -743,7 +867,8 @@ def _compress(
         calib = None
         if calibration is not None:
             bar.update(i, name, "capturing inputs")
-            calib = _capture_inputs(model, module, calibration, max_rows)
+            capture = _capture_sequences if sequence else _capture_inputs
+            calib = capture(model, module, calibration, max_rows)
         bar.update(i, name, "factorizing")
         try:
             new = _factorize(module, conv_cls, layer_criterion, calib, method)
@@ -767,7 +892,7 @@ def _compress(
         for path in aliases.get(name, (name,)):  # a module reachable under several names
             set_submodule(model, path, new)
         row.kind = type(new).__name__
-        row.ranks = new.rank
+        row.ranks = new.ranks if isinstance(new, _LowRankRNNBase) else new.rank
         row.reason = why
         row.params_after = new_params
         if shape is not None:

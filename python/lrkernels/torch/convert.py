@@ -1,9 +1,11 @@
-"""torch modules <-> lrkernels: factorizing nn.Linear / nn.Conv2d, folding BatchNorm.
+"""torch modules <-> lrkernels: factorizing nn.Linear / nn.Conv2d / nn.LSTM / nn.GRU /
+nn.Embedding, folding BatchNorm.
 
 ``why_not_factorizable(module)`` says why a module stays dense (None when it can be factorized);
 ``factorize_linear`` / ``factorize_conv`` run the lrkernels ``from_dense`` of the target kind on the
-module's weight (float64 numpy) and return the torch module; ``fold_batchnorm`` folds an eval-mode
-BatchNorm that follows a factorized module into its last factor and bias.
+module's weight (float64 numpy) and return the torch module (``factorize_rnn``: every weight matrix
+of an nn.LSTM / nn.GRU; ``factorize_embedding``: an nn.Embedding's table); ``fold_batchnorm``
+folds an eval-mode BatchNorm that follows a factorized module into its last factor and bias.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from torch import nn
 
 import lrkernels
 
+from ._kernel_cache import KernelModule
 from .modules import CPConv2d, FactorizedModule, LowRankLinear, TuckerConv2d
 
 __all__ = [
     "factorize_conv",
+    "factorize_embedding",
     "factorize_linear",
+    "factorize_rnn",
     "fold_batchnorm",
     "to_numpy",
     "why_not_factorizable",
@@ -54,8 +59,9 @@ def conv_padding(conv):
 
 
 def why_not_factorizable(module):
-    """None when ``module`` (nn.Linear or nn.Conv2d) can be factorized, else the reason."""
-    if isinstance(module, FactorizedModule):
+    """None when ``module`` (nn.Linear, nn.Conv2d, nn.LSTM, nn.GRU or nn.Embedding) can be
+    factorized, else the reason."""
+    if isinstance(module, (FactorizedModule, KernelModule)):
         return "already factorized"
     if isinstance(module, nn.Linear):
         if type(module) is not nn.Linear:
@@ -78,7 +84,30 @@ def why_not_factorizable(module):
         if min(module.in_channels, module.out_channels) < 2:
             return f"{module.in_channels} -> {module.out_channels} channels have no lower rank"
         return None
-    return f"{type(module).__name__} is not nn.Linear or nn.Conv2d"
+    if isinstance(module, (nn.LSTM, nn.GRU)):
+        if type(module) not in (nn.LSTM, nn.GRU):
+            return f"{type(module).__name__} is not a plain nn.LSTM or nn.GRU"
+        if getattr(module, "proj_size", 0):
+            return f"proj_size={module.proj_size} (LSTM projections are not supported)"
+        if module.hidden_size < 2:
+            return "hidden_size=1: the recurrent weights have no lower rank"
+        return None
+    if isinstance(module, nn.Embedding):
+        if type(module) is not nn.Embedding:
+            return f"{type(module).__name__} is not a plain nn.Embedding"
+        if module.max_norm is not None:
+            return (
+                f"max_norm={module.max_norm} (the lookup renormalizes the table's rows in place: "
+                "there is no fixed table to factorize)"
+            )
+        if module.sparse:
+            return "sparse=True (sparse gradients of the table have no factorized equivalent)"
+        if module.scale_grad_by_freq:
+            return "scale_grad_by_freq=True (a gradient rule of the dense table only)"
+        if min(module.num_embeddings, module.embedding_dim) < 2:
+            return f"a {module.num_embeddings}x{module.embedding_dim} table has no lower rank"
+        return None
+    return f"{type(module).__name__} is not nn.Linear, nn.Conv2d, nn.LSTM, nn.GRU or nn.Embedding"
 
 
 def _check_criterion(criterion, allowed=("calibration", "method")):
@@ -188,3 +217,216 @@ def fold_batchnorm(module, bn):
             module.bias.copy_(new_bias)
     module.refresh()
     return module
+
+
+def _one_criterion(where, **given):
+    named = [k for k, v in given.items() if v is not None and v is not False]
+    if len(named) != 1:
+        options = ", ".join(f"{k}=" if k != "vbmf" else "vbmf=True" for k in given)
+        raise ValueError(f"{where}: give exactly one of {options}; got {named or 'none'}")
+    return named[0]
+
+
+def _sequences(calibration, batch_first, input_size, where):
+    """Calibration input sequences (a tensor / array or a list of them; (seq, batch, in), or
+    (batch, seq, in) when batch_first, or (seq, in)) -> a list of float64 (seq, batch, in)
+    tensors."""
+    if calibration is None:
+        return None
+    single = isinstance(calibration, (torch.Tensor, np.ndarray))
+    items = [calibration] if single else list(calibration)
+    if not items:
+        raise ValueError(f"{where}: calibration is empty: give at least one input sequence")
+    seqs = []
+    for c in items:
+        t = torch.from_numpy(to_numpy(c))
+        if t.ndim == 2:
+            t = t.unsqueeze(1)
+        elif t.ndim == 3 and batch_first:
+            t = t.transpose(0, 1)
+        if t.ndim != 3 or t.shape[-1] != input_size or t.shape[0] == 0:
+            raise ValueError(
+                f"{where}: calibration sequences must be (seq, batch, {input_size}) "
+                f"{'(batch first) ' if batch_first else ''}or (seq, {input_size}) with seq > 0, "
+                f"got {tuple(np.shape(c))}"
+            )
+        seqs.append(t)
+    return seqs
+
+
+def factorize_rnn(
+    rnn,
+    *,
+    layer_class=None,
+    rank=None,
+    ranks=None,
+    energy=None,
+    ratio=None,
+    vbmf=False,
+    calibration=None,
+):
+    """LowRankLSTM / LowRankGRU of an nn.LSTM / nn.GRU: every layer/direction's W_ih and W_hh by
+    ``lrkernels.decompose.linear_factors`` (the machinery of ``LowRankLinear.from_dense``) under
+    one criterion. rank (or ranks, the same): an int or (r_ih, r_hh), None in the pair keeping
+    that matrix dense; a rank above a matrix's bound min(rows, cols) is lowered to it. energy /
+    ratio / vbmf=True: per matrix. calibration: input sequences; the inputs of layer 0 fit its
+    W_ih, the dense model's own layer outputs (run layer by layer, zero initial state) fit the
+    later layers' W_ih and every W_hh (the hidden states h_{t-1} that multiply it). On the
+    module's device and dtype; ``rank_choice`` holds the per-matrix choices."""
+    from .recurrent import LowRankGRU, LowRankLSTM
+
+    if not isinstance(rnn, (nn.LSTM, nn.GRU)):
+        raise TypeError(f"from_lstm/from_gru need an nn.LSTM or nn.GRU, got {type(rnn).__name__}")
+    reason = why_not_factorizable(rnn)
+    if reason:
+        raise ValueError(f"cannot factorize this {type(rnn).__name__}: {reason}")
+    mode = "LSTM" if isinstance(rnn, nn.LSTM) else "GRU"
+    if layer_class is None:
+        layer_class = LowRankLSTM if mode == "LSTM" else LowRankGRU
+    if layer_class.mode != mode:
+        raise TypeError(f"a {type(rnn).__name__} becomes a LowRank{mode}, not {layer_class}")
+    where = f"LowRank{mode}.from_{mode.lower()}"
+    if rank is not None and ranks is not None:
+        raise ValueError(f"{where}: rank= and ranks= are the same criterion; give one")
+    rank = ranks if ranks is not None else rank
+    which = _one_criterion(where, rank=rank, energy=energy, ratio=ratio, vbmf=vbmf)
+    if which == "rank":
+        from .recurrent import _rank_pair
+
+        rank_pair = _rank_pair(rank)
+    D = 2 if rnn.bidirectional else 1
+    H = rnn.hidden_size
+    dense = layer_class(
+        rnn.input_size,
+        H,
+        rnn.num_layers,
+        rnn.bias,
+        rnn.batch_first,
+        0.0,
+        rnn.bidirectional,
+        rank=None,
+    )
+    with torch.no_grad():  # float64 copies of the exact weights, for the hidden states
+        for name, p in dense.named_parameters():
+            p.data = rnn.get_parameter(name).detach().to("cpu", torch.float64)
+    rows = [{"ih": [], "hh": []} for _ in range(rnn.num_layers * D)]
+    seqs = _sequences(calibration, rnn.batch_first, rnn.input_size, where)
+    if seqs is not None:
+        with torch.no_grad():
+            for xs in seqs:
+                for k, (inp, outs) in enumerate(dense._layer_outputs(xs)):
+                    for d, o in enumerate(outs):
+                        r = rows[k * D + d]
+                        r["ih"].append(inp.reshape(-1, inp.shape[-1]).numpy())
+                        prev = o[:-1] if d == 0 else o[1:]  # h_{t-1}, in processing order
+                        if prev.shape[0]:
+                            r["hh"].append(prev.reshape(-1, H).numpy())
+    factors, chosen, reasons, details = [], [], [], {}
+    for index in range(rnn.num_layers * D):
+        k, d = divmod(index, D)
+        sfx = f"l{k}" + ("_reverse" if d else "")
+        W_ih, W_hh = (w.detach().numpy() for w in dense.dense_weights(index))
+        pair, fs = [], []
+        for slot, (tag, W) in enumerate((("ih", W_ih), ("hh", W_hh))):
+            name = f"weight_{tag}_{sfx}"
+            X = np.concatenate(rows[index][tag]) if rows[index][tag] else None
+            if which == "rank":
+                r = rank_pair[slot]
+                if r is None:
+                    pair.append(None)
+                    fs.append(W)
+                    reasons.append(f"{name}: dense (rank None)")
+                    continue
+                crit = {"rank": min(r, min(W.shape))}
+            else:
+                crit = {which: energy if which == "energy" else ratio if which == "ratio" else True}
+            U, V, choice = lrkernels.decompose.linear_factors(W, calibration=X, **crit)
+            pair.append(U.shape[1])
+            fs.append((U, V))
+            reasons.append(f"{name}: rank {U.shape[1]} ({choice.reason})")
+            details[name] = choice
+        chosen.append(tuple(pair))
+        factors.append(fs)
+    module = layer_class(
+        rnn.input_size,
+        H,
+        rnn.num_layers,
+        rnn.bias,
+        rnn.batch_first,
+        rnn.dropout,
+        rnn.bidirectional,
+        rank=chosen,
+    )
+    with torch.no_grad():
+        for index, fs in enumerate(factors):
+            entry = module._layout[index]
+            for tag, f in zip(("ih", "hh"), fs):
+                for n, t in zip(entry[tag], f if isinstance(f, tuple) else (f,)):
+                    getattr(module, n).copy_(torch.from_numpy(np.asarray(t)))
+            for n in entry["bias"] or ():
+                getattr(module, n).copy_(rnn.get_parameter(n).detach())
+    module.rank_choice = lrkernels.rank.RankChoice(chosen, "; ".join(reasons), details)
+    ref = rnn.get_parameter("weight_ih_l0")
+    return module.to(ref.device, ref.dtype)
+
+
+def factorize_embedding(
+    embedding, *, layer_class=None, rank=None, energy=None, ratio=None, vbmf=False, calibration=None
+):
+    """LowRankEmbedding of an nn.Embedding: table ~ A @ B with A = table @ B^T and B the top right
+    singular vectors of the table (rows weighted by sqrt(count + 1) of their indices in
+    ``calibration``, a tensor / array / list of index tensors, when given: frequent rows are fitted
+    best, unseen ones still count). One criterion: rank= (lowered to min(num, dim)), energy=,
+    ratio=, vbmf=True (as ``lrkernels.rank``, on the weighted table). The padding_idx row is zero
+    (torch's semantics of the lookup: that output row is zero and gets no gradient)."""
+    from .embedding import LowRankEmbedding
+
+    if not isinstance(embedding, nn.Embedding):
+        raise TypeError(f"from_embedding needs an nn.Embedding, got {type(embedding).__name__}")
+    reason = why_not_factorizable(embedding)
+    if reason:
+        raise ValueError(f"cannot factorize this nn.Embedding: {reason}")
+    layer_class = layer_class or LowRankEmbedding
+    where = "LowRankEmbedding.from_embedding"
+    which = _one_criterion(where, rank=rank, energy=energy, ratio=ratio, vbmf=vbmf)
+    T = to_numpy(embedding.weight).copy()
+    num, dim = T.shape
+    pad = embedding.padding_idx
+    if pad is not None:
+        T[pad] = 0.0
+    S, data = T, ""
+    if calibration is not None:
+        single = isinstance(calibration, (torch.Tensor, np.ndarray))
+        items = [calibration] if single else list(calibration)
+        idx = [to_numpy(c, np.int64).ravel() for c in items]
+        idx = np.concatenate(idx) if idx else np.zeros(0, np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= num):
+            raise ValueError(
+                f"{where}: calibration indices must be in [0, {num}), got "
+                f"[{idx.min()}, {idx.max()}]"
+            )
+        S = np.sqrt(np.bincount(idx, minlength=num) + 1.0)[:, None] * T
+        data = f" (rows weighted by the frequencies of {idx.size} calibration indices)"
+    if which == "rank":
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+            raise ValueError(f"{where}: rank must be a positive int, got {rank!r}")
+        choice = lrkernels.rank.RankChoice(min(rank, num, dim), "given rank", {})
+    elif which == "energy":
+        choice = lrkernels.rank.by_energy(S, energy)
+    elif which == "ratio":
+        choice = lrkernels.rank.by_ratio((num, dim), ratio, "linear")
+    else:
+        choice = lrkernels.rank.vbmf(S)
+    if data:
+        choice = lrkernels.rank.RankChoice(choice.rank, choice.reason + data, choice.details)
+    r = int(min(choice.rank, num, dim))
+    _, _, Vt = np.linalg.svd(S, full_matrices=False)
+    B = Vt[:r]
+    A = T @ B.T
+    module = layer_class.from_factors(
+        torch.from_numpy(A.astype(np.float32)),
+        torch.from_numpy(B.astype(np.float32)),
+        padding_idx=pad,
+    )
+    module.rank_choice = choice
+    return module.to(embedding.weight.device, embedding.weight.dtype)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ._kernel_cache import KernelModule
 from .compress import set_submodule
 from .convert import fold_batchnorm
 from .modules import Conv2d, FactorizedModule, Linear, canonical_activation
@@ -25,7 +26,9 @@ __all__ = ["fuse"]
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m, qualname):
-        return isinstance(m, FactorizedModule) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (FactorizedModule, KernelModule)) or super().is_leaf_module(
+            m, qualname
+        )
 
 
 def trace(model):

@@ -5,6 +5,11 @@ lrkernels layer description plus its float32 factors, the rest of the model's st
 ``state/<key>``, and in the metadata the module classes, how their ranks were chosen and the
 fusions (BatchNorm folding, fused activations) to replay. ``lrkernels.load_layers(path)`` reads
 the same file without torch.
+
+LowRankLSTM / LowRankGRU / LowRankEmbedding (several kernel layers per module, or a lookup) are
+stored as their constructor configuration in the metadata (``sequence_modules``) and their
+parameters in the state (``state/<name>.<param>``): ``load`` rebuilds them in place of the model's
+nn.LSTM / nn.GRU / nn.Embedding; ``lrkernels.load_layers`` does not list them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from torch import nn
 import lrkernels
 
 from .compress import set_submodule
+from .embedding import LowRankEmbedding
 from .modules import FactorizedModule, module_for_kind
+from .recurrent import LowRankGRU, LowRankLSTM
 
 __all__ = ["load", "save"]
 
@@ -26,6 +33,57 @@ _STATE = "state/"
 
 def _factorized(model):
     return {name: m for name, m in model.named_modules() if isinstance(m, FactorizedModule)}
+
+
+_SEQUENCE_CLASSES = {c.__name__: c for c in (LowRankLSTM, LowRankGRU, LowRankEmbedding)}
+
+
+def _sequence_config(m):
+    """The constructor keywords of a LowRankLSTM / LowRankGRU / LowRankEmbedding (JSON-able)."""
+    if isinstance(m, LowRankEmbedding):
+        keys = ("num_embeddings", "embedding_dim", "rank", "padding_idx")
+        return {k: getattr(m, k) for k in keys}
+    keys = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout")
+    config = {k: getattr(m, k) for k in keys}
+    config["bidirectional"] = m.bidirectional
+    config["rank"] = [list(r) for r in m.ranks]
+    return config
+
+
+def _build_sequence(path, name, entry):
+    cls = _SEQUENCE_CLASSES.get(entry.get("class"))
+    config = dict(entry.get("config") or {})
+    if cls is None:
+        raise ValueError(f"{path}: {name!r} has an unknown module class {entry.get('class')!r}")
+    try:
+        if cls is LowRankEmbedding:
+            return cls(**config)
+        config["rank"] = [tuple(r) for r in config["rank"]]
+        return cls(**config)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: {name!r}: bad {cls.__name__} configuration: {e}") from None
+
+
+def _sequence_geometry(m):
+    if isinstance(m, (nn.Embedding, LowRankEmbedding)):
+        return ("embedding", m.num_embeddings, m.embedding_dim)
+    mode = "LSTM" if isinstance(m, (nn.LSTM, LowRankLSTM)) else "GRU"
+    return (mode, m.input_size, m.hidden_size, m.num_layers, bool(m.bidirectional))
+
+
+def _check_sequence_replaces(path, name, target, module):
+    kinds = (nn.LSTM, nn.GRU, nn.Embedding, LowRankLSTM, LowRankGRU, LowRankEmbedding)
+    if not isinstance(target, kinds):
+        raise ValueError(
+            f"{path}: {name!r} is a {type(target).__name__} in the model, the file has a "
+            f"{type(module).__name__}"
+        )
+    if _sequence_geometry(target) != _sequence_geometry(module):
+        raise ValueError(
+            f"{path}: {name!r} does not match: the model has {type(target).__name__} "
+            f"{_sequence_geometry(target)}, the file {type(module).__name__} "
+            f"{_sequence_geometry(module)}"
+        )
 
 
 def save(model, path):
@@ -58,6 +116,15 @@ def save(model, path):
         },
         "fusions": list(getattr(model, "lrk_fusions", [])),
         "state_dtypes": dtypes,
+        "sequence_modules": {
+            name: {
+                "class": next(n for n, c in _SEQUENCE_CLASSES.items() if isinstance(m, c)),
+                "config": _sequence_config(m),
+                "rank_choice": None if m.rank_choice is None else str(m.rank_choice),
+            }
+            for name, m in model.named_modules()
+            if isinstance(m, tuple(_SEQUENCE_CLASSES.values()))
+        },
     }
     lrkernels.save_layers(layers, path, metadata=metadata, extra_arrays=state)
     return path
@@ -121,6 +188,17 @@ def load(model, path, *, strict=True):
             raise ValueError(f"{path}: the model has no submodule {name!r} to replace") from None
         module = module_for_kind(layer.kind).from_layer(layer)
         _check_replaces(path, name, target, module)
+        ref = next(iter(target.parameters()), None)
+        if ref is not None:
+            module = module.to(ref.device, ref.dtype)
+        modules[name] = module
+    for name, entry in (metadata.get("sequence_modules") or {}).items():
+        try:
+            target = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{path}: the model has no submodule {name!r} to replace") from None
+        module = _build_sequence(path, name, entry)
+        _check_sequence_replaces(path, name, target, module)
         ref = next(iter(target.parameters()), None)
         if ref is not None:
             module = module.to(ref.device, ref.dtype)
