@@ -480,3 +480,33 @@ def test_failed_write_leaves_no_temporary(tmp_path, rng):
     with pytest.raises(TypeError):
         save_layers({"a": layer, "b": 1}, path)
     assert path.read_bytes() == before  # a refused save leaves the old archive as it was
+
+
+def test_recurrent_and_embedding_layers_round_trip(tmp_path):
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((48, 10)).astype(np.float32)
+    H = rng.standard_normal((48, 12)).astype(np.float32)
+    b = rng.standard_normal(48).astype(np.float32)
+    layers = {
+        "lstm": lrkernels.LowRankLSTM((W[:, :3], W[:3]), H, b, None, batch_first=True),
+        "gru": lrkernels.GRU(W[:36], H[:36]),
+        "emb": lrkernels.LowRankEmbedding(W[:, :4], H[:4], padding_idx=2),
+        "table": lrkernels.Embedding(W),
+    }
+    path = tmp_path / "seq.npz"
+    lrkernels.save_layers(layers, path)
+    back = lrkernels.load_layers(path)
+    assert [type(v) for v in back.values()] == [type(v) for v in layers.values()]
+    x = rng.standard_normal((2, 5, 10)).astype(np.float32)
+    assert np.array_equal(back["lstm"](x)[0], layers["lstm"](x)[0])
+    assert back["lstm"].batch_first and back["lstm"].ranks == (3, None)
+    xs = rng.standard_normal((5, 2, 10)).astype(np.float32)
+    assert np.array_equal(back["gru"](xs)[0], layers["gru"](xs)[0])
+    idx = np.array([[0, 2], [47, 5]])
+    assert np.array_equal(back["emb"](idx), layers["emb"](idx)) and back["emb"].padding_idx == 2
+    assert np.array_equal(back["table"](idx), W[idx])
+    header, arrays = lrkernels.read_archive(path)
+    header["layers"][0]["in_dim"] = 11
+    lrkernels.write_archive(path, header, arrays)
+    with pytest.raises(ValueError, match="description says"):
+        lrkernels.load_layers(path)

@@ -374,6 +374,18 @@ def test_save_load_round_trip(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(loaded.eval()(x).numpy(), small.eval()(x).numpy(), atol=1e-6)
 
+    # The board's loader (no torch) lists the recurrent and embedding layers too.
+    layers = lrkernels.load_layers(path)
+    assert {"emb", "lstm.l0", "lstm.l0_reverse", "fc"} <= set(layers)
+    assert isinstance(layers["lstm.l0_reverse"], lrkernels.LowRankLSTM)
+    emb = layers["emb"](x.numpy())
+    fwd, _ = layers["lstm.l0"](emb.transpose(1, 0, 2))
+    bwd, _ = layers["lstm.l0_reverse"](emb.transpose(1, 0, 2), reverse=True)
+    with torch.no_grad():
+        ref, _ = small.lstm(small.emb(x))
+    got = np.concatenate([fwd, bwd], axis=-1).transpose(1, 0, 2)
+    np.testing.assert_allclose(got, ref.numpy(), atol=1e-5)
+
     class Other(_TextNet):
         def __init__(self):
             super().__init__()

@@ -332,6 +332,126 @@ def _keyword_names(spec) -> list:
     return names
 
 
+# The recurrent and embedding layers (lrkernels.recurrent, lrkernels.embedding) are not rows of the
+# layer-kind table (they have states and integer inputs); their descriptions are written here.
+def _sequence_classes() -> dict:
+    from .embedding import Embedding, LowRankEmbedding
+    from .recurrent import GRU, LSTM, LowRankGRU, LowRankLSTM
+
+    return {
+        c.__name__: c for c in (LSTM, GRU, LowRankLSTM, LowRankGRU, Embedding, LowRankEmbedding)
+    }
+
+
+def _is_sequence_layer(layer) -> bool:
+    return type(layer).__name__ in _sequence_classes() and isinstance(
+        layer, tuple(_sequence_classes().values())
+    )
+
+
+def _sequence_kind(layer) -> str:
+    for name, cls in _sequence_classes().items():
+        if type(layer) is cls:
+            return name
+    for name, cls in reversed(list(_sequence_classes().items())):  # a user subclass: its base
+        if isinstance(layer, cls):
+            return name
+    raise TypeError(f"expected an lrkernels layer, got {type(layer).__name__}")
+
+
+def _matrix_arrays(prefix, w) -> dict:
+    if isinstance(w, tuple):
+        return {f"{prefix}_U": np.array(w[0]), f"{prefix}_V": np.array(w[1])}
+    return {prefix: np.array(w)}
+
+
+def _describe_sequence(layer) -> tuple:
+    kind = _sequence_kind(layer)
+    if kind.endswith("Embedding"):
+        arrays = (
+            {"A": np.array(layer.A), "B": np.array(layer.B)}
+            if kind == "LowRankEmbedding"
+            else {"table": np.array(layer.table)}
+        )
+        description = {
+            "kind": kind,
+            "factors": list(arrays),
+            "has_bias": False,
+            "in_dim": layer.num_embeddings,
+            "out_dim": layer.embedding_dim,
+            "ranks": [layer.rank] if kind == "LowRankEmbedding" else [],
+            "keywords": {"padding_idx": layer.padding_idx},
+        }
+        return description, arrays
+    arrays = {
+        **_matrix_arrays("weight_ih", layer.weight_ih),
+        **_matrix_arrays("weight_hh", layer.weight_hh),
+    }
+    factors = list(arrays)
+    for name in ("bias_ih", "bias_hh"):
+        value = getattr(layer, name)
+        if value is not None:
+            arrays[name] = np.array(value)
+    description = {
+        "kind": kind,
+        "factors": factors,
+        "has_bias": layer.bias_ih is not None or layer.bias_hh is not None,
+        "in_dim": layer.input_size,
+        "out_dim": layer.hidden_size,
+        "ranks": list(layer.ranks),
+        "keywords": {"batch_first": layer.batch_first},
+    }
+    return description, arrays
+
+
+def _build_sequence(kind, description, arrays):
+    cls = _sequence_classes()[kind]
+    factors = description.get("factors")
+    if not isinstance(factors, list) or not all(isinstance(f, str) for f in factors):
+        raise ValueError(f"{kind}: bad description (factors {factors!r})")
+    for name in factors:
+        if name not in arrays:
+            raise ValueError(f"{kind}: missing array {name!r}")
+    keywords = description.get("keywords", {})
+    if not isinstance(keywords, Mapping):
+        raise ValueError(f"{kind}: keywords must be a dict, got {keywords!r}")
+    a = {n: np.asarray(arrays[n]) for n in arrays}
+    try:
+        if kind == "LowRankEmbedding":
+            layer = cls(a["A"], a["B"], padding_idx=keywords.get("padding_idx"))
+        elif kind == "Embedding":
+            layer = cls(a["table"], padding_idx=keywords.get("padding_idx"))
+        else:
+
+            def matrix(prefix):
+                if f"{prefix}_U" in factors:
+                    return (a[f"{prefix}_U"], a[f"{prefix}_V"])
+                return a[prefix]
+
+            layer = cls(
+                matrix("weight_ih"),
+                matrix("weight_hh"),
+                a.get("bias_ih"),
+                a.get("bias_hh"),
+                batch_first=bool(keywords.get("batch_first", False)),
+            )
+    except KeyError as exc:
+        raise ValueError(f"{kind}: missing array {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{kind}: cannot build the layer: {exc}") from None
+    dims = (
+        (layer.num_embeddings, layer.embedding_dim)
+        if kind.endswith("Embedding")
+        else (layer.input_size, layer.hidden_size)
+    )
+    if list(dims) != [description.get("in_dim"), description.get("out_dim")]:
+        raise ValueError(
+            f"{kind}: arrays give sizes {dims}, the description says "
+            f"({description.get('in_dim')}, {description.get('out_dim')})"
+        )
+    return layer
+
+
 def describe_layer(layer) -> tuple:
     """(description, arrays) of a layer: the JSON-able description (kind, factor names, bias,
     sizes, ranks, kernel size, constructor keywords) and {factor name: float32 array, "bias": ...}.
@@ -340,6 +460,8 @@ def describe_layer(layer) -> tuple:
     layout) and "activation", each saved when the layer's attribute of that name is not None.
     TypeError for a non-layer.
     """
+    if _is_sequence_layer(layer):
+        return _describe_sequence(layer)
     if not isinstance(layer, _core.Layer):
         raise TypeError(f"expected an lrkernels layer, got {type(layer).__name__}")
     spec = spec_for(layer)
@@ -378,6 +500,8 @@ def build_layer(description: Mapping, arrays: Mapping):
     if not isinstance(description, Mapping):
         raise TypeError(f"description must be a dict, got {type(description).__name__}")
     kind = description.get("kind")
+    if isinstance(kind, str) and kind in _sequence_classes():
+        return _build_sequence(kind, description, arrays)
     try:
         spec = spec_for(kind) if isinstance(kind, str) else None
     except TypeError:
@@ -437,7 +561,7 @@ def _named_layers(layers) -> list:
         if name in seen:
             raise ValueError(f"duplicate layer name {name!r}")
         seen.add(name)
-        if not isinstance(layer, _core.Layer):
+        if not isinstance(layer, _core.Layer) and not _is_sequence_layer(layer):
             raise TypeError(f"layer {name!r} is a {type(layer).__name__}, not an lrkernels layer")
     return items
 

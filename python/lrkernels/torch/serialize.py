@@ -6,10 +6,12 @@ lrkernels layer description plus its float32 factors, the rest of the model's st
 fusions (BatchNorm folding, fused activations) to replay. ``lrkernels.load_layers(path)`` reads
 the same file without torch.
 
-LowRankLSTM / LowRankGRU / LowRankEmbedding (several kernel layers per module, or a lookup) are
-stored as their constructor configuration in the metadata (``sequence_modules``) and their
-parameters in the state (``state/<name>.<param>``): ``load`` rebuilds them in place of the model's
-nn.LSTM / nn.GRU / nn.Embedding; ``lrkernels.load_layers`` does not list them.
+LowRankLSTM / LowRankGRU are stored as their lrkernels layers, one per layer and direction, named
+``<module>.l<k>`` and ``<module>.l<k>_reverse`` (torch's parameter suffixes), LowRankEmbedding as
+one ``lrkernels.LowRankEmbedding`` under its own name; their module settings (num_layers,
+bidirectional, batch_first, dropout) are in the metadata (``sequence_modules``). ``load`` rebuilds
+them in place of the model's nn.LSTM / nn.GRU / nn.Embedding; ``lrkernels.load_layers`` (no
+torch) lists the layers, ready to run on a board.
 """
 
 from __future__ import annotations
@@ -50,7 +52,48 @@ def _sequence_config(m):
     return config
 
 
-def _build_sequence(path, name, entry):
+def _sequence_layer_names(name, m):
+    """The archive names of a sequence module's lrkernels layers."""
+    if isinstance(m, LowRankEmbedding):
+        return [name]
+    return [
+        f"{name}.l{k}{'_reverse' if d else ''}"
+        for k in range(m.num_layers)
+        for d in range(2 if m.bidirectional else 1)
+    ]
+
+
+def _build_sequence(path, name, entry, layers):
+    """The module of a ``sequence_modules`` entry, from its lrkernels layers (factors copied)."""
+    names = entry.get("layers")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path}: {name!r} has no list of layers")
+    missing = [n for n in names if n not in layers]
+    if missing:
+        raise ValueError(f"{path}: {name!r}: layers {missing} are not in the file")
+    module = _configured_sequence(path, name, entry)
+    parts = [layers[n] for n in names]
+    try:
+        if isinstance(module, LowRankEmbedding):
+            built = LowRankEmbedding.from_layer(parts[0])
+        else:
+            built = type(module).from_layers(
+                parts,
+                bidirectional=module.bidirectional,
+                batch_first=module.batch_first,
+                dropout=module.dropout,
+            )
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {name!r}: {e}") from None
+    if _sequence_geometry(built) != _sequence_geometry(module):
+        raise ValueError(
+            f"{path}: {name!r}: its layers give {_sequence_geometry(built)}, the settings "
+            f"{_sequence_geometry(module)}"
+        )
+    return built
+
+
+def _configured_sequence(path, name, entry):
     cls = _SEQUENCE_CLASSES.get(entry.get("class"))
     config = dict(entry.get("config") or {})
     if cls is None:
@@ -93,7 +136,17 @@ def save(model, path):
         raise TypeError(f"save needs an nn.Module, got {type(model).__name__}")
     modules = _factorized(model)
     layers = {name: m.to_layer("NCHW") for name, m in modules.items()}
-    prefixes = tuple(f"{name}." for name in modules)
+    sequence = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, tuple(_SEQUENCE_CLASSES.values()))
+    }
+    sequence_layers = {}
+    for name, m in sequence.items():
+        sequence_layers[name] = _sequence_layer_names(name, m)
+        parts = [m.to_layer()] if isinstance(m, LowRankEmbedding) else m.to_layers()
+        layers.update(zip(sequence_layers[name], parts))
+    prefixes = tuple(f"{name}." for name in list(modules) + list(sequence))
     state, dtypes = {}, {}
     for key, t in model.state_dict().items():
         if key.startswith(prefixes):
@@ -120,10 +173,10 @@ def save(model, path):
             name: {
                 "class": next(n for n, c in _SEQUENCE_CLASSES.items() if isinstance(m, c)),
                 "config": _sequence_config(m),
+                "layers": sequence_layers[name],
                 "rank_choice": None if m.rank_choice is None else str(m.rank_choice),
             }
-            for name, m in model.named_modules()
-            if isinstance(m, tuple(_SEQUENCE_CLASSES.values()))
+            for name, m in sequence.items()
         },
     }
     lrkernels.save_layers(layers, path, metadata=metadata, extra_arrays=state)
@@ -180,8 +233,16 @@ def load(model, path, *, strict=True):
     if metadata.get("format") != _FORMAT:
         raise ValueError(f"{path}: not an lrkernels.torch model file (no '{_FORMAT}' metadata)")
     layers = lrkernels.load_layers(path)
+    sequence_entries = metadata.get("sequence_modules") or {}
+    if not isinstance(sequence_entries, dict):
+        raise ValueError(f"{path}: metadata 'sequence_modules' is not a dict")
+    in_sequences = {
+        n for e in sequence_entries.values() if isinstance(e, dict) for n in e.get("layers") or []
+    }
     modules = {}
     for name, layer in layers.items():  # every check before the model is touched
+        if name in in_sequences:
+            continue
         try:
             target = model.get_submodule(name)
         except AttributeError:
@@ -192,12 +253,14 @@ def load(model, path, *, strict=True):
         if ref is not None:
             module = module.to(ref.device, ref.dtype)
         modules[name] = module
-    for name, entry in (metadata.get("sequence_modules") or {}).items():
+    for name, entry in sequence_entries.items():
         try:
             target = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"{path}: the model has no submodule {name!r} to replace") from None
-        module = _build_sequence(path, name, entry)
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: {name!r}: bad sequence module entry")
+        module = _build_sequence(path, name, entry, layers)
         _check_sequence_replaces(path, name, target, module)
         ref = next(iter(target.parameters()), None)
         if ref is not None:
@@ -220,7 +283,8 @@ def load(model, path, *, strict=True):
                 t = t.to(torch.bfloat16)
             saved[k] = t
     own = model.state_dict()
-    prefixes = tuple(f"{name}." for name in layers)
+    replaced = [n for n in layers if n not in in_sequences] + list(sequence_entries)
+    prefixes = tuple(f"{name}." for name in replaced)
     expected = {k for k in own if not k.startswith(prefixes)}
     missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - set(own))
     if strict and (missing or unexpected):
