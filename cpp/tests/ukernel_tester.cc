@@ -361,6 +361,91 @@ void test_clamp(const lrk::F32ClampConfig& cfg, Pool& pool, Family& fam) {
   }
 }
 
+// ---- recurrent cells -----------------------------------------------------------------------------
+
+double sigmoid64(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// LSTM and GRU cells against double precision, every hidden size 1..40 (the vector bodies and
+// their tails) and a few larger, batch 1..3 with padded strides; pre-activations spread over
+// [-24, 24] (saturation), tiny values (tanh's cancellation region), and +-inf. A few ulp of the
+// exact functions: absolute 3e-6 on outputs within [-1, 1] and relative on the cell state.
+void test_rnn(const lrk::F32RnnConfig& cfg, Pool& pool, Family& fam) {
+  fam.check(cfg.lstm_cell != nullptr && cfg.gru_cell != nullptr, "config: missing a cell kernel");
+  if (!cfg.lstm_cell || !cfg.gru_cell) return;
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<std::size_t> sizes;
+  for (std::size_t h = 1; h <= 40; ++h) sizes.push_back(h);
+  for (std::size_t h : {63, 64, 65, 130}) sizes.push_back(h);
+  for (int lstm = 0; lstm <= 1; ++lstm) {
+    const std::size_t g = lstm ? 4 : 3;
+    for (std::size_t hid : sizes) {
+      for (std::size_t batch = 1; batch <= 3; ++batch) {
+        const std::size_t ldg = g * hid + 3, lds = hid + 2;
+        std::vector<float> gx(batch * ldg), gh(batch * ldg), c(batch * lds), prev(batch * lds);
+        pool.fill(gx.data(), gx.size());
+        pool.fill(gh.data(), gh.size());
+        pool.fill(c.data(), c.size());
+        pool.fill(prev.data(), prev.size());
+        for (std::size_t i = 0; i < gx.size(); ++i) {
+          const float scale = (i % 5 == 0) ? 12.0f : (i % 5 == 1 ? 1e-3f : 2.0f);
+          gx[i] *= scale;
+        }
+        gx[(hid * 5) % gx.size()] = inf;
+        gx[(hid * 7 + 1) % gx.size()] = -inf;
+        std::vector<float> h(batch * lds, sentinel()), c_in = c;
+        if (lstm) {
+          cfg.lstm_cell(batch, hid, gx.data(), ldg, gh.data(), ldg, c.data(), lds, h.data(), lds);
+        } else {
+          cfg.gru_cell(batch, hid, gx.data(), ldg, gh.data(), ldg, prev.data(), lds, h.data(), lds);
+        }
+        char what[200] = "";
+        for (std::size_t b = 0; what[0] == 0 && b < batch; ++b) {
+          const float* x = &gx[b * ldg];
+          const float* r = &gh[b * ldg];
+          for (std::size_t j = 0; what[0] == 0 && j < lds; ++j) {
+            const float got = h[b * lds + j];
+            if (j >= hid) {
+              if (!is_sentinel(got)) std::snprintf(what, sizeof what, "wrote h[%zu][%zu]", b, j);
+              continue;
+            }
+            double want, want_c = 0;
+            if (lstm) {
+              auto pre = [&](std::size_t k) { return double(x[k * hid + j]) + r[k * hid + j]; };
+              want_c =
+                  sigmoid64(pre(1)) * c_in[b * lds + j] + sigmoid64(pre(0)) * std::tanh(pre(2));
+              want = sigmoid64(pre(3)) * std::tanh(want_c);
+            } else {
+              const double rg = sigmoid64(double(x[j]) + r[j]);
+              const double z = sigmoid64(double(x[hid + j]) + r[hid + j]);
+              const double n = std::tanh(double(x[2 * hid + j]) + rg * r[2 * hid + j]);
+              want = (1 - z) * n + z * prev[b * lds + j];
+            }
+            const double tol = 3e-6 * (1.0 + std::fabs(want));
+            if (!(std::fabs(got - want) <= tol)) {
+              std::snprintf(what, sizeof what, "h[%zu][%zu] = %.9g, expected %.9g", b, j,
+                            double(got), want);
+            } else if (lstm) {
+              const double gc = c[b * lds + j];
+              if (!(std::fabs(gc - want_c) <= 3e-6 * (1.0 + std::fabs(want_c)))) {
+                std::snprintf(what, sizeof what, "c[%zu][%zu] = %.9g, expected %.9g", b, j, gc,
+                              want_c);
+              }
+            }
+          }
+        }
+        fam.check(what[0] == 0, "%s hidden=%zu batch=%zu: %s", lstm ? "lstm" : "gru", hid, batch,
+                  what);
+      }
+    }
+  }
+  // NaN in a pre-activation gives NaN in that unit only.
+  std::vector<float> gx(8, 0.5f), gh(8, 0.25f), c(2, 0.1f), h(2, 0.0f);
+  gx[1] = std::numeric_limits<float>::quiet_NaN();  // the i gate of unit 1
+  cfg.lstm_cell(1, 2, gx.data(), 8, gh.data(), 8, c.data(), 2, h.data(), 2);
+  fam.check(std::isnan(h[1]) && std::isnan(c[1]) && std::isfinite(h[0]), "lstm NaN: h = %g %g",
+            double(h[0]), double(h[1]));
+}
+
 // ---- FMA probe --------------------------------------------------------------------------------
 
 void test_fma_probe(const lrk::FmaProbeConfig& cfg, Family& fam) {
@@ -446,6 +531,9 @@ int main(int argc, char** argv) {
     }
     if (const auto* c = ks->f32_clamp) {
       runner.run(c, c->name, [&](Family& f) { test_clamp(*c, runner.pool, f); });
+    }
+    if (const auto* c = ks->f32_rnn) {
+      runner.run(c, c->name, [&](Family& f) { test_rnn(*c, runner.pool, f); });
     }
     if (const auto* c = ks->fma_probe) {
       runner.run(c, c->name, [&](Family& f) { test_fma_probe(*c, f); });
