@@ -159,21 +159,31 @@ class LowRankEmbedding(_EmbeddingBase):
 
     @classmethod
     def from_dense(
-        cls, table, *, rank=None, energy=None, ratio=None, calibration=None, padding_idx=None
+        cls,
+        table,
+        *,
+        rank=None,
+        energy=None,
+        ratio=None,
+        vbmf=False,
+        calibration=None,
+        padding_idx=None,
     ):
         """LowRankEmbedding from a trained table (num, dim) by exactly one criterion: rank=r,
-        energy=e (smallest rank keeping that fraction of the weighted squared norm) or ratio=q
-        (largest rank with r (num + dim) <= q num dim). calibration: token indices (any shape;
-        e.g. a corpus) or None: rows are then weighted by sqrt(frequency + 1) in the truncated
-        SVD, so frequent tokens are reproduced best (unseen ones still count once). The padding
-        row is excluded from the fit and stays exactly zero. The choice is in
-        ``layer.rank_choice``."""
+        energy=e (smallest rank keeping that fraction of the weighted squared norm), ratio=q
+        (largest rank with r (num + dim) <= q num dim) or vbmf=True (empirical VBMF).
+        calibration: token indices (any shape; e.g. a corpus) or None: rows are then weighted by
+        sqrt(frequency + 1) in the truncated SVD, so frequent tokens are reproduced best (unseen
+        ones still count once). The padding row is left out of the fit and stays exactly zero.
+        The choice is in ``layer.rank_choice``."""
         from .decompose.criteria import linear_factors
+        from .rank import RankChoice
 
         T = _float_matrix(table, "table").astype(np.float64)
         num, dim = T.shape
         pad = _padding(padding_idx, num)
         weights = np.ones(num)
+        data = ""
         if calibration is not None:
             idx = _indices(calibration).reshape(-1)
             if idx.size and (idx.min() < 0 or idx.max() >= num):
@@ -181,26 +191,27 @@ class LowRankEmbedding(_EmbeddingBase):
                     f"calibration indices must be in [0, {num}), got values from {idx.min()} "
                     f"to {idx.max()}"
                 )
-            weights = np.sqrt(np.bincount(idx, minlength=num) + 1.0)
+            # intp: np.bincount refuses int64 on 32-bit ARM
+            weights = np.sqrt(np.bincount(idx.astype(np.intp), minlength=num) + 1.0)
+            data = f" (rows weighted by the frequencies of {idx.size} calibration indices)"
         if pad >= 0:
             weights[pad] = 0.0
-        # Weighted SVD of diag(w) T: the factors of the transposed problem (dim x num) are those
-        # of a linear layer, so the rank criteria are LowRankLinear's.
-        given = [
-            k for k, v in (("rank", rank), ("energy", energy), ("ratio", ratio)) if v is not None
-        ]
+        criteria = {"rank": rank, "energy": energy, "ratio": ratio, "vbmf": vbmf or None}
+        given = [k for k, v in criteria.items() if v is not None]
         if len(given) != 1:
             raise ValueError(
-                "LowRankEmbedding.from_dense takes exactly one of rank=, energy=, ratio=; got "
-                + (", ".join(given) or "none")
+                "LowRankEmbedding.from_dense takes exactly one of rank=, energy=, ratio=, "
+                "vbmf=True; got " + (", ".join(given) or "none")
             )
-        crit = {given[0]: {"rank": rank, "energy": energy, "ratio": ratio}[given[0]]}
-        U, V, choice = linear_factors((weights[:, None] * T), **crit, reg=0)
-        # diag(w) T ~ U V  =>  T ~ diag(1/w) U V on the rows with w > 0.
-        safe = np.where(weights > 0, weights, 1.0)
-        A = (U / safe[:, None]).astype(np.float32)
+        # The SVD of diag(w) T is a linear layer's problem, so the rank criteria are
+        # LowRankLinear's. Its top right singular vectors span B; each row of T is projected on
+        # them (A = T B^T with orthonormal rows of B), which is the best fit of every row with
+        # w > 0, and the padding row (w = 0) gets A = 0.
+        _, V, choice = linear_factors(weights[:, None] * T, **{given[0]: criteria[given[0]]}, reg=0)
+        B = np.linalg.qr(V.T)[0].T
+        A = (T @ B.T).astype(np.float32)
         if pad >= 0:
             A[pad] = 0.0
-        layer = cls(A, V.astype(np.float32), padding_idx=None if pad < 0 else pad)
-        layer.rank_choice = choice
+        layer = cls(A, B.astype(np.float32), padding_idx=None if pad < 0 else pad)
+        layer.rank_choice = RankChoice(choice.rank, choice.reason + data, choice.details)
         return layer

@@ -389,40 +389,27 @@ def factorize_embedding(
     layer_class = layer_class or LowRankEmbedding
     where = "LowRankEmbedding.from_embedding"
     which = _one_criterion(where, rank=rank, energy=energy, ratio=ratio, vbmf=vbmf)
-    T = to_numpy(embedding.weight).copy()
+    T = to_numpy(embedding.weight)
     num, dim = T.shape
-    pad = embedding.padding_idx
-    if pad is not None:
-        T[pad] = 0.0
-    S, data = T, ""
+    idx = None
     if calibration is not None:
         single = isinstance(calibration, (torch.Tensor, np.ndarray))
         items = [calibration] if single else list(calibration)
         idx = [to_numpy(c, np.int64).ravel() for c in items]
         idx = np.concatenate(idx) if idx else np.zeros(0, np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= num):
-            raise ValueError(
-                f"{where}: calibration indices must be in [0, {num}), got "
-                f"[{idx.min()}, {idx.max()}]"
-            )
-        S = np.sqrt(np.bincount(idx, minlength=num) + 1.0)[:, None] * T
-        data = f" (rows weighted by the frequencies of {idx.size} calibration indices)"
     if which == "rank":
         if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
             raise ValueError(f"{where}: rank must be a positive int, got {rank!r}")
-        choice = lrkernels.rank.RankChoice(min(rank, num, dim), "given rank", {})
-    elif which == "energy":
-        choice = lrkernels.rank.by_energy(S, energy)
-    elif which == "ratio":
-        choice = lrkernels.rank.by_ratio((num, dim), ratio, "linear")
-    else:
-        choice = lrkernels.rank.vbmf(S)
-    if data:
-        choice = lrkernels.rank.RankChoice(choice.rank, choice.reason + data, choice.details)
-    r = int(min(choice.rank, num, dim))
-    _, _, Vt = np.linalg.svd(S, full_matrices=False)
-    B = Vt[:r]
-    A = T @ B.T
+        rank = min(rank, num, dim)
+    criterion = {"rank": rank, "energy": energy, "ratio": ratio, "vbmf": vbmf}[which]
+    try:  # one implementation of the (frequency-weighted) fit: the core's from_dense
+        layer = lrkernels.LowRankEmbedding.from_dense(
+            T, **{which: criterion}, calibration=idx, padding_idx=embedding.padding_idx
+        )
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    choice, pad = layer.rank_choice, embedding.padding_idx
+    A, B = np.array(layer.A), np.array(layer.B)
     module = layer_class.from_factors(
         torch.from_numpy(A.astype(np.float32)),
         torch.from_numpy(B.astype(np.float32)),
