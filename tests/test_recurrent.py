@@ -253,3 +253,32 @@ def test_from_dense(rng, cell):
         cal = low_cls.from_dense(w_ih, w_hh, b_ih, b_hh, rank=5, calibration=x)
     assert cal.ranks == (5, 5)
     assert cal(x)[0].shape == dense_out.shape
+
+
+def test_core_checks_its_own_arguments(rng):
+    """The private cores check shapes themselves: a direct call cannot read out of bounds."""
+    core = lrkernels._core._RecurrentCore(
+        "lstm", np.zeros((8, 3), np.float32), np.zeros((8, 2), np.float32), None, None
+    )
+    with pytest.raises(ValueError, match=r"\(seq, batch, 3\)"):
+        core.run(np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="h0 must have shape"):
+        core.run(np.zeros((4, 2, 3), np.float32), np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="c0 must have shape"):
+        core.run(np.zeros((4, 2, 3), np.float32), None, np.zeros((2, 3), np.float32))
+    gru = lrkernels._core._RecurrentCore(
+        "gru", np.zeros((6, 3), np.float32), np.zeros((6, 2), np.float32), None, None
+    )
+    with pytest.raises(ValueError, match="no cell state"):
+        gru.run(np.zeros((4, 2, 3), np.float32), None, np.zeros((2, 2), np.float32))
+    with pytest.raises(ValueError, match="'lstm' or 'gru'"):
+        lrkernels._core._RecurrentCore("rnn", np.zeros((6, 3)), np.zeros((6, 2)), None, None)
+    with pytest.raises(ValueError, match="one dense matrix or a pair"):
+        lrkernels._core._RecurrentCore("gru", [np.zeros((6, 1))] * 3, np.zeros((6, 2)), None, None)
+    table = lrkernels._core._EmbeddingCore(np.zeros((5, 4), np.float32))
+    with pytest.raises(TypeError, match="int32 or int64"):
+        table.lookup(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        table.lookup(np.zeros(6, np.int64)[::2])
+    with pytest.raises(ValueError, match="padding_idx=-2"):
+        lrkernels._core._EmbeddingCore(np.zeros((5, 4), np.float32), -2)
