@@ -22,6 +22,11 @@ def tiny_bench(monkeypatch):
     monkeypatch.setattr(
         bench, "CONV_SHAPES", [(16, 10, 3, 1, "tiny conv"), (16, 12, 3, 2, "tiny s2")]
     )
+    monkeypatch.setattr(
+        bench, "RECURRENT_SHAPES", [("lstm", 16, 1, 4, "tiny lstm"), ("gru", 16, 1, 4, "tiny gru")]
+    )
+    monkeypatch.setattr(bench, "RECURRENT_SEQ", 5)
+    monkeypatch.setattr(bench, "EMBEDDING_SHAPES", [(50, 12, 3, 7, "tiny embedding")])
 
 
 def test_info_prints_json(capsys):
@@ -60,6 +65,20 @@ def test_bench_table_and_json(tiny_bench, tmp_path, capsys):
     assert "% peak" not in table and "%b" not in table  # issue 11 item 8: 192.7% "of a peak"
 
 
+def test_bench_sequence_rows(tiny_bench):
+    rows = bench.sequence_rows(quick=True, progress=None)
+    assert [r["layer"] for r in rows] == ["tiny lstm", "tiny gru", "tiny embedding"]
+    for r in rows:
+        assert r["factorized_seconds"] > 0 and r["dense_seconds"] > 0
+        assert r["speedup_vs_dense"] == pytest.approx(r["dense_seconds"] / r["factorized_seconds"])
+    # stored floats (no biases here): the factors or W_ih + W_hh; A and B or the table
+    assert rows[0]["factor_bytes"] == 4 * 2 * 4 * (4 * 16 + 16)
+    assert rows[0]["dense_bytes"] == 4 * 2 * 4 * 16 * 16
+    assert rows[2]["factor_bytes"] == 4 * 3 * (50 + 12) and rows[2]["dense_bytes"] == 4 * 50 * 12
+    table = bench.format_sequence_table(rows)
+    assert "tiny lstm" in table and "tiny embedding" in table and "speed-up" in table
+
+
 def test_bench_cli_json(tiny_bench, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "rank_sweep", lambda quick: {"linear": [(8, 1.5), (16, 1.2)]})
     monkeypatch.setattr(
@@ -85,6 +104,7 @@ def test_bench_cli_json(tiny_bench, tmp_path, monkeypatch, capsys):
     data = json.loads(out.read_text())
     assert data["machine"]["threads"] == 1
     assert len(data["results"]) == 8 and data["rank_sweep"]["linear"][0] == [8, 1.5]
+    assert [r["layer"] for r in data["sequence_results"]][-1] == "tiny embedding"
     assert "lrkernels bench" in capsys.readouterr().out
 
 

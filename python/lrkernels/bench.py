@@ -8,6 +8,10 @@ streaming-read probe (a plain read loop over a buffer as large as the weights). 
 reference point, not a ceiling - the layer's own loads, prefetching and threads can beat it - so
 it is shown as a ratio ("vs read", 1.9x), never as a percentage of a peak. The FMA peak and the
 probe are measured on the spot by small loops in the C++ core.
+
+A second, smaller table: recurrent layers (LowRankLSTM/LowRankGRU against the dense LSTM/GRU, a
+100-step sequence at batch 1) and embedding lookups (LowRankEmbedding against Embedding).
+benchmarks/rnn_report.py has the full comparison (torch, onnxruntime, bandwidth per step).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import numpy as np
 
 from . import _core
 from ._core import Conv2d, Linear, LowRankLinear, TuckerConv2d, get_isa, get_num_threads
+from .embedding import Embedding, LowRankEmbedding
 from .layer_specs import spec_for
+from .recurrent import GRU, LSTM, LowRankGRU, LowRankLSTM
 
 # The explanation printed under the table (and in ``lrkernels bench --help``).
 COLUMNS_HELP = (
@@ -49,6 +55,15 @@ CONV_SHAPES = [
     (128, 56, 3, 2, "downsample 128ch s2"),
     (64, 28, 5, 1, "5x5 64ch 28x28"),
 ]
+# (cell, hidden = input_size, batch, rank, name): one layer, one direction, a 100-step sequence
+RECURRENT_SHAPES = [
+    ("lstm", 512, 1, 128, "LSTM 512"),
+    ("gru", 512, 1, 128, "GRU 512"),
+    ("lstm", 1024, 1, 256, "LSTM 1024"),
+]
+RECURRENT_SEQ = 100
+# (num_embeddings, embedding_dim, rank, tokens, name)
+EMBEDDING_SHAPES = [(30522, 384, 64, 64, "embedding 30522x384"), (30522, 384, 64, 512, "")]
 
 
 @dataclass
@@ -197,6 +212,96 @@ def run(
     return peaks, results
 
 
+def sequence_rows(quick: bool = False, progress=sys.stderr) -> list[dict]:
+    """Recurrent layers (a whole sequence, factorized LowRankLSTM/GRU against the dense LSTM/GRU)
+    and embedding lookups (LowRankEmbedding against Embedding): one dict per row."""
+    rng = np.random.default_rng(2)
+    budget = 0.1 if quick else 0.25
+    rows = []
+    recurrent = [s for s in RECURRENT_SHAPES if not (quick and s[1] > 512)]
+    total = len(recurrent) + len(EMBEDDING_SHAPES)
+    i = 0
+    for cell, hidden, batch, rank, name in recurrent:
+        i += 1
+        _progress(i, total, f"{name} batch {batch}", progress)
+        G = 4 if cell == "lstm" else 3
+        dense_cls, lowrank_cls = (LSTM, LowRankLSTM) if cell == "lstm" else (GRU, LowRankGRU)
+        factors = [
+            (
+                (rng.standard_normal((G * hidden, rank)) / np.sqrt(rank)).astype(np.float32),
+                (rng.standard_normal((rank, hidden)) / np.sqrt(hidden)).astype(np.float32),
+            )
+            for _ in range(2)
+        ]
+        lowrank = lowrank_cls(*factors)
+        dense = dense_cls(*lowrank.dense_weights())
+        x = rng.standard_normal((RECURRENT_SEQ, batch, hidden)).astype(np.float32)
+        t_fact = _median_seconds(lambda: lowrank(x), budget)
+        t_dense = _median_seconds(lambda: dense(x), budget)
+        rows.append(
+            dict(
+                layer=name,
+                shape=f"H{hidden} seq {RECURRENT_SEQ}",
+                batch=batch,
+                rank=rank,
+                factorized_seconds=t_fact,
+                dense_seconds=t_dense,
+                speedup_vs_dense=t_dense / t_fact,
+                factor_bytes=4 * lowrank.num_params(),
+                dense_bytes=4 * dense.num_params(),
+            )
+        )
+    tables = {}
+    for num, dim, rank, tokens, name in EMBEDDING_SHAPES:
+        i += 1
+        _progress(i, total, f"embedding {num}x{dim} {tokens} tokens", progress)
+        if (num, dim, rank) not in tables:
+            A = (rng.standard_normal((num, rank)) / np.sqrt(rank)).astype(np.float32)
+            B = rng.standard_normal((rank, dim)).astype(np.float32)
+            tables[num, dim, rank] = (LowRankEmbedding(A, B), Embedding(A @ B))
+        lowrank, dense = tables[num, dim, rank]
+        idx = rng.integers(0, num, size=tokens)
+        t_fact = _median_seconds(lambda: lowrank(idx), budget)
+        t_dense = _median_seconds(lambda: dense(idx), budget)
+        rows.append(
+            dict(
+                layer=name or f"embedding {num}x{dim}",
+                shape=f"{tokens} tokens",
+                batch=tokens,
+                rank=rank,
+                factorized_seconds=t_fact,
+                dense_seconds=t_dense,
+                speedup_vs_dense=t_dense / t_fact,
+                factor_bytes=4 * lowrank.num_params(),
+                dense_bytes=4 * dense.num_params(),
+            )
+        )
+    if progress is not None:
+        progress.write("\r" + " " * 70 + "\r")
+    return rows
+
+
+def format_sequence_table(rows: list[dict]) -> str:
+    lines = [
+        f"{'layer':22s} {'shape':16s} {'rank':>5s} {'factorized us':>14s} {'dense us':>10s} "
+        f"{'speed-up':>9s} {'weights':>8s}",
+    ]
+    lines.append("-" * len(lines[-1]))
+    for r in rows:
+        lines.append(
+            f"{r['layer']:22s} {r['shape']:16s} {r['rank']:5d} "
+            f"{r['factorized_seconds'] * 1e6:14.1f} {r['dense_seconds'] * 1e6:10.1f} "
+            f"{r['speedup_vs_dense']:8.2f}x {r['dense_bytes'] / r['factor_bytes']:7.1f}x"
+        )
+    lines.append("")
+    lines.append(
+        "Recurrent: one layer, input_size = H, batch 1, the whole sequence per call; embedding:\n"
+        "one lookup of that many tokens (the factorized lookup multiplies the rows of A by B: it\n"
+        "saves memory, the dense row copy is faster). weights: dense bytes / factor bytes."
+    )
+    return "\n".join(lines)
+
+
 def format_table(peaks: dict, results: list[Result]) -> str:
     fma = peaks["fma_peak_gflops"]
     lines = [
@@ -285,8 +390,12 @@ def plot_sweep(sweep: dict, path: str) -> None:
 
 
 def main(args) -> int:
-    peaks, results = run(quick=args.quick, progress=None if args.no_progress else sys.stderr)
+    progress = None if args.no_progress else sys.stderr
+    peaks, results = run(quick=args.quick, progress=progress)
     print(format_table(peaks, results))
+    sequence = sequence_rows(args.quick, progress)
+    print()
+    print(format_sequence_table(sequence))
     sweep = None
     if args.plot or args.json:
         sweep = rank_sweep(args.quick)
@@ -300,6 +409,7 @@ def main(args) -> int:
                     "machine": peaks,
                     "cpu": _core.cpu_name(),
                     "results": [asdict(r) for r in results],
+                    "sequence_results": sequence,
                     "rank_sweep": sweep,
                 },
                 f,
