@@ -99,11 +99,20 @@ std::pair<std::size_t, std::size_t> split_range(std::size_t count, std::size_t p
 
 }  // namespace
 
+namespace {
+thread_local std::size_t t_thread_cap = SIZE_MAX;
+}  // namespace
+
+ScopedThreadCap::ScopedThreadCap(std::size_t cap) : saved_(t_thread_cap) {
+  t_thread_cap = std::max<std::size_t>(1, std::min(cap, saved_));
+}
+ScopedThreadCap::~ScopedThreadCap() { t_thread_cap = saved_; }
+
 std::size_t threads_for_flops(double flops) {
   // Below ~0.5 MFLOP a thread's share would take less than the few microseconds a hand-off costs.
   const double per_thread = 5e5;
   const std::size_t useful = static_cast<std::size_t>(std::max(1.0, flops / per_thread));
-  return std::min(num_threads(), useful);
+  return std::min({num_threads(), useful, t_thread_cap});
 }
 
 void gemm(std::size_t m, const float* a, std::size_t lda, const PackedWeights& w, float* c,

@@ -19,6 +19,12 @@ namespace {
 constexpr std::size_t kGateBlockBytes = std::size_t(256) << 10;
 // Rows an embedding lookup gathers per GEMM.
 constexpr std::size_t kEmbeddingRowBlock = 256;
+// A sequence uses more than one thread only when one step's recurrent projection is worth
+// splitting: this many flops (several hand-offs' worth per thread), or this many bytes of weights
+// (a memory-bound GEMV streams faster from two cores' caches). Measured on 2 cores: below both,
+// 2 threads were 0.84-0.87x of 1 (H=256 batch 16 rank 64, H=512 batch 1 rank 128).
+constexpr double kStepFlopsForThreads = 4e6;
+constexpr std::size_t kStepBytesForThreads = std::size_t(2) << 20;
 
 void check_factor(const Factor& f, const std::string& what) {
   if (f.shape.size() != 2) {
@@ -73,6 +79,10 @@ Projection::Projection(const MatrixFactors& m, const float* bias)
     const Factor& w = m.factors[0];
     first_ = std::make_unique<WeightOperand>(w.data.data(), w.shape[0], w.shape[1], bias);
   }
+}
+
+std::size_t Projection::macs() const {
+  return first_->n() * first_->k() + (second_ ? second_->n() * second_->k() : 0);
 }
 
 void Projection::run(const KernelSet& ks, std::size_t m, const float* x, std::size_t ldx, float* y,
@@ -151,6 +161,9 @@ void RecurrentLayer::run(std::size_t steps, std::size_t batch, const float* x, s
   struct Trim {  // also when a stage throws
     ~Trim() { trim_thread_scratch(); }
   } trim;
+  const bool split = 2.0 * double(batch) * double(proj_hh_->macs()) >= kStepFlopsForThreads ||
+                     proj_hh_->macs() * sizeof(float) >= kStepBytesForThreads;
+  const ScopedThreadCap cap(split ? SIZE_MAX : 1);
 
   // Workspace: [gate pre-activations of a block of steps][recurrent gates][c][zero h0].
   const std::size_t step_floats = times(batch, gh, "gates");

@@ -66,8 +66,23 @@ struct OutputClamp {
   }
 };
 
-// Threads worth using for a call of this many flops (at most num_threads()).
+// Threads worth using for a call of this many flops (at most num_threads(), and at most the cap of
+// a ScopedThreadCap alive on the calling thread).
 std::size_t threads_for_flops(double flops);
+
+// Caps the threads of the GEMMs this thread starts while it lives. A recurrent layer whose steps
+// are too small to split runs its whole sequence on one thread: a worker woken for the input
+// projections would otherwise spin beside the sequential steps (on SMT siblings, slowing them).
+class ScopedThreadCap {
+ public:
+  explicit ScopedThreadCap(std::size_t cap);
+  ~ScopedThreadCap();
+  ScopedThreadCap(const ScopedThreadCap&) = delete;
+  ScopedThreadCap& operator=(const ScopedThreadCap&) = delete;
+
+ private:
+  std::size_t saved_;
+};
 
 // C (m x n) = clamp(A (m x k, row stride lda) * W^T + bias), on the config W was packed for; split
 // over output tiles on up to threads_for_flops() threads.

@@ -36,6 +36,8 @@ class Projection {
   Projection(const MatrixFactors& m, const float* bias);
   std::size_t rows() const { return rows_; }
   std::size_t cols() const { return cols_; }
+  // Multiply-adds per input row (= weight elements read).
+  std::size_t macs() const;
   // y (m x rows, row stride ldy) = x (m x cols, row stride ldx) W^T + b on the kernel set's GEMM.
   void run(const KernelSet& ks, std::size_t m, const float* x, std::size_t ldx, float* y,
            std::size_t ldy) const;
