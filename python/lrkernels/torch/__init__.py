@@ -14,6 +14,8 @@ Whole models
     fuse(model)        fold BatchNorm into the factorized layer before it and fuse a following
                        ReLU / ReLU6 / Hardtanh into its kernel (for inference)
     sweep(model, levels, evaluate, finetune=None, folds=None, ...) -> SweepResult
+    distill(student, teacher, batches, *, epochs=1, lr=1e-4, loss="mse" | "kl" | "cosine")
+                       fine-tune a compressed model on the dense model's outputs (no labels)
     save(model, path) / load(model, path)   no pickle; ``lrkernels.load_layers(path)`` reads the
                        same file without torch
 """
@@ -30,6 +32,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 from .compress import CompressionReport, LayerReport, compress
 from .convert import fold_batchnorm, why_not_factorizable
+from .distill import DistillResult, distill
 from .embedding import LowRankEmbedding
 from .fuse import fuse
 from .modules import Conv2d, CPConv2d, FactorizedModule, Linear, LowRankLinear, TuckerConv2d
@@ -42,6 +45,7 @@ __all__ = [
     "Conv2d",
     "Linear",
     "CompressionReport",
+    "DistillResult",
     "FactorizedModule",
     "LayerReport",
     "LowRankEmbedding",
@@ -51,6 +55,7 @@ __all__ = [
     "SweepResult",
     "TuckerConv2d",
     "compress",
+    "distill",
     "fold_batchnorm",
     "fuse",
     "load",
