@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import warnings
 
 import torch
 from torch import nn
@@ -32,6 +33,12 @@ from torch.nn import functional as F
 SAMPLE_RATE = 16000
 CHUNK = 512
 CONTEXT = 64
+
+
+def _load_jit(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated
+        return torch.jit.load(str(path), map_location="cpu")
 
 
 def package_data_dir() -> pathlib.Path | None:
@@ -61,7 +68,7 @@ class SileroVAD(nn.Module):
         if data is None:
             raise ImportError("silero-vad is not installed: pip install --no-deps silero-vad")
         if source == "jit":
-            jit = torch.jit.load(str(data / "silero_vad.jit"), map_location="cpu")
+            jit = _load_jit(data / "silero_vad.jit")
             named = {**dict(jit.named_parameters()), **dict(jit.named_buffers())}
             p = "_model."
             sd = {"stft_conv.weight": named[p + "stft.forward_basis_buffer"]}
@@ -120,7 +127,7 @@ class SileroVAD(nn.Module):
 
 def jit_probabilities(audio: torch.Tensor) -> torch.Tensor:
     """The package's own TorchScript model run chunk by chunk, (N, L) -> (N, L // 512)."""
-    model = torch.jit.load(str(package_data_dir() / "silero_vad.jit"), map_location="cpu")
+    model = _load_jit(package_data_dir() / "silero_vad.jit")
     model.eval()
     model.reset_states()
     out = []
