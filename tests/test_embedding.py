@@ -65,6 +65,33 @@ def test_threads_bitwise_identical(rng):
     assert all(np.array_equal(o, outs[0]) for o in outs[1:])
 
 
+def test_indices_changed_during_a_lookup_never_read_out_of_bounds():
+    """The lookup runs without the GIL: another thread may write the index array meanwhile.
+    Each index is read once and checked, so a call either raises or returns valid rows."""
+    import threading
+
+    table = lrkernels.Embedding(np.ones((4, 8), np.float32))
+    idx = np.zeros(200_000, np.int64)
+    stop = threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            idx[-1] = 2**40
+            idx[-1] = 0
+
+    t = threading.Thread(target=flip)
+    t.start()
+    try:
+        for _ in range(20):
+            try:
+                assert table(idx).shape == (200_000, 8)
+            except ValueError as e:
+                assert "out of range" in str(e)
+    finally:
+        stop.set()
+        t.join()
+
+
 def test_bad_indices_raise_before_reading(rng):
     A, B = _factors(rng, 10, 4, 2)
     for layer in (lrkernels.LowRankEmbedding(A, B), lrkernels.Embedding(A @ B)):
@@ -86,6 +113,8 @@ def test_bad_indices_raise_before_reading(rng):
             layer(["a"])
         assert layer(np.array([], dtype=np.int64)).shape == (0, 4)
         assert layer(np.array([3], dtype=np.uint8)).shape == (1, 4)
+        assert layer(np.array([3], dtype=np.longlong)).shape == (1, 4)  # 'q', equal to int64
+        assert layer(np.array([3], dtype=">i8")).shape == (1, 4)  # non-native byte order
     with pytest.raises(ValueError, match="rank mismatch"):
         lrkernels.LowRankEmbedding(A, B[:1])
     with pytest.raises(ValueError, match="padding_idx=10"):

@@ -174,8 +174,11 @@ void bind_recurrent(py::module_& m) {
       .def(
           "lookup",
           [](const EmbeddingTable& t, py::array indices) {
-            const bool is64 = indices.dtype().is(py::dtype::of<std::int64_t>());
-            if (!is64 && !indices.dtype().is(py::dtype::of<std::int32_t>())) {
+            // By kind and size, not dtype identity: numpy's int64 may be 'l' or 'q' ('longlong').
+            const py::dtype dt = indices.dtype();
+            const bool native = dt.attr("isnative").cast<bool>();
+            const bool is64 = native && dt.kind() == 'i' && dt.itemsize() == 8;
+            if (!is64 && !(native && dt.kind() == 'i' && dt.itemsize() == 4)) {
               throw py::type_error("indices must be int32 or int64, got " +
                                    py::str(indices.dtype()).cast<std::string>());
             }

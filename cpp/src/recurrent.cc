@@ -251,53 +251,64 @@ void EmbeddingTable::lookup(const void* indices, bool int64, std::size_t n, floa
   if (indices == nullptr || out == nullptr) {
     throw std::invalid_argument("embedding: null indices or output");
   }
-  auto index = [&](std::size_t i) -> std::int64_t {
-    return int64 ? static_cast<const std::int64_t*>(indices)[i]
-                 : static_cast<const std::int32_t*>(indices)[i];
-  };
-  for (std::size_t i = 0; i < n; ++i) {  // all checked before any row is read
-    const std::int64_t v = index(i);
+  // Each index is read from the caller's memory exactly once, checked, and kept in the workspace:
+  // the caller's array may change under us (the GIL is released), and a second read could then
+  // fetch an unchecked value. Rows of the padding index are marked kPadding.
+  const std::size_t gather_floats =
+      m_.low_rank() ? times(std::min(n, kEmbeddingRowBlock), rank(), "gather") : 0;
+  const std::size_t idx_bytes = times(n, sizeof(std::size_t), "indices");
+  char* ws = static_cast<char*>(
+      thread_workspace_bytes(idx_bytes + times(gather_floats, sizeof(float), "gather") + 64));
+  std::size_t* rows_of = reinterpret_cast<std::size_t*>(ws);
+  float* gathered = reinterpret_cast<float*>(ws + (idx_bytes + 63) / 64 * 64);
+  constexpr std::size_t kPadding = SIZE_MAX;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::int64_t v = int64 ? static_cast<const volatile std::int64_t*>(indices)[i]
+                                 : static_cast<const volatile std::int32_t*>(indices)[i];
     if (v < 0 || static_cast<std::uint64_t>(v) >= num_) {
       throw std::invalid_argument(
           "index " + std::to_string(v) + " at position " + std::to_string(i) +
           " is out of range for an embedding of num_embeddings=" + std::to_string(num_) +
           " (valid: 0 to " + std::to_string(num_ - 1) + ")");
     }
+    rows_of[i] = v == padding_idx_ ? kPadding : static_cast<std::size_t>(v);
   }
   const ScopedFlushDenormals ftz;
   const KernelSet& ks = active_kernel_set();
+  struct Trim {
+    ~Trim() { trim_thread_scratch(); }
+  } trim;
   const std::size_t row_bytes = dim_ * sizeof(float);
   if (!m_.low_rank()) {
     const float* table = m_.factors[0].data.data();
     for (std::size_t i = 0; i < n; ++i) {
-      const std::int64_t v = index(i);
-      if (v == padding_idx_) {
+      if (rows_of[i] == kPadding) {
         std::memset(out + i * dim_, 0, row_bytes);
       } else {
-        std::memcpy(out + i * dim_, table + static_cast<std::size_t>(v) * dim_, row_bytes);
+        std::memcpy(out + i * dim_, table + rows_of[i] * dim_, row_bytes);
       }
     }
     record_used_isa(ks.isa);
     return;
   }
-  struct Trim {
-    ~Trim() { trim_thread_scratch(); }
-  } trim;
   const std::size_t r = rank();
   const float* a = m_.factors[0].data.data();
   const PackedWeights& bt = bt_->packed_for(*ks.f32_gemm);
-  float* rows = thread_workspace<float>(times(std::min(n, kEmbeddingRowBlock), r, "gather"));
   for (std::size_t i0 = 0; i0 < n; i0 += kEmbeddingRowBlock) {
     const std::size_t m = std::min(kEmbeddingRowBlock, n - i0);
     for (std::size_t i = 0; i < m; ++i) {
-      const std::size_t v = static_cast<std::size_t>(index(i0 + i));
-      std::memcpy(rows + i * r, a + v * r, r * sizeof(float));
+      const std::size_t row = rows_of[i0 + i];
+      if (row == kPadding) {
+        std::fill(gathered + i * r, gathered + (i + 1) * r, 0.0f);
+      } else {
+        std::memcpy(gathered + i * r, a + row * r, r * sizeof(float));
+      }
     }
-    gemm(m, rows, r, bt, out + i0 * dim_, dim_);
+    gemm(m, gathered, r, bt, out + i0 * dim_, dim_);
   }
   if (padding_idx_ >= 0) {  // exactly zero, whatever B holds (0 * inf would be NaN)
     for (std::size_t i = 0; i < n; ++i) {
-      if (index(i) == padding_idx_) std::memset(out + i * dim_, 0, row_bytes);
+      if (rows_of[i] == kPadding) std::memset(out + i * dim_, 0, row_bytes);
     }
   }
   record_used_isa(ks.isa);

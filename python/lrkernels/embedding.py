@@ -58,7 +58,7 @@ def _indices(indices):
         idx = idx.astype(np.int64)  # an empty float array (np.array([])) looks up nothing
     if idx.dtype == np.uint64 and idx.size and idx.max() > np.iinfo(np.int64).max:
         raise ValueError(f"index {int(idx.max())} is out of range")
-    if idx.dtype not in (np.int32, np.int64):
+    if not (idx.dtype.kind == "i" and idx.dtype.itemsize in (4, 8) and idx.dtype.isnative):
         idx = idx.astype(np.int64)
     return idx if idx.flags.c_contiguous else idx.copy()  # (ascontiguousarray makes 0-d 1-d)
 

@@ -28,6 +28,7 @@ import lrkernels
 from lrkernels.rank import allocate_budget, by_ratio
 
 from ._kernel_cache import KernelModule
+from .asymmetric import asymmetric_error, asymmetric_target
 from .convert import (
     factorize_conv,
     factorize_embedding,
@@ -331,6 +332,25 @@ def _capture_inputs(model, module, batches, max_rows):
     return np.concatenate(captured) if captured else None
 
 
+def _whitened(weight, X):
+    """The weight with its inputs whitened by the calibration inputs X (the dense model's): for a
+    matrix W C^(1/2), for a conv weight its input channels through C_chan^(1/2) (C: the second
+    moment of the inputs / of their channels). Its spectra are output-energy spectra on X."""
+    W = np.asarray(weight, np.float64)
+    X = np.asarray(X, np.float64)
+    A = (
+        X.reshape(-1, X.shape[-1])
+        if W.ndim == 2
+        else X.transpose(1, 0, 2, 3).reshape(X.shape[1], -1).T
+    )
+    C = A.T @ A / max(A.shape[0], 1)
+    evals, Q = np.linalg.eigh(C)
+    S = (Q * np.sqrt(np.maximum(evals, 0.0))) @ Q.T
+    if W.ndim == 2:
+        return W @ S
+    return np.einsum("ocyx,cd->odyx", W, S)
+
+
 def _capture_sequences(model, module, batches, max_rows):
     """The input tensors (sequences, index tensors) ``module`` receives over the calibration
     batches, as a list (lengths may differ), until ``max_rows`` steps x batch (indices) are kept;
@@ -604,6 +624,8 @@ def compress(
     max_calibration_rows=16384,
     max_calibration_batches=64,
     method="hooi",
+    fit="sequential",
+    allocation=None,
 ):
     """Factorize the model's nn.Linear and nn.Conv2d layers (and nn.LSTM, nn.GRU, nn.Embedding:
     LowRankLSTM / LowRankGRU with every weight matrix factorized, LowRankEmbedding; by rank=,
@@ -626,6 +648,19 @@ def compress(
       ``max_calibration_rows`` rows / pixels of each layer's inputs are kept). Each layer's
       inputs are captured on the model as compressed so far and the fit minimizes the layer's
       output error on them (data-aware); the report gives that error.
+    fit: with calibration, what each nn.Linear / nn.Conv2d is fitted to. "sequential" (default):
+      its own dense output on the inputs it sees in the model compressed so far. "asymmetric"
+      (Zhang et al. 2016): the dense model's output of that layer (the dense inputs through the
+      dense layer), from the compressed model's inputs, so each layer also corrects the error
+      the layers before it left (``lrkernels.torch.asymmetric``; the ridge toward the dense
+      weight by cross-validation; the report's error is then against the dense model's output).
+      LSTM / GRU / Embedding layers are fitted sequentially either way.
+    allocation: how budget= shares the parameters: "sensitivity" (the default with calibration)
+      by each layer's output energy on the calibration data, captured on the dense model: the
+      spectra allocated are those of W C^(1/2) (linear; C the second moment of the layer's
+      inputs) and of the conv weight with its input channels whitened the same way, each
+      relative to the layer's own output energy, so ranks go where the data makes them matter;
+      "spectrum" (the default without calibration): the weights' own spectra.
     example_inputs: one batch (tensor or tuple) giving the layers' order and input shapes (for
       FLOPs and latency) when there is no calibration; None: module order, no FLOPs/latency.
     conv: "tucker" (TuckerConv2d, the default) or "cp" (CPConv2d) for kxk convolutions; 1x1
@@ -672,6 +707,14 @@ def compress(
     if conv not in ("tucker", "cp"):
         raise ValueError(f"conv must be 'tucker' or 'cp', got {conv!r}")
     conv_class = TuckerConv2d if conv == "tucker" else CPConv2d
+    if fit not in ("sequential", "asymmetric"):
+        raise ValueError(f"fit must be 'sequential' or 'asymmetric', got {fit!r}")
+    if allocation is None:
+        allocation = "sensitivity" if calibration is not None else "spectrum"
+    if allocation not in ("sensitivity", "spectrum"):
+        raise ValueError(f"allocation must be 'sensitivity' or 'spectrum', got {allocation!r}")
+    if allocation == "sensitivity" and calibration is None and budget is not None:
+        raise ValueError("allocation='sensitivity' needs calibration= (the layers' inputs)")
     if budget is not None:
         if conv == "cp":
             raise ValueError("budget= allocates Tucker-2 ranks; use conv='tucker' or ratio=")
@@ -716,12 +759,17 @@ def compress(
                 measure,
                 max_calibration_rows,
                 method,
+                fit,
+                allocation,
             )
     finally:
         model.train(was_training)
-    report = CompressionReport(
-        rows, dict(criterion, conv=conv), num_threads, time.perf_counter() - start
-    )
+    settings = dict(criterion, conv=conv)
+    if calibration is not None:
+        settings["fit"] = fit
+    if budget is not None:
+        settings["allocation"] = allocation
+    report = CompressionReport(rows, settings, num_threads, time.perf_counter() - start)
     degenerate = [
         r.name
         for r in report.layers
@@ -756,6 +804,8 @@ def _compress(
     measure,
     max_rows,
     method,
+    fit="sequential",
+    allocation="spectrum",
 ):
     aliases = {}  # first name -> every name of the same module object
     first_name = {}
@@ -787,6 +837,8 @@ def _compress(
         order = ran + [n for n in modules if n not in shapes]  # layers the probe never reached last
 
     key, value = next(iter(criterion.items()))
+    bar = _Progress(len(order), progress)
+    dense_model = copy.deepcopy(model) if fit == "asymmetric" and calibration else None
     allocated = {}
     if key == "budget":
         names = [
@@ -796,12 +848,23 @@ def _compress(
             and not isinstance(modules[n], _SEQUENCE_TYPES)
         ]
         if names:
-            choice = allocate_budget([to_numpy(modules[n].weight) for n in names], ratio=value)
+            weights = [to_numpy(modules[n].weight) for n in names]
+            if allocation == "sensitivity":
+                # The model is still dense here: each layer's inputs are the dense model's.
+                for j, n in enumerate(names):
+                    bar.update(0, n, "measuring sensitivity")
+                    X = _capture_inputs(model, modules[n], calibration, max_rows)
+                    if X is not None:
+                        weights[j] = _whitened(weights[j], X)
+            choice = allocate_budget(weights, ratio=value)
             allocated = dict(zip(names, choice.rank))
             budget_reason = choice.reason
+            if allocation == "sensitivity":
+                budget_reason = (
+                    "by calibration output energy per parameter (sensitivity): " + budget_reason
+                )
 
     rows = []
-    bar = _Progress(len(order), progress)
     for i, name in enumerate(order):
         module = modules[name]
         bar.update(i, name, "")
@@ -864,14 +927,26 @@ def _compress(
         elif key == "rank" and isinstance(module, nn.Conv2d) and issubclass(conv_cls, CPConv2d):
             if not isinstance(value, int):
                 raise ValueError(f"conv='cp' needs an int rank=, got {value!r}")
-        calib = None
+        calib = calib_dense = None
+        fit_module = module
         if calibration is not None:
             bar.update(i, name, "capturing inputs")
             capture = _capture_sequences if sequence else _capture_inputs
             calib = capture(model, module, calibration, max_rows)
+            if dense_model is not None and not sequence and calib is not None:
+                bar.update(i, name, "asymmetric target")
+                calib_dense = _capture_inputs(
+                    dense_model, dense_model.get_submodule(name), calibration, max_rows
+                )
+                try:
+                    fit_module, fit_details = asymmetric_target(module, calib_dense, calib)
+                    row.details.update(fit_details)
+                except ValueError as e:  # the captures do not align (a data-dependent model)
+                    row.details["asymmetric"] = f"not applied: {e}"
+                    calib_dense = None
         bar.update(i, name, "factorizing")
         try:
-            new = _factorize(module, conv_cls, layer_criterion, calib, method)
+            new = _factorize(fit_module, conv_cls, layer_criterion, calib, method)
         except ValueError as e:
             row.reason = str(e)
             continue
@@ -897,7 +972,9 @@ def _compress(
         row.params_after = new_params
         if shape is not None:
             row.flops_after = 2 * _macs(new, shape)
-        if calib is not None:
+        if calib_dense is not None:
+            row.error = asymmetric_error(module, new, calib_dense, calib)
+        elif calib is not None:
             row.error = _relative_error(module, new, calib[: min(len(calib), 256)])
         if x_timing is not None and measure:
             with torch.no_grad():

@@ -214,8 +214,7 @@ def distill(
                 count += 1
                 if progress:
                     print(
-                        f"\rdistill: epoch {epoch + 1}/{epochs} step {count} "
-                        f"loss {scalar:.4g}",
+                        f"\rdistill: epoch {epoch + 1}/{epochs} step {count} loss {scalar:.4g}",
                         end="",
                         file=sys.stderr,
                     )

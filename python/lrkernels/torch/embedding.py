@@ -119,7 +119,9 @@ class LowRankEmbedding(KernelModule):
     def forward(self, indices):
         if not isinstance(indices, torch.Tensor):
             raise TypeError(f"LowRankEmbedding needs a tensor of indices, got {type(indices)}")
-        if indices.dtype not in _INDEX_DTYPES and indices.dtype not in (torch.int16, torch.uint8):
+        if indices.dtype in (torch.int16, torch.int8, torch.uint8):
+            indices = indices.long()  # F.embedding takes int32/int64 only
+        if indices.dtype not in _INDEX_DTYPES:
             raise TypeError(
                 f"LowRankEmbedding indices must be an integer tensor (int64/int32), got "
                 f"{indices.dtype}"

@@ -299,7 +299,8 @@ class _LowRankRNNBase(KernelModule):
             )
         return self._check_state(state, "h_0", batched, batch, x), None
 
-    def forward(self, x, state=None):
+    def forward(self, input, hx=None):  # noqa: A002 - torch's argument names, for hx=
+        x, state = input, hx
         name = type(self).__name__
         if isinstance(x, PackedSequence):
             raise TypeError(
