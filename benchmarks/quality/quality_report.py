@@ -4,8 +4,11 @@ RNet / ONet (pip facenet-pytorch), on real offline inputs (espeak-ng speech with
 noise; scikit-image / scikit-learn sample images and the LFW subset).
 
 At 0.75 / 0.5 / 0.25 of the parameters of the factorizable layers, per variant:
-  weight-only        compress(model, ratio=q)            and budget=q
-  data-aware         compress(model, ratio=q, calibration=cal)   and budget=q
+  weight-only        compress(model, ratio=q)            and budget=q (weight spectra)
+  data-aware         compress(model, ratio=q, calibration=cal)   and budget=q,
+                     allocation="spectrum" (sequential fit: each layer to its own dense output)
+  asym ratio         ratio=q, calibration=cal, fit="asymmetric" (to the dense model's output)
+  seq+sensitivity    budget=q, calibration=cal, fit="sequential", allocation="sensitivity"
   asym+sensitivity   compress(model, budget=q, calibration=cal, fit="asymmetric",
                               allocation="sensitivity")   ("pending" when compress lacks them)
   + distilled        lt.distill(student, teacher, calibration batches) on the above
@@ -48,24 +51,60 @@ import lrkernels.torch as lt  # noqa: E402
 FRACTIONS = (0.75, 0.5, 0.25)
 
 
-def variants(q, cal):
-    """name -> compress keywords (besides progress/measure/num_threads)."""
-    return {
+def variants(q, cal, key):
+    """name -> compress keywords (besides progress/measure/num_threads); a list: compress calls
+    chained; "_skip": parts (MTCNN nets) left dense."""
+    v = {
         "weight-only ratio": dict(ratio=q),
         "weight-only budget": dict(budget=q),
         "data-aware ratio": dict(ratio=q, calibration=cal),
-        "data-aware budget": dict(budget=q, calibration=cal),
+        "data-aware budget": dict(budget=q, calibration=cal, allocation="spectrum"),
+        "asym ratio": dict(ratio=q, calibration=cal, fit="asymmetric"),
+        "seq+sensitivity": dict(
+            budget=q, calibration=cal, fit="sequential", allocation="sensitivity"
+        ),
         "asym+sensitivity": dict(
             budget=q, calibration=cal, fit="asymmetric", allocation="sensitivity"
         ),
     }
+    if key == "silero":
+        # budget= leaves the LSTM dense: factorize it afterwards by ratio=q (data-aware) so the
+        # whole model is at q
+        v["asym+sensitivity, LSTM ratio"] = [
+            v["asym+sensitivity"],
+            dict(ratio=q, calibration=cal, include=["lstm"]),
+        ]
+    if key == "mtcnn":
+        # PNet (1.3% of MTCNN's parameters) decides which windows the cascade looks at
+        v["asym+sensitivity, PNet dense"] = dict(v["asym+sensitivity"], _skip=("pnet",))
+    return v
 
 
-DISTILL_FROM = ("weight-only ratio", "data-aware ratio", "asym+sensitivity")
+DISTILL_FROM = (
+    "weight-only ratio",
+    "data-aware ratio",
+    "asym+sensitivity",
+    "asym+sensitivity, LSTM ratio",
+    "asym+sensitivity, PNet dense",
+)
 
 
 def run_compress(model, kwargs):
-    """(model, report) or (None, why) when a keyword is not in this lrkernels yet."""
+    """(model, report) or (None, why) when a keyword is not in this lrkernels yet. kwargs: one
+    dict, or a list of dicts applied in turn (the report's rows merged, later calls winning)."""
+    if isinstance(kwargs, list):
+        out, report = model, None
+        for kw in kwargs:
+            out, rep = run_compress(out, kw)
+            if out is None:
+                return None, rep
+            if report is None:
+                report = rep
+            else:
+                later = {r.name: r for r in rep.layers if r.compressed}
+                report.layers = [later.get(r.name, r) for r in report.layers]
+                report.warnings += rep.warnings
+        return out, report
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -316,12 +355,17 @@ def run_network(key, dense, cal, held, inputs, fidelity, args, results, distill_
     per_layer = []
     for q in fractions:
         models_by_variant = {}
-        for vname, _ in variants(q, None).items():
+        for vname, _ in variants(q, None, key).items():
             t0 = time.perf_counter()
             comp, reports, errs, pending = {}, {}, {}, None
             for p, m in parts.items():
-                kw = variants(q, cals[p])[vname]
-                out, rep = run_compress(m, kw)
+                kw = variants(q, cals[p], key)[vname]
+                if isinstance(kw, dict) and p in kw.get("_skip", ()):
+                    out, rep = copy.deepcopy(m), _dense_report(m)
+                else:
+                    if isinstance(kw, dict):
+                        kw = {k: v for k, v in kw.items() if k != "_skip"}
+                    out, rep = run_compress(m, kw)
                 if out is None:
                     pending = rep
                     break
@@ -339,6 +383,8 @@ def run_network(key, dense, cal, held, inputs, fidelity, args, results, distill_
             print_row(row)
         # distillation
         for vname in DISTILL_FROM:
+            if vname not in variants(q, None, key):
+                continue
             if vname not in models_by_variant:
                 row = dict(q=q, variant=f"{vname} + distill", status="pending (no base model)")
                 res["rows"].append(row)
@@ -348,7 +394,11 @@ def run_network(key, dense, cal, held, inputs, fidelity, args, results, distill_
             student = {p: copy.deepcopy(m) for p, m in comp.items()}
             t0 = time.perf_counter()
             info = {}
+            spec = variants(q, None, key)[vname]
+            skip = spec.get("_skip", ()) if isinstance(spec, dict) else ()
             for p in parts:
+                if p in skip:  # left dense: nothing to fine-tune
+                    continue
                 r = distill(
                     student[p], parts[p], cals[p], helds[p], args.distill_epochs, distill_lr
                 )
@@ -372,11 +422,35 @@ def run_network(key, dense, cal, held, inputs, fidelity, args, results, distill_
     print_layers(key, parts, layer_names, per_layer, res)
 
 
+def _dense_report(model):
+    """A report of a net left dense (every layer as is)."""
+    rows = []
+    for n, m in model.named_modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.LSTM)):
+            k = type(m).__name__
+            size = sum(p.numel() for p in m.parameters())
+            rows.append(
+                lt.LayerReport(
+                    name=n,
+                    dense_kind=k,
+                    kind=k,
+                    shape=(),
+                    input_shape=None,
+                    reason="left dense",
+                    params_before=size,
+                    params_after=size,
+                )
+            )
+    rep = lt.CompressionReport(rows, {}, 1)
+    rep.warnings = []
+    return rep
+
+
 def summarize(q, vname, parts, reports, errs, fid, secs):
     before = sum(r.params_before for r in reports.values())
     after = sum(r.params_after for r in reports.values())
     layers = {}
-    mins = []
+    mins, collapsed = [], []
     for p, rep in reports.items():
         for row in rep.layers:
             name = f"{p}.{row.name}" if p else row.name
@@ -389,6 +463,8 @@ def summarize(q, vname, parts, reports, errs, fid, secs):
             mr = min_rank(row)
             if mr is not None:
                 mins.append(mr)
+                if mr <= 2:
+                    collapsed.append(f"{name} {ranks_text(row)} ({errs[p].get(row.name, 0):.3f})")
     warns = sorted({w for rep in reports.values() for w in getattr(rep, "warnings", [])})
     return dict(
         q=q,
@@ -401,6 +477,7 @@ def summarize(q, vname, parts, reports, errs, fid, secs):
         layers=layers,
         seconds=secs,
         warnings=warns,
+        collapsed=collapsed,
     )
 
 
@@ -425,6 +502,7 @@ def print_row(row):
         f"| {row['q']} | {row['variant']} | {row['fraction']:.3f} | {row['min_rank']} | "
         f"{_fmt_fid(row['fidelity'])} | {row['seconds']:.1f} s |"
         + (f" distill held-out loss {_fmt_distill(row['distill'])}" if "distill" in row else "")
+        + (f" rank<=2 (held-out err): {', '.join(row['collapsed'])}" if row["collapsed"] else "")
     )
 
 
