@@ -25,7 +25,7 @@ def test_distill_lowers_held_out_loss_and_the_fused_path_follows():
     )
     assert result.steps == 40 and result.epochs == 4 and len(result.losses) == 40
     assert result.held_out_after < 0.9 * result.held_out_before
-    assert "held-out loss" in str(result)
+    assert "held-out loss" in str(result) and result.best_epoch == 4
     x = batches[11]
     with torch.no_grad():
         fused = student(x)  # eval, no grad: the lrkernels kernels
@@ -74,6 +74,26 @@ def test_train_mode_false_keeps_batchnorm_statistics():
     before = student[1].running_mean.clone()
     lt.distill(student, teacher, [torch.randn(2, 16, 8, 8)], train_mode=False, progress=False)
     assert torch.equal(student[1].running_mean, before)
+
+
+def test_the_best_held_out_state_is_kept():
+    """A student that is already exact: any step makes it worse on held-out data, so the state
+    before training comes back (restore_best)."""
+    torch.manual_seed(5)
+    teacher = nn.Sequential(nn.Linear(6, 6)).eval()
+    student = lt.LowRankLinear.from_linear(teacher[0], rank=6)
+    student = nn.Sequential(student)
+    before = [p.detach().clone() for p in student.parameters()]
+    batches = [torch.randn(8, 6) for _ in range(4)]
+    result = lt.distill(
+        student, teacher, batches, epochs=2, lr=1e-1, held_out=batches[:2], progress=False
+    )
+    assert result.best_epoch == 0 and result.held_out_after == result.held_out_before
+    assert all(torch.equal(a, b) for a, b in zip(before, student.parameters()))
+    kept = lt.distill(
+        student, teacher, batches, lr=1e-1, held_out=batches[:2], restore_best=False, progress=False
+    )
+    assert kept.held_out_after > kept.held_out_before
 
 
 def test_bad_arguments():
