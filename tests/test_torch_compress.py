@@ -64,8 +64,15 @@ def test_compress_ratio_replaces_layers_and_reports():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, report = lt.compress(net, ratio=0.5, calibration=cal, progress=False)
-    assert isinstance(model.conv1, lt.TuckerConv2d) and isinstance(model.conv2, lt.TuckerConv2d)
+    # conv1 has 3 input channels: ratio=0.5 would cut r_in to 1-2 of 3, so it stays dense
+    # (min_rank=3); with the floor off it is factorized
+    assert isinstance(model.conv1, nn.Conv2d) and "min_rank=3" in report["conv1"].reason
+    assert isinstance(model.conv2, lt.TuckerConv2d)
     assert isinstance(model.pw, lt.TuckerConv2d) and model.pw.kernel_size == (1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        floorless, _ = lt.compress(net, ratio=0.5, calibration=cal, progress=False, min_rank=1)
+    assert isinstance(floorless.conv1, lt.TuckerConv2d)
     assert isinstance(model.fc, lt.LowRankLinear)
     assert isinstance(model.dw, nn.Conv2d) and "groups=32" in report["dw"].reason
     assert isinstance(net.conv1, nn.Conv2d)  # not in place: the original is untouched
@@ -117,6 +124,22 @@ def test_compress_budget_keeps_the_total_fraction():
     assert all("allocated" in r.reason for r in report.layers if r.compressed)
 
 
+def test_min_rank_keeps_small_layers_dense_instead_of_collapsing():
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+    small, report = lt.compress(model, ratio=0.3, progress=False)
+    assert isinstance(small[0], lt.LowRankLinear) and small[0].rank >= 3
+    assert isinstance(small[2], nn.Linear) and "rank 1 of 4" in report["2"].reason
+    with pytest.warns(UserWarning, match="rank <= 2"):
+        _, floorless = lt.compress(model, ratio=0.3, progress=False, min_rank=1)
+    assert floorless["2"].ranks == 1
+    explicit, _ = lt.compress(model, rank=2, progress=False, include=["2"])
+    assert explicit[2].rank == 2  # an explicit rank= is taken as given
+    _, budget = lt.compress(model, budget=0.3, progress=False)
+    assert all(r.ranks is None or r.ranks >= 3 for r in budget.layers)
+    with pytest.raises(ValueError, match="min_rank"):
+        lt.compress(model, ratio=0.3, min_rank=0, progress=False)
+
+
 def test_compress_latency_target_measures_and_skips_slow_layers():
     net = _net()
     model, report = lt.compress(
@@ -128,7 +151,7 @@ def test_compress_latency_target_measures_and_skips_slow_layers():
             assert "measured" in r.reason
             assert r.details["latency_candidates"]
         else:
-            assert "latency target" in r.reason
+            assert "latency target" in r.reason or "min_rank" in r.reason
     with pytest.raises(ValueError, match="input shapes"):
         lt.compress(net, latency_target=0.5, progress=False)
 
@@ -176,7 +199,9 @@ def test_sequential_calibration_sees_compressed_inputs():
 
     lt.compress.__globals__["_capture_inputs"] = spy
     try:
-        lt.compress(net, ratio=0.5, calibration=cal, progress=False, include=["conv1", "conv2"])
+        lt.compress(
+            net, ratio=0.5, calibration=cal, progress=False, include=["conv1", "conv2"], min_rank=1
+        )
     finally:
         lt.compress.__globals__["_capture_inputs"] = orig
     assert seen == ["Conv2d", "TuckerConv2d"]
@@ -288,7 +313,14 @@ def test_sweep_with_finetune_and_folds(tmp_path):
             opt.step()
 
     result = lt.sweep(
-        model, [0.5, 0.2], evaluate, finetune, folds=folds, example_inputs=x[:1], progress=False
+        model,
+        [0.5, 0.2],
+        evaluate,
+        finetune,
+        folds=folds,
+        example_inputs=x[:1],
+        progress=False,
+        min_rank=1,  # the 4-output layer at rank 1: this test is about the sweep, not the floor
     )
     assert [r.level for r in result.rows] == [None, 0.5, 0.2]
     assert result.rows[1].params < result.dense.params

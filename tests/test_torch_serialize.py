@@ -20,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:compress.*rank <= 2")
 
 
 def _compressed(fuse=False):
-    model, _ = lt.compress(_net(), ratio=0.5, progress=False, exclude=["dw"], fuse=fuse)
+    model, _ = lt.compress(_net(), ratio=0.5, progress=False, exclude=["dw"], fuse=fuse, min_rank=1)
     with torch.no_grad():  # make the non-factorized state differ from a fresh model's
         model.dw.weight.mul_(1.5)
     return model

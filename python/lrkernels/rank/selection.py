@@ -94,6 +94,7 @@ def allocate_budget(
     *,
     ratio: float | None = None,
     weighting: str = "relative",
+    min_rank: int = 1,
 ) -> RankChoice:
     """Ranks for a list of layers maximizing the kept energy under one total parameter budget.
 
@@ -108,7 +109,9 @@ def allocate_budget(
     taken, until none fits. The error reduction of a step is the next singular value squared of
     the matrix (exact, Eckart-Young) or of the corresponding unfolding (the HOSVD bound for
     Tucker-2). ``weighting="relative"`` divides each layer's reductions by its ||W||_F^2 (every
-    layer counts alike whatever its scale); ``"absolute"`` uses them as they are.
+    layer counts alike whatever its scale); ``"absolute"`` uses them as they are. min_rank: every
+    rank starts at min(min_rank, its bound) instead of 1 (lrkernels.torch.compress passes 3: no
+    layer collapses to rank 1-2 unless that is its full rank).
     """
     if (budget is None) == (ratio is None):
         raise ValueError("allocate_budget: give exactly one of budget= (parameters) or ratio=")
@@ -138,7 +141,13 @@ def allocate_budget(
     else:
         budget = _check_int(budget, "budget", 1)
 
-    ranks = [[1] if it["kind"] == "linear" else [1, 1] for it in items]
+    min_rank = _check_int(min_rank, "min_rank", 1)
+    ranks = [
+        [min(min_rank, min(it["shape"]))]
+        if it["kind"] == "linear"
+        else [min(min_rank, it["shape"][1]), min(min_rank, it["shape"][0])]
+        for it in items
+    ]
 
     def cost(i):
         it = items[i]
@@ -149,7 +158,8 @@ def allocate_budget(
     used = sum(cost(i) for i in range(len(items)))
     if used > budget:
         raise ValueError(
-            f"budget={budget} is below the {used} parameters of every layer at rank 1 "
+            f"budget={budget} is below the {used} parameters of every layer at its smallest "
+            f"rank (min_rank={min_rank}) "
             f"(dense total {dense_total})"
         )
     caps = []

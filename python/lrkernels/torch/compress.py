@@ -386,6 +386,43 @@ def _min_rank(ranks):
     return min(flat) if flat else None
 
 
+def _rank_bounds(module, new):
+    """(chosen rank, its bound) pairs of a factorized module: the bound is the rank of the full
+    matrix (or mode) it factorizes."""
+    if isinstance(new, _LowRankRNNBase):
+        pairs = []
+        for k, (r_ih, r_hh) in enumerate(new.ranks):
+            layer_in = (
+                module.input_size
+                if k < (2 if module.bidirectional else 1)
+                else (module.hidden_size * (2 if module.bidirectional else 1))
+            )
+            rows = module.weight_ih_l0.shape[0]
+            pairs += [(r_ih, min(rows, layer_in)), (r_hh, min(rows, module.hidden_size))]
+        return [(r, b) for r, b in pairs if r is not None]
+    if isinstance(module, nn.Embedding):
+        return [(new.rank, min(module.num_embeddings, module.embedding_dim))]
+    if isinstance(module, nn.Linear):
+        return [(new.rank, min(module.in_features, module.out_features))]
+    rank = new.rank
+    if isinstance(rank, (tuple, list)):  # Tucker-2: (r_in, r_out)
+        return [(rank[0], module.in_channels), (rank[1], module.out_channels)]
+    return [(rank, min(module.in_channels, module.out_channels))]
+
+
+def _collapsed_rank(module, new, min_rank):
+    """Why the layer stays dense when a chosen rank is below min_rank without being full; None
+    otherwise."""
+    low = [(r, b) for r, b in _rank_bounds(module, new) if r < min_rank and r < b]
+    if not low:
+        return None
+    r, b = low[0]
+    return (
+        f"the criterion chose rank {r} of {b} (below min_rank={min_rank}): a rank-{r} "
+        "factorization would collapse this layer, so it stays dense"
+    )
+
+
 def _params(module):
     return sum(p.numel() for p in module.parameters())
 
@@ -626,6 +663,7 @@ def compress(
     method="hooi",
     fit="sequential",
     allocation=None,
+    min_rank=3,
 ):
     """Factorize the model's nn.Linear and nn.Conv2d layers (and nn.LSTM, nn.GRU, nn.Embedding:
     LowRankLSTM / LowRankGRU with every weight matrix factorized, LowRankEmbedding; by rank=,
@@ -671,6 +709,12 @@ def compress(
     fuse: also fold BatchNorms into the factorized layers before them and fuse the following
       ReLU/ReLU6/Hardtanh (see ``lrkernels.torch.fuse``): for inference; the model returned is
       then a torch.fx GraphModule.
+    min_rank: a layer whose chosen rank (either rank of a Tucker pair, any matrix of an LSTM)
+      falls below it stays dense, with the reason, unless that is the matrix's full rank: energy=,
+      ratio=, vbmf=True and latency_target= would otherwise cut small layers (a 4-output box
+      regressor, an RGB input side) to rank 1-2, which breaks them (measured on MTCNN,
+      BENCHMARKS.md); budget= starts every layer's allocation there instead. An explicit rank= is
+      taken as given. 1 disables the floor.
     progress: a progress bar on stderr. measure: time dense and fused layers (needs shapes).
     method: "hooi" (default; iterated, the better fit) or "hosvd" (one SVD per mode: much faster
       on large layers) for Tucker-2 convolutions.
@@ -707,6 +751,8 @@ def compress(
     if conv not in ("tucker", "cp"):
         raise ValueError(f"conv must be 'tucker' or 'cp', got {conv!r}")
     conv_class = TuckerConv2d if conv == "tucker" else CPConv2d
+    if not isinstance(min_rank, int) or isinstance(min_rank, bool) or min_rank < 1:
+        raise ValueError(f"min_rank must be a positive int, got {min_rank!r}")
     if fit not in ("sequential", "asymmetric"):
         raise ValueError(f"fit must be 'sequential' or 'asymmetric', got {fit!r}")
     if allocation is None:
@@ -761,6 +807,7 @@ def compress(
                 method,
                 fit,
                 allocation,
+                min_rank,
             )
     finally:
         model.train(was_training)
@@ -806,6 +853,7 @@ def _compress(
     method,
     fit="sequential",
     allocation="spectrum",
+    min_rank=1,
 ):
     aliases = {}  # first name -> every name of the same module object
     first_name = {}
@@ -856,7 +904,7 @@ def _compress(
                     X = _capture_inputs(model, modules[n], calibration, max_rows)
                     if X is not None:
                         weights[j] = _whitened(weights[j], X)
-            choice = allocate_budget(weights, ratio=value)
+            choice = allocate_budget(weights, ratio=value, min_rank=min_rank)
             allocated = dict(zip(names, choice.rank))
             budget_reason = choice.reason
             if allocation == "sensitivity":
@@ -956,6 +1004,10 @@ def _compress(
             why = f"allocated: {budget_reason}"
         elif key == "latency_target":
             why = latency_why
+        collapsed = _collapsed_rank(module, new, min_rank) if key != "rank" else None
+        if collapsed:
+            row.reason = collapsed
+            continue
         new_params = _params(new)
         if new_params >= row.params_before:
             row.reason = (
