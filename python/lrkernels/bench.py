@@ -212,6 +212,23 @@ def run(
     return peaks, results
 
 
+def _timed_row(layer, shape, batch, rank, lowrank, dense, x, budget) -> dict:
+    """One row of sequence_rows: the factorized and the dense layer timed on the same input."""
+    t_fact = _median_seconds(lambda: lowrank(x), budget)
+    t_dense = _median_seconds(lambda: dense(x), budget)
+    return dict(
+        layer=layer,
+        shape=shape,
+        batch=batch,
+        rank=rank,
+        factorized_seconds=t_fact,
+        dense_seconds=t_dense,
+        speedup_vs_dense=t_dense / t_fact,
+        factor_bytes=4 * lowrank.num_params(),
+        dense_bytes=4 * dense.num_params(),
+    )
+
+
 def sequence_rows(quick: bool = False, progress=sys.stderr) -> list[dict]:
     """Recurrent layers (a whole sequence, factorized LowRankLSTM/GRU against the dense LSTM/GRU)
     and embedding lookups (LowRankEmbedding against Embedding): one dict per row."""
@@ -236,21 +253,8 @@ def sequence_rows(quick: bool = False, progress=sys.stderr) -> list[dict]:
         lowrank = lowrank_cls(*factors)
         dense = dense_cls(*lowrank.dense_weights())
         x = rng.standard_normal((RECURRENT_SEQ, batch, hidden)).astype(np.float32)
-        t_fact = _median_seconds(lambda: lowrank(x), budget)
-        t_dense = _median_seconds(lambda: dense(x), budget)
-        rows.append(
-            dict(
-                layer=name,
-                shape=f"H{hidden} seq {RECURRENT_SEQ}",
-                batch=batch,
-                rank=rank,
-                factorized_seconds=t_fact,
-                dense_seconds=t_dense,
-                speedup_vs_dense=t_dense / t_fact,
-                factor_bytes=4 * lowrank.num_params(),
-                dense_bytes=4 * dense.num_params(),
-            )
-        )
+        shape = f"H{hidden} seq {RECURRENT_SEQ}"
+        rows.append(_timed_row(name, shape, batch, rank, lowrank, dense, x, budget))
     tables = {}
     for num, dim, rank, tokens, name in EMBEDDING_SHAPES:
         i += 1
@@ -261,20 +265,9 @@ def sequence_rows(quick: bool = False, progress=sys.stderr) -> list[dict]:
             tables[num, dim, rank] = (LowRankEmbedding(A, B), Embedding(A @ B))
         lowrank, dense = tables[num, dim, rank]
         idx = rng.integers(0, num, size=tokens)
-        t_fact = _median_seconds(lambda: lowrank(idx), budget)
-        t_dense = _median_seconds(lambda: dense(idx), budget)
+        layer = name or f"embedding {num}x{dim}"
         rows.append(
-            dict(
-                layer=name or f"embedding {num}x{dim}",
-                shape=f"{tokens} tokens",
-                batch=tokens,
-                rank=rank,
-                factorized_seconds=t_fact,
-                dense_seconds=t_dense,
-                speedup_vs_dense=t_dense / t_fact,
-                factor_bytes=4 * lowrank.num_params(),
-                dense_bytes=4 * dense.num_params(),
-            )
+            _timed_row(layer, f"{tokens} tokens", tokens, rank, lowrank, dense, idx, budget)
         )
     if progress is not None:
         progress.write("\r" + " " * 70 + "\r")

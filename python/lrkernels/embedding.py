@@ -16,17 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from .recurrent import _float_matrix
 
 __all__ = ["Embedding", "LowRankEmbedding"]
-
-
-def _float_matrix(a, what):
-    arr = np.asarray(a)
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{what} must have a real floating-point dtype, got {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must be 2-D, got shape {arr.shape}")
-    return arr
 
 
 def _padding(padding_idx, num):

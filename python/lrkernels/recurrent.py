@@ -159,71 +159,6 @@ class _Recurrent:
         shape = (1, H) if unbatched else (1, batch, H)
         return out, h_n.reshape(shape), None if c_n is None else c_n.reshape(shape)
 
-    # ---- from trained dense weights ----
-    @classmethod
-    def _from_dense(
-        cls,
-        weight_ih,
-        weight_hh,
-        bias_ih,
-        bias_hh,
-        *,
-        rank,
-        ranks,
-        energy,
-        ratio,
-        calibration,
-        reg,
-        batch_first,
-    ):
-        from .decompose.criteria import linear_factors
-
-        W_ih = _float_matrix(weight_ih, "weight_ih")
-        W_hh = _float_matrix(weight_hh, "weight_hh")
-        given = [
-            k
-            for k, v in (("rank", rank), ("ranks", ranks), ("energy", energy), ("ratio", ratio))
-            if v is not None
-        ]
-        if len(given) != 1:
-            raise ValueError(
-                f"{cls.__name__}.from_dense takes exactly one of rank=, ranks=, energy=, ratio=; "
-                f"got {', '.join(given) or 'none'}"
-            )
-        if given[0] == "ranks":
-            if not isinstance(ranks, (tuple, list)) or len(ranks) != 2:
-                raise ValueError(f"ranks must be a pair (r_ih, r_hh), got {ranks!r}")
-            per = [{"rank": r} for r in ranks]
-        elif given[0] == "rank":
-            per = [{"rank": rank}, {"rank": rank}]
-        else:
-            value = {"energy": energy, "ratio": ratio}[given[0]]
-            per = [{given[0]: value}, {given[0]: value}]
-        # The dense layer gives the calibration of W_hh: the hidden states the layer itself sees.
-        dense = cls._dense_class(W_ih, W_hh, bias_ih, bias_hh)
-        xs = _calibration_sequences(calibration, W_ih.shape[1])
-        cal_ih = cal_hh = None
-        if xs:
-            cal_ih = np.concatenate([x.reshape(-1, x.shape[-1]) for x in xs])
-            states = []
-            for x in xs:
-                out = dense._run(x, None, None, False)[0]
-                prev = np.concatenate([np.zeros((1,) + out.shape[1:], np.float32), out[:-1]])
-                states.append(prev.reshape(-1, out.shape[-1]))
-            cal_hh = np.concatenate(states)
-        parts, choices = [], []
-        for W, crit, cal in ((W_ih, per[0], cal_ih), (W_hh, per[1], cal_hh)):
-            if "rank" in crit and crit["rank"] is None:
-                parts.append(W)
-                choices.append(None)
-                continue
-            U, V, choice = linear_factors(W, **crit, calibration=cal, reg=reg)
-            parts.append((U, V))
-            choices.append(choice)
-        layer = cls(parts[0], parts[1], bias_ih, bias_hh, batch_first=batch_first)
-        layer.rank_choices = tuple(choices)
-        return layer
-
 
 def _calibration_sequences(calibration, input_size):
     """A list of float32 (seq, batch, input_size) arrays from an array or a list of arrays
@@ -245,13 +180,77 @@ def _calibration_sequences(calibration, input_size):
     return out
 
 
-_FROM_DENSE_DOC = """{cls} from torch-shaped dense weights: weight_ih ({g}H, input_size), weight_hh
-({g}H, H), bias_ih and bias_hh ({g}H,) or None, by exactly one criterion per matrix: rank=r (both
-matrices), ranks=(r_ih, r_hh) (None keeps that matrix dense), energy=e or ratio=q (each matrix by
-itself, as ``LowRankLinear.from_dense``). calibration: input sequences (seq, batch, input_size)
-(an array or a list): W_ih is fitted to those inputs, W_hh to the hidden states the dense layer
-computes from them (data-aware truncated SVD; reg as in ``LowRankLinear.from_dense``). The rank
-choices are in ``layer.rank_choices`` (None for a dense matrix)."""
+def _low_rank_from_dense(
+    cls,
+    weight_ih,
+    weight_hh,
+    bias_ih=None,
+    bias_hh=None,
+    *,
+    rank=None,
+    ranks=None,
+    energy=None,
+    ratio=None,
+    calibration=None,
+    reg="auto",
+    batch_first=False,
+):
+    """LowRankLSTM (G = 4) / LowRankGRU (G = 3) from torch-shaped dense weights: weight_ih
+    (G*H, input_size), weight_hh (G*H, H), bias_ih and bias_hh (G*H,) or None, by exactly
+    one criterion per matrix: rank=r (both matrices), ranks=(r_ih, r_hh) (None keeps that
+    matrix dense), energy=e or ratio=q (each matrix by itself, as
+    ``LowRankLinear.from_dense``). calibration: input sequences (seq, batch, input_size) (an
+    array or a list): W_ih is fitted to those inputs, W_hh to the hidden states the dense
+    layer computes from them (data-aware truncated SVD; reg as in
+    ``LowRankLinear.from_dense``). The rank choices are in ``layer.rank_choices`` (None for
+    a dense matrix)."""
+    from .decompose.criteria import linear_factors
+
+    W_ih = _float_matrix(weight_ih, "weight_ih")
+    W_hh = _float_matrix(weight_hh, "weight_hh")
+    given = [
+        k
+        for k, v in (("rank", rank), ("ranks", ranks), ("energy", energy), ("ratio", ratio))
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise ValueError(
+            f"{cls.__name__}.from_dense takes exactly one of rank=, ranks=, energy=, ratio=; "
+            f"got {', '.join(given) or 'none'}"
+        )
+    if given[0] == "ranks":
+        if not isinstance(ranks, (tuple, list)) or len(ranks) != 2:
+            raise ValueError(f"ranks must be a pair (r_ih, r_hh), got {ranks!r}")
+        per = [{"rank": r} for r in ranks]
+    elif given[0] == "rank":
+        per = [{"rank": rank}, {"rank": rank}]
+    else:
+        value = {"energy": energy, "ratio": ratio}[given[0]]
+        per = [{given[0]: value}, {given[0]: value}]
+    # The dense layer gives the calibration of W_hh: the hidden states the layer itself sees.
+    dense = cls._dense_class(W_ih, W_hh, bias_ih, bias_hh)
+    xs = _calibration_sequences(calibration, W_ih.shape[1])
+    cal_ih = cal_hh = None
+    if xs:
+        cal_ih = np.concatenate([x.reshape(-1, x.shape[-1]) for x in xs])
+        states = []
+        for x in xs:
+            out = dense._run(x, None, None, False)[0]
+            prev = np.concatenate([np.zeros((1,) + out.shape[1:], np.float32), out[:-1]])
+            states.append(prev.reshape(-1, out.shape[-1]))
+        cal_hh = np.concatenate(states)
+    parts, choices = [], []
+    for W, crit, cal in ((W_ih, per[0], cal_ih), (W_hh, per[1], cal_hh)):
+        if "rank" in crit and crit["rank"] is None:
+            parts.append(W)
+            choices.append(None)
+            continue
+        U, V, choice = linear_factors(W, **crit, calibration=cal, reg=reg)
+        parts.append((U, V))
+        choices.append(choice)
+    layer = cls(parts[0], parts[1], bias_ih, bias_hh, batch_first=batch_first)
+    layer.rank_choices = tuple(choices)
+    return layer
 
 
 class LSTM(_Recurrent):
@@ -306,35 +305,7 @@ class LowRankLSTM(LSTM):
 
     _low_rank = True
 
-    @classmethod
-    def from_dense(
-        cls,
-        weight_ih,
-        weight_hh,
-        bias_ih=None,
-        bias_hh=None,
-        *,
-        rank=None,
-        ranks=None,
-        energy=None,
-        ratio=None,
-        calibration=None,
-        reg="auto",
-        batch_first=False,
-    ):
-        return cls._from_dense(
-            weight_ih,
-            weight_hh,
-            bias_ih,
-            bias_hh,
-            rank=rank,
-            ranks=ranks,
-            energy=energy,
-            ratio=ratio,
-            calibration=calibration,
-            reg=reg,
-            batch_first=batch_first,
-        )
+    from_dense = classmethod(_low_rank_from_dense)
 
 
 class LowRankGRU(GRU):
@@ -342,40 +313,9 @@ class LowRankGRU(GRU):
 
     _low_rank = True
 
-    @classmethod
-    def from_dense(
-        cls,
-        weight_ih,
-        weight_hh,
-        bias_ih=None,
-        bias_hh=None,
-        *,
-        rank=None,
-        ranks=None,
-        energy=None,
-        ratio=None,
-        calibration=None,
-        reg="auto",
-        batch_first=False,
-    ):
-        return cls._from_dense(
-            weight_ih,
-            weight_hh,
-            bias_ih,
-            bias_hh,
-            rank=rank,
-            ranks=ranks,
-            energy=energy,
-            ratio=ratio,
-            calibration=calibration,
-            reg=reg,
-            batch_first=batch_first,
-        )
+    from_dense = classmethod(_low_rank_from_dense)
 
 
-LSTM._dense_class = LSTM
-LowRankLSTM._dense_class = LSTM
+_low_rank_from_dense.__name__ = _low_rank_from_dense.__qualname__ = "from_dense"
+LSTM._dense_class = LSTM  # inherited by LowRankLSTM: its calibration runs the dense layer
 GRU._dense_class = GRU
-LowRankGRU._dense_class = GRU
-LowRankLSTM.from_dense.__func__.__doc__ = _FROM_DENSE_DOC.format(cls="LowRankLSTM", g=4)
-LowRankGRU.from_dense.__func__.__doc__ = _FROM_DENSE_DOC.format(cls="LowRankGRU", g=3)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 import lrkernels
+from lrkernels.decompose.calibration import _sqrt_and_inv_sqrt
 from lrkernels.rank import allocate_budget, by_ratio
 
 from ._kernel_cache import KernelModule
@@ -296,6 +297,22 @@ def _record_calls(model, modules, batch):
     return order, shapes
 
 
+def _run_until_captured(model, module, batches, hook, full):
+    """Runs the model on the batches with ``hook`` as ``module``'s forward pre-hook (it raises
+    _Stop once it has the input, ending the pass there) until ``full()``."""
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        for batch in batches:
+            if full():
+                break
+            try:
+                _run(model, batch)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+
+
 def _capture_inputs(model, module, batches, max_rows):
     """The inputs ``module`` receives over the calibration batches (linear: rows (n, in);
     conv: NCHW images), at most ``max_rows`` rows / pixels, as a float64 array; the forward
@@ -318,17 +335,7 @@ def _capture_inputs(model, module, batches, max_rows):
             captured.append(to_numpy(x))
         raise _Stop
 
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        for batch in batches:
-            if count[0] >= max_rows:
-                break
-            try:
-                _run(model, batch)
-            except _Stop:
-                pass
-    finally:
-        handle.remove()
+    _run_until_captured(model, module, batches, hook, lambda: count[0] >= max_rows)
     return np.concatenate(captured) if captured else None
 
 
@@ -343,9 +350,7 @@ def _whitened(weight, X):
         if W.ndim == 2
         else X.transpose(1, 0, 2, 3).reshape(X.shape[1], -1).T
     )
-    C = A.T @ A / max(A.shape[0], 1)
-    evals, Q = np.linalg.eigh(C)
-    S = (Q * np.sqrt(np.maximum(evals, 0.0))) @ Q.T
+    S, _ = _sqrt_and_inv_sqrt(A.T @ A / max(A.shape[0], 1))
     if W.ndim == 2:
         return W @ S
     return np.einsum("ocyx,cd->odyx", W, S)
@@ -364,17 +369,7 @@ def _capture_sequences(model, module, batches, max_rows):
             count[0] += x.numel() // (x.shape[-1] if x.is_floating_point() and x.ndim else 1)
         raise _Stop
 
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        for batch in batches:
-            if count[0] >= max_rows:
-                break
-            try:
-                _run(model, batch)
-            except _Stop:
-                pass
-    finally:
-        handle.remove()
+    _run_until_captured(model, module, batches, hook, lambda: count[0] >= max_rows)
     return captured or None
 
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compress import _as_args
+
 __all__ = ["DistillResult", "distill"]
 
 _LOSSES = ("mse", "kl", "cosine")
@@ -49,10 +51,6 @@ class DistillResult:
             text += f"; held-out loss {self.held_out_before:.4g} -> {self.held_out_after:.4g}"
             text += f" (kept the state after epoch {self.best_epoch})"
         return text
-
-
-def _as_args(batch):
-    return tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
 
 
 def _tensors(output, select):

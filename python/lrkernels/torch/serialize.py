@@ -116,17 +116,7 @@ def _sequence_geometry(m):
 
 def _check_sequence_replaces(path, name, target, module):
     kinds = (nn.LSTM, nn.GRU, nn.Embedding, LowRankLSTM, LowRankGRU, LowRankEmbedding)
-    if not isinstance(target, kinds):
-        raise ValueError(
-            f"{path}: {name!r} is a {type(target).__name__} in the model, the file has a "
-            f"{type(module).__name__}"
-        )
-    if _sequence_geometry(target) != _sequence_geometry(module):
-        raise ValueError(
-            f"{path}: {name!r} does not match: the model has {type(target).__name__} "
-            f"{_sequence_geometry(target)}, the file {type(module).__name__} "
-            f"{_sequence_geometry(module)}"
-        )
+    _check_replaces(path, name, target, module, kinds, _sequence_geometry)
 
 
 def save(model, path):
@@ -205,18 +195,21 @@ def _geometry(m):
     )
 
 
-def _check_replaces(path, name, target, module):
-    """ValueError unless ``module`` (from the file) can stand in for the model's ``target``: a
-    Linear for a linear layer, a convolution of the same channels and geometry for a conv."""
-    if not isinstance(target, (nn.Linear, nn.Conv2d, FactorizedModule)):
+def _check_replaces(path, name, target, module, kinds=None, geometry=None):
+    """ValueError unless ``module`` (from the file) can stand in for the model's ``target``: one
+    of ``kinds`` with the same ``geometry`` (default: a Linear for a linear layer, a convolution
+    of the same channels and geometry for a conv)."""
+    kinds = kinds or (nn.Linear, nn.Conv2d, FactorizedModule)
+    geometry = geometry or _geometry
+    if not isinstance(target, kinds):
         raise ValueError(
             f"{path}: {name!r} is a {type(target).__name__} in the model, the file has a "
             f"{type(module).__name__}"
         )
-    if _geometry(target) != _geometry(module):
+    if geometry(target) != geometry(module):
         raise ValueError(
             f"{path}: {name!r} does not match: the model has {type(target).__name__} "
-            f"{_geometry(target)}, the file {type(module).__name__} {_geometry(module)}"
+            f"{geometry(target)}, the file {type(module).__name__} {geometry(module)}"
         )
 
 
