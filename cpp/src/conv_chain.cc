@@ -71,7 +71,7 @@ void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t
     const float* taps[kMaxTaps];
     for (std::size_t p = panels * part / threads; p < panels * (part + 1) / threads; ++p) {
       const std::size_t cols = std::min(nr, n - p * nr);
-      const float* panel = w.panel_weights(p);
+      const void* panel = w.panel_weights(p);
       for (std::size_t r = 0; r < rows; ++r) {
         const float* const* row_src = src + r * g.kh;
         for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {

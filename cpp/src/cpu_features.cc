@@ -1,5 +1,7 @@
 // What the CPU supports, asked of the CPU itself (CPUID + XGETBV on x86, HWCAP on ARM).
 // Compiled with baseline flags: it runs before we know any extension is safe.
+#include <atomic>
+#include <cstring>
 #include <string>
 
 #include "lrkernels/dispatch.h"
@@ -29,6 +31,7 @@ unsigned detect() {
   unsigned eax, ebx, ecx, edx;
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return mask;
   const bool fma = (ecx >> 12) & 1, osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1;
+  const bool f16c = (ecx >> 29) & 1;
   if (!osxsave || !avx) return mask;
   const unsigned long long xcr0 = read_xcr0();
   const bool os_ymm = (xcr0 & 0x6) == 0x6;    // XMM and YMM state saved by the OS
@@ -36,7 +39,12 @@ unsigned detect() {
   if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return mask;
   const bool avx2 = (ebx >> 5) & 1, avx512f = (ebx >> 16) & 1;
   const bool vnni = (ecx >> 11) & 1, fp16 = (edx >> 23) & 1;
-  if (avx2 && fma && os_ymm) mask |= kCpuAvx2Fma;
+  if (avx2 && fma && os_ymm) {
+    mask |= kCpuAvx2Fma;
+    if (f16c) mask |= kCpuF16c;
+    unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;  // leaf 7 subleaf 1: EAX bit 4 is AVX-VNNI
+    if (__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && ((a1 >> 4) & 1)) mask |= kCpuAvxVnni;
+  }
   if (avx512f && avx2 && fma && os_zmm) {
     mask |= kCpuAvx512f;
     if (vnni) mask |= kCpuAvx512Vnni;
@@ -69,6 +77,44 @@ unsigned detect() { return 0; }
 unsigned cpu_feature_mask() {
   static const unsigned mask = detect();
   return mask;
+}
+
+namespace {
+std::atomic<unsigned> g_disabled_features{0};
+
+struct FeatureName {
+  unsigned bit;
+  const char* name;
+};
+constexpr FeatureName kFeatureNames[] = {
+    {kCpuNeon, "neon"},           {kCpuNeonFp16Arith, "asimdhp"},  {kCpuNeonDot, "asimddp"},
+    {kCpuAvx2Fma, "avx2"},        {kCpuF16c, "f16c"},              {kCpuAvxVnni, "avx_vnni"},
+    {kCpuAvx512f, "avx512f"},     {kCpuAvx512Vnni, "avx512_vnni"}, {kCpuAvx512Fp16, "avx512_fp16"},
+};
+}  // namespace
+
+unsigned enabled_cpu_features() {
+  return cpu_feature_mask() & ~g_disabled_features.load(std::memory_order_relaxed);
+}
+
+void set_disabled_cpu_features(unsigned mask) {
+  g_disabled_features.store(mask & kCpuOverridableFeatures, std::memory_order_relaxed);
+}
+
+unsigned disabled_cpu_features() { return g_disabled_features.load(std::memory_order_relaxed); }
+
+const char* cpu_feature_name(unsigned bit) {
+  for (const FeatureName& f : kFeatureNames) {
+    if (f.bit == bit) return f.name;
+  }
+  return "unknown";
+}
+
+unsigned cpu_feature_from_name(const char* name) {
+  for (const FeatureName& f : kFeatureNames) {
+    if (name != nullptr && std::strcmp(name, f.name) == 0) return f.bit;
+  }
+  return 0;
 }
 
 unsigned cpu_isa_mask() {

@@ -76,7 +76,7 @@ void gemm_tiles(const F32GemmConfig& ks, const Blocking& blk, std::size_t m_begi
         for (std::size_t p = pc0; p < pc_end; ++p) {
           const std::size_t col0 = p * nr;
           const std::size_t cols = std::min(nr, n - col0);
-          const float* panel = w.panel_weights(p) + kc0 * nr;
+          const void* panel = w.panel_weights(p, kc0);
           const float* init = kc0 == 0 ? w.panel_bias(p) : nullptr;  // later K blocks accumulate
           for (std::size_t m0 = mc0; m0 < mc_end; m0 += mr) {
             const std::size_t rows = std::min(mr, mc_end - m0);

@@ -96,13 +96,18 @@ void gemm_case(const lrk::F32GemmConfig& cfg, const GemmCase& g, Pool& pool, Fam
   std::vector<float> w(g.nr * K), bias(g.nr);
   pool.fill(w.data(), w.size());
   pool.fill(bias.data(), bias.size());
-  // 64-byte aligned, as PackedWeights allocates.
-  lrk::AlignedBuffer pk((K + 1) * NR, sizeof(float));
+  // 64-byte aligned, as PackedWeights allocates: NR float biases, then K x NR weights of the
+  // config's type (f32, or fp16 for the f16w configs, whose reference uses the rounded weights).
+  const std::size_t wb = cfg.weight_bytes;
+  lrk::AlignedBuffer pk(NR * sizeof(float) + K * NR * wb, 1);
   float* packed = pk.as<float>();
-  for (std::size_t e = 0; e < (K + 1) * NR; ++e) packed[e] = sentinel();
+  std::memset(packed, 0xFF, NR * sizeof(float) + K * NR * wb);  // NaN bits: the packer overwrites
   cfg.pack(w.data(), g.use_init ? bias.data() : nullptr, g.nr, K, NR, packed);
   const float* init = g.use_init ? packed : nullptr;
-  const float* panel = packed + NR;
+  const void* panel = packed + NR;
+  if (wb == 2) {
+    for (float& v : w) v = lrk::fp16_to_float(lrk::fp16_from_float(v));
+  }
 
   // A: one buffer per tap, rows x lda, NaN past column kc.
   std::vector<std::vector<float>> a(g.taps);
@@ -202,6 +207,91 @@ void test_gemm(const lrk::F32GemmConfig& cfg, Pool& pool, Family& fam) {
       }
     }
   }
+}
+
+// ---- qd8-f32-qc8w GEMM (int8) -------------------------------------------------------------------
+
+// One call of cfg.ukernel[rows] on int8 data, compared bit for bit with an int64 loop: A values
+// cover -128..127 (stored + input_offset), weights -127..127 with runs at the extremes (the
+// saturation cases of 16-bit pair sums), sentinels around C.
+void qd8_gemm_case(const lrk::QD8GemmConfig& cfg, std::size_t rows, std::size_t nr,
+                   std::size_t kgroups, std::size_t taps, std::size_t lda, std::size_t ldc,
+                   std::mt19937& gen, Family& fam, bool extremes) {
+  const std::size_t NR = cfg.nr, kbytes = 4 * kgroups;
+  std::uniform_int_distribution<int> wdist(-127, 127), adist(-128, 127), coin(0, 3);
+  // Packed panel: [taps][kgroups][NR][4] int8, zero past column nr.
+  std::vector<std::int8_t> panel(taps * kgroups * NR * 4, 0);
+  std::vector<int> w(nr * taps * kbytes);  // w[j][t][k]
+  for (std::size_t j = 0; j < nr; ++j)
+    for (std::size_t t = 0; t < taps; ++t)
+      for (std::size_t k = 0; k < kbytes; ++k) {
+        int v = wdist(gen);
+        if (extremes) v = coin(gen) ? (coin(gen) & 1 ? 127 : -127) : v;
+        w[(j * taps + t) * kbytes + k] = v;
+        panel[((t * kgroups + k / 4) * NR + j) * 4 + k % 4] = static_cast<std::int8_t>(v);
+      }
+  std::vector<std::vector<std::int8_t>> a(taps);
+  std::vector<const std::int8_t*> a_ptrs(taps);
+  for (std::size_t t = 0; t < taps; ++t) {
+    a[t].assign(rows * lda + 1, static_cast<std::int8_t>(0x5A));  // junk past each row's K
+    for (std::size_t i = 0; i < rows; ++i)
+      for (std::size_t k = 0; k < kbytes; ++k) {
+        int q = adist(gen);
+        if (extremes) q = coin(gen) ? (coin(gen) & 1 ? 127 : -128) : q;
+        a[t][1 + i * lda + k] = static_cast<std::int8_t>(static_cast<std::uint8_t>(q + cfg.input_offset));
+      }
+    a_ptrs[t] = a[t].data() + 1;  // unaligned on purpose
+  }
+  const std::int32_t kSent = 0x7EADBEEF;
+  std::vector<std::int32_t> cbuf((rows + 2) * ldc + NR, kSent);
+  std::int32_t* c = cbuf.data() + ldc;
+  cfg.ukernel[rows](nr, kgroups, taps, a_ptrs.data(), lda, panel.data(), c, ldc);
+  for (std::size_t i = 0; i < rows; ++i)
+    for (std::size_t j = 0; j < nr; ++j) {
+      long long ref = 0;
+      for (std::size_t t = 0; t < taps; ++t)
+        for (std::size_t k = 0; k < kbytes; ++k) {
+          const int q = (cfg.input_offset ? static_cast<int>(static_cast<std::uint8_t>(a_ptrs[t][i * lda + k]))
+                                          : static_cast<int>(a_ptrs[t][i * lda + k]));
+          ref += static_cast<long long>(q) * w[(j * taps + t) * kbytes + k];
+        }
+      if (c[i * ldc + j] != ref) {
+        fam.check(false, "rows=%zu nr=%zu kgroups=%zu taps=%zu lda=%zu ldc=%zu: c[%zu][%zu] = %d, expected %lld",
+                  rows, nr, kgroups, taps, lda, ldc, i, j, int(c[i * ldc + j]), ref);
+        return;
+      }
+    }
+  for (std::size_t e = 0; e < cbuf.size(); ++e) {
+    const std::size_t row = e / ldc, col = e % ldc;
+    const bool inside = row >= 1 && row <= rows && col < nr;
+    if (!inside && cbuf[e] != kSent) {
+      fam.check(false, "rows=%zu nr=%zu kgroups=%zu taps=%zu: wrote outside the tile (buffer row %zu, col %zu)",
+                rows, nr, kgroups, taps, row, col);
+      return;
+    }
+  }
+  fam.pass();
+}
+
+void test_qd8_gemm(const lrk::QD8GemmConfig& cfg, Pool&, Family& fam) {
+  bool ok = cfg.mr >= 1 && cfg.mr <= lrk::kMaxMr && cfg.nr >= 1 &&
+            (cfg.input_offset == 0 || cfg.input_offset == 128);
+  for (std::size_t r = 1; ok && r <= cfg.mr; ++r) ok = cfg.ukernel[r] != nullptr;
+  fam.check(ok, "config: mr=%zu nr=%zu offset=%d, a per-row kernel is missing", cfg.mr, cfg.nr,
+            cfg.input_offset);
+  if (!ok) return;
+  std::mt19937 gen(1234);
+  for (std::size_t rows = 1; rows <= cfg.mr; ++rows)
+    for (std::size_t nr = 1; nr <= cfg.nr; ++nr)
+      for (std::size_t kgroups : {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33})
+        for (std::size_t taps : {1, 2, 9}) {
+          const bool padded = (nr + kgroups) & 1;
+          const std::size_t lda = 4 * kgroups + (padded ? 5 : 0), ldc = nr + (padded ? 3 : 0);
+          qd8_gemm_case(cfg, rows, nr, kgroups, taps, lda, ldc, gen, fam, (kgroups & 2) != 0);
+        }
+  // Long K at the extremes: 16-bit pair sums and int32 totals must not overflow (K = 4096).
+  for (std::size_t rows = 1; rows <= cfg.mr; ++rows)
+    qd8_gemm_case(cfg, rows, cfg.nr, 1024, 1, 4096, cfg.nr, gen, fam, true);
 }
 
 // ---- f32 transpose ----------------------------------------------------------------------------
@@ -502,6 +592,10 @@ struct Runner {
           [&](Family& f) { test_gemm(*cfg, pool, f); });
     }
   }
+  void qd8_gemm(const lrk::QD8GemmConfig* cfg) {
+    run(cfg, cfg->name ? cfg->name : "(unnamed qd8-gemm)",
+        [&](Family& f) { test_qd8_gemm(*cfg, pool, f); });
+  }
 };
 
 }  // namespace
@@ -523,6 +617,8 @@ int main(int argc, char** argv) {
     ++isas;
     std::printf("-- isa %s\n", lrk::isa_name(isa));
     runner.gemm(ks->f32_gemm);
+    for (const auto* c : lrk::f16w_gemm_configs(isa)) runner.gemm(c);
+    for (const auto* c : lrk::qd8_gemm_configs(isa)) runner.qd8_gemm(c);
     if (const auto* c = ks->f32_transpose) {
       runner.run(c, c->name, [&](Family& f) { test_transpose(*c, runner.pool, f); });
     }

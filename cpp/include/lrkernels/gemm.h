@@ -11,8 +11,8 @@
 namespace lrk {
 
 // A weight matrix W (n x k, y = x W^T + bias) packed for one GEMM family config: ceil(n / nr)
-// panels, each [nr bias elements][k rows of nr elements], zero-padded past column n, stored as
-// bytes with the config's weight element size. The bias leads its panel so the micro-kernel's
+// panels, each [nr float bias][k rows of nr weight elements], zero-padded past column n, stored as
+// bytes with the config's weight element size (4: f32, 2: the f16w configs). The bias leads its panel so the micro-kernel's
 // first store needs no second stream.
 class PackedWeights {
  public:
@@ -29,7 +29,11 @@ class PackedWeights {
   const float* panel_bias(std::size_t p) const {
     return reinterpret_cast<const float*>(data_.as<char>() + p * panel_bytes_);
   }
-  const float* panel_weights(std::size_t p) const { return panel_bias(p) + nr_; }
+  // Row k0 of panel p's weights, in the config's weight type (float or fp16 bits).
+  const void* panel_weights(std::size_t p, std::size_t k0 = 0) const {
+    return data_.as<char>() + p * panel_bytes_ + nr_ * sizeof(float) +
+           k0 * nr_ * config_->weight_bytes;
+  }
   std::size_t bytes() const { return data_.size_bytes(); }
 
  private:

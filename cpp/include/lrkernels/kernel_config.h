@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 #include "lrkernels/isa.h"
 #include "lrkernels/microfnptr.h"
@@ -23,8 +24,21 @@ enum CpuFeature : unsigned {
   kCpuAvx512f = 1u << 9,        // AVX-512F, OS saves ZMM and opmasks
   kCpuAvx512Vnni = 1u << 10,    // AVX512-VNNI
   kCpuAvx512Fp16 = 1u << 11,    // AVX512-FP16
+  kCpuF16c = 1u << 12,          // F16C: fp16 <-> fp32 conversions (vcvtph2ps)
+  kCpuAvxVnni = 1u << 13,       // AVX-VNNI: VEX-encoded vpdpbusd on ymm
 };
 unsigned cpu_feature_mask();  // what this CPU (and the OS register state) supports
+// The sub-ISA features a kernel lookup may use: cpu_feature_mask() less those disabled with
+// set_disabled_cpu_features() (tests force the fallbacks that way: SDOT -> SMULL, VNNI -> AVX2).
+unsigned enabled_cpu_features();
+// Only the sub-ISA bits (kCpuOverridableFeatures) can be disabled: the ISA itself is set_isa's.
+void set_disabled_cpu_features(unsigned mask);
+unsigned disabled_cpu_features();
+constexpr unsigned kCpuOverridableFeatures = kCpuNeonFp16Arith | kCpuNeonDot | kCpuAvx512Vnni |
+                                             kCpuAvx512Fp16 | kCpuF16c | kCpuAvxVnni;
+// /proc/cpuinfo's names ("asimddp", "avx512_vnni", ...) of the bits, and back (0 when unknown).
+const char* cpu_feature_name(unsigned bit);
+unsigned cpu_feature_from_name(const char* name);
 
 // f32 GEMM family: register tile, K block, per-row micro-kernels and the weight packer.
 struct F32GemmConfig {
@@ -42,6 +56,18 @@ struct F32GemmConfig {
   PackGemmWeightsFn pack = nullptr;
   // Optional variant with a narrower panel for operands with at most narrow->nr output columns.
   const F32GemmConfig* narrow = nullptr;
+};
+
+// qd8-f32-qc8w GEMM family (int8): dynamically quantized int8 inputs, int8 weights with one scale
+// per output channel, int32 dot products; the driver (quantized_gemm.cc) quantizes and
+// dequantizes. Several rows per ISA, in order of preference, by sub-ISA feature (VNNI, dotprod).
+struct QD8GemmConfig {
+  const char* name = nullptr;  // "qd8-f32-qc8w-gemm-<mr>x<nr>c4-<isa or flavour>"
+  Isa isa = Isa::scalar;
+  unsigned required_features = 0;
+  std::size_t mr = 0, nr = 0;
+  int input_offset = 0;  // 0: A holds int8 q; 128: A holds uint8 q + 128 (u8 x s8 dot products)
+  QD8GemmUkernelFn ukernel[kMaxMr + 1] = {};
 };
 
 struct F32TransposeConfig {
@@ -89,6 +115,15 @@ const F32ClampConfig* f32_clamp_config(Isa isa);
 const F32RnnConfig* f32_rnn_config(Isa isa);
 const FmaProbeConfig* fma_probe_config(Isa isa);  // nullptr for scalar: no meaningful peak
 
+// Reduced-precision families: the preferred row of an ISA whose features are enabled now
+// (enabled_cpu_features(): looked up per call, not cached), or nullptr; and every row of the ISA
+// this CPU can run, preferred first (the tests run each one).
+// f16w: F32GemmConfigs with weight_type f16 (fp16 storage, f32 arithmetic).
+const F32GemmConfig* f16w_gemm_config(Isa isa);
+std::vector<const F32GemmConfig*> f16w_gemm_configs(Isa isa);
+const QD8GemmConfig* qd8_gemm_config(Isa isa);
+std::vector<const QD8GemmConfig*> qd8_gemm_configs(Isa isa);
+
 // The kernels of one ISA, every family (BLIS's context). Every field but fma_probe is non-null.
 struct KernelSet {
   Isa isa = Isa::scalar;
@@ -102,8 +137,14 @@ struct KernelSet {
 // nullptr when the ISA is not compiled into this build or not supported by this CPU.
 const KernelSet* kernel_set(Isa isa);
 
-// The generic packer of f32 GEMM weights (cpp/src/pack.cc); configs point at it.
+// The generic packers of GEMM weights (cpp/src/pack.cc); configs point at them. The f16 packer
+// rounds each weight to the nearest fp16 (ties to even; beyond 65504 to infinity, NaN kept).
 void pack_f32_gemm_weights(const void* w, const void* bias, std::size_t n, std::size_t k,
                            std::size_t nr, void* dst);
+void pack_f16_gemm_weights(const void* w, const void* bias, std::size_t n, std::size_t k,
+                           std::size_t nr, void* dst);
+// IEEE binary16 <-> binary32, round to nearest even (portable: the scalar kernels and the packer).
+unsigned short fp16_from_float(float f);
+float fp16_to_float(unsigned short h);
 
 }  // namespace lrk

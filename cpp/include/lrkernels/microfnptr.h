@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace lrk {
 
@@ -18,9 +19,21 @@ namespace lrk {
 // tile stays in registers across taps. `w` is one packed weight panel (taps * kc rows of NR floats,
 // zero-padded past the layer's last output column); `init` is the panel's packed bias (NR floats).
 // A is read unpacked, row by row, so batch 1 needs no packing of x.
+// `w` holds the config's weight type: float, or IEEE fp16 (uint16 bits) for the f16w configs
+// (f32 activations and arithmetic on fp16-stored weights: half the bytes of a bandwidth-bound call).
 using F32GemmUkernelFn = void (*)(std::size_t nr, std::size_t kc, std::size_t taps,
-                                  const float* const* a, std::size_t lda, const float* w,
+                                  const float* const* a, std::size_t lda, const void* w,
                                   const float* init, float* c, std::size_t ldc);
+
+// qd8-f32-qc8w GEMM (int8): A quantized per row by the driver (int8, or uint8 = int8 + 128 when
+// the config's input_offset is 128: x86's u8 x s8 dot products), W int8 with one scale per output
+// column, packed with K in groups of 4 (the SDOT / VPDPBUSD layout). Raw int32 dot products out:
+//   c[i*ldc + j] = sum_t sum_{g < kgroups} sum_{e < 4} a[t][i*lda + 4g + e] * w[((t*kgroups + g)*NR + j)*4 + e]
+// for i < rows (the table slot) and j < nr <= NR; written, not accumulated. A rows hold 4*kgroups bytes (the driver zero-pads them;
+// padding meets zero weights). The driver dequantizes, adds the bias and clamps.
+using QD8GemmUkernelFn = void (*)(std::size_t nr, std::size_t kgroups, std::size_t taps,
+                                  const std::int8_t* const* a, std::size_t lda,
+                                  const std::int8_t* w, std::int32_t* c, std::size_t ldc);
 
 // f32 transpose: dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: the NCHW <-> NHWC row
 // transposes of the convolutions, which a scalar loop makes as slow as a small GEMM.
@@ -54,8 +67,9 @@ using F32GruCellFn = void (*)(std::size_t batch, std::size_t hidden, const float
 // core's FMA peak, the yardstick of the benchmarks.
 using FmaProbeFn = void (*)(std::size_t iterations, float* sink);
 
-// Packs W (n x k, row-major) and an optional bias (n) into ceil(n / nr) panels of
-// [nr bias elements][k rows of nr elements], zero-padded past column n, at `dst`.
+// Packs W (n x k, row-major float) and an optional float bias (n) into ceil(n / nr) panels of
+// [nr float bias][k rows of nr weight elements of the config's type], zero-padded past column n,
+// at `dst`.
 using PackGemmWeightsFn = void (*)(const void* w, const void* bias, std::size_t n, std::size_t k,
                                    std::size_t nr, void* dst);
 

@@ -15,6 +15,12 @@ extern const F32GemmUkernelFn f32_gemm_12x16__avx512[13];
 extern const F32GemmUkernelFn f32_gemm_8x8__aarch64_neon[9];
 extern const F32GemmUkernelFn f32_gemm_4x8__aarch32_neon[5];
 
+// f16w GEMM (f32 activations, fp16 weights): the f32 contract, fp16 panels.
+extern const F32GemmUkernelFn f16w_gemm_4x8__scalar[5];
+
+// qd8-f32-qc8w GEMM (int8 dot products, K in groups of 4).
+extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_4x4c4__scalar[5];
+
 // f32 transposes.
 extern const F32TransposeFn f32_transpose_8x8__scalar;
 extern const F32TransposeFn f32_transpose_8x8__avx2;

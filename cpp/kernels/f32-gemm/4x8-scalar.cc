@@ -13,8 +13,9 @@ constexpr std::size_t kNr = 8;
 
 template <std::size_t Rows>
 void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float* const* a_taps,
-                  std::size_t lda, const float* w_taps, const float* init, float* c,
+                  std::size_t lda, const void* w_bytes, const float* init, float* c,
                   std::size_t ldc) {
+  const float* w_taps = static_cast<const float*>(w_bytes);
   float acc[Rows][kNr];
   for (std::size_t i = 0; i < Rows; ++i) {
     for (std::size_t j = 0; j < kNr; ++j) {

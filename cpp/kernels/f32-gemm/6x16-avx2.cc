@@ -24,8 +24,9 @@ inline __m256i first_lanes(std::size_t n) {
 
 template <std::size_t Rows>
 void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float* const* a_taps,
-                  std::size_t lda, const float* w_taps, const float* init, float* c,
+                  std::size_t lda, const void* w_bytes, const float* init, float* c,
                   std::size_t ldc) {
+  const float* w_taps = static_cast<const float*>(w_bytes);
   constexpr std::size_t Split = Rows >= 4 ? 1 : (Rows == 1 ? 4 : 2);
   const __m256i mask0 = first_lanes(nr);
   const __m256i mask1 = first_lanes(nr > 8 ? nr - 8 : 0);

@@ -20,8 +20,9 @@ inline __mmask16 first_lanes(std::size_t n) {
 // Rows x (16 * Vecs) tile. Vecs = 2 is the main 8x32 kernel; Vecs = 1 the narrow 12x16 one.
 template <std::size_t Rows, std::size_t Vecs>
 void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float* const* a_taps,
-                  std::size_t lda, const float* w_taps, const float* init, float* c,
+                  std::size_t lda, const void* w_bytes, const float* init, float* c,
                   std::size_t ldc) {
+  const float* w_taps = static_cast<const float*>(w_bytes);
   constexpr std::size_t Nr = 16 * Vecs;
   constexpr std::size_t Chains = Rows * Vecs;
   constexpr std::size_t Split = Chains >= 8 ? 1 : (Chains >= 4 ? 2 : 4);

@@ -53,8 +53,9 @@ __attribute__((always_inline)) inline void lane_step(float32x4_t (&acc)[Split][R
 
 template <std::size_t Rows>
 void gemm_ukernel(std::size_t nr, std::size_t kc, std::size_t taps, const float* const* a_taps,
-                  std::size_t lda, const float* w_taps, const float* init, float* c,
+                  std::size_t lda, const void* w_bytes, const float* init, float* c,
                   std::size_t ldc) {
+  const float* w_taps = static_cast<const float*>(w_bytes);
   constexpr std::size_t Split = Rows >= 4 ? 1 : (Rows == 1 ? 4 : 2);
   float32x4_t acc[Split][Rows][2];
   if (init != nullptr) {

@@ -1,0 +1,38 @@
+// The qd8-f32-qc8w GEMM family (int8): rows in order of preference per ISA, told apart by
+// sub-ISA features (VNNI, AVX-VNNI, ARM dotprod). The driver is cpp/src/quantized_gemm.cc.
+// Adding a row: its kernel file in cpp/kernels/qd8-f32-qc8w-gemm/, its table in microkernels.h, a
+// row here.
+#include "config_table.h"
+#include "lrkernels/microkernels.h"
+
+namespace lrk {
+namespace {
+
+template <std::size_t N>
+void set_kernels(QD8GemmConfig& c, const char* name, unsigned features,
+                 const QD8GemmUkernelFn (&per_rows)[N], std::size_t nr, int input_offset) {
+  static_assert(N >= 2 && N - 1 <= kMaxMr, "a per-row table has mr + 1 slots");
+  c.name = name;
+  c.required_features = features;
+  for (std::size_t r = 0; r < N; ++r) c.ukernel[r] = per_rows[r];
+  c.mr = N - 1;
+  c.nr = nr;
+  c.input_offset = input_offset;
+}
+
+void fill(CandidateTable<QD8GemmConfig>& t) {
+  set_kernels(t.add(Isa::scalar), "qd8-f32-qc8w-gemm-4x4c4-scalar", 0,
+              qd8_f32_qc8w_gemm_4x4c4__scalar, 4, 0);
+}
+
+const CandidateTable<QD8GemmConfig>& table() {
+  static const auto& t = build_candidate_table<QD8GemmConfig>(fill);
+  return t;
+}
+
+}  // namespace
+
+const QD8GemmConfig* qd8_gemm_config(Isa isa) { return table().best(isa); }
+std::vector<const QD8GemmConfig*> qd8_gemm_configs(Isa isa) { return table().all(isa); }
+
+}  // namespace lrk
