@@ -87,9 +87,15 @@ struct FeatureName {
   const char* name;
 };
 constexpr FeatureName kFeatureNames[] = {
-    {kCpuNeon, "neon"},           {kCpuNeonFp16Arith, "asimdhp"},  {kCpuNeonDot, "asimddp"},
-    {kCpuAvx2Fma, "avx2"},        {kCpuF16c, "f16c"},              {kCpuAvxVnni, "avx_vnni"},
-    {kCpuAvx512f, "avx512f"},     {kCpuAvx512Vnni, "avx512_vnni"}, {kCpuAvx512Fp16, "avx512_fp16"},
+    {kCpuNeon, "neon"},
+    {kCpuNeonFp16Arith, "asimdhp"},
+    {kCpuNeonDot, "asimddp"},
+    {kCpuAvx2Fma, "avx2"},
+    {kCpuF16c, "f16c"},
+    {kCpuAvxVnni, "avx_vnni"},
+    {kCpuAvx512f, "avx512f"},
+    {kCpuAvx512Vnni, "avx512_vnni"},
+    {kCpuAvx512Fp16, "avx512_fp16"},
 };
 }  // namespace
 

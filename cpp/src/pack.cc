@@ -38,7 +38,8 @@ PackedWeights::PackedWeights(const float* w, std::size_t n, std::size_t k, const
   if (__builtin_mul_overflow(k, nr_, &weight_elems)) {
     throw std::length_error("packed weights too large");
   }
-  const std::size_t weight_bytes = checked_bytes(weight_elems, config_->weight_bytes, "packed weights");
+  const std::size_t weight_bytes =
+      checked_bytes(weight_elems, config_->weight_bytes, "packed weights");
   if (__builtin_add_overflow(weight_bytes, nr_ * sizeof(float), &panel_bytes_)) {
     throw std::length_error("packed weights too large");
   }

@@ -238,7 +238,8 @@ void qd8_gemm_case(const lrk::QD8GemmConfig& cfg, std::size_t rows, std::size_t 
       for (std::size_t k = 0; k < kbytes; ++k) {
         int q = adist(gen);
         if (extremes) q = coin(gen) ? (coin(gen) & 1 ? 127 : -128) : q;
-        a[t][1 + i * lda + k] = static_cast<std::int8_t>(static_cast<std::uint8_t>(q + cfg.input_offset));
+        a[t][1 + i * lda + k] =
+            static_cast<std::int8_t>(static_cast<std::uint8_t>(q + cfg.input_offset));
       }
     a_ptrs[t] = a[t].data() + 1;  // unaligned on purpose
   }
@@ -251,13 +252,16 @@ void qd8_gemm_case(const lrk::QD8GemmConfig& cfg, std::size_t rows, std::size_t 
       long long ref = 0;
       for (std::size_t t = 0; t < taps; ++t)
         for (std::size_t k = 0; k < kbytes; ++k) {
-          const int q = (cfg.input_offset ? static_cast<int>(static_cast<std::uint8_t>(a_ptrs[t][i * lda + k]))
-                                          : static_cast<int>(a_ptrs[t][i * lda + k]));
+          const int q = (cfg.input_offset
+                             ? static_cast<int>(static_cast<std::uint8_t>(a_ptrs[t][i * lda + k]))
+                             : static_cast<int>(a_ptrs[t][i * lda + k]));
           ref += static_cast<long long>(q) * w[(j * taps + t) * kbytes + k];
         }
       if (c[i * ldc + j] != ref) {
-        fam.check(false, "rows=%zu nr=%zu kgroups=%zu taps=%zu lda=%zu ldc=%zu: c[%zu][%zu] = %d, expected %lld",
-                  rows, nr, kgroups, taps, lda, ldc, i, j, int(c[i * ldc + j]), ref);
+        fam.check(
+            false,
+            "rows=%zu nr=%zu kgroups=%zu taps=%zu lda=%zu ldc=%zu: c[%zu][%zu] = %d, expected %lld",
+            rows, nr, kgroups, taps, lda, ldc, i, j, int(c[i * ldc + j]), ref);
         return;
       }
     }
@@ -265,8 +269,10 @@ void qd8_gemm_case(const lrk::QD8GemmConfig& cfg, std::size_t rows, std::size_t 
     const std::size_t row = e / ldc, col = e % ldc;
     const bool inside = row >= 1 && row <= rows && col < nr;
     if (!inside && cbuf[e] != kSent) {
-      fam.check(false, "rows=%zu nr=%zu kgroups=%zu taps=%zu: wrote outside the tile (buffer row %zu, col %zu)",
-                rows, nr, kgroups, taps, row, col);
+      fam.check(
+          false,
+          "rows=%zu nr=%zu kgroups=%zu taps=%zu: wrote outside the tile (buffer row %zu, col %zu)",
+          rows, nr, kgroups, taps, row, col);
       return;
     }
   }

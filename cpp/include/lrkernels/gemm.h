@@ -12,8 +12,8 @@ namespace lrk {
 
 // A weight matrix W (n x k, y = x W^T + bias) packed for one GEMM family config: ceil(n / nr)
 // panels, each [nr float bias][k rows of nr weight elements], zero-padded past column n, stored as
-// bytes with the config's weight element size (4: f32, 2: the f16w configs). The bias leads its panel so the micro-kernel's
-// first store needs no second stream.
+// bytes with the config's weight element size (4: f32, 2: the f16w configs). The bias leads its
+// panel so the micro-kernel's first store needs no second stream.
 class PackedWeights {
  public:
   // Packs for `config` or, when n fits in it, its narrow variant (config_for_width).

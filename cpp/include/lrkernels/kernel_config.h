@@ -34,8 +34,8 @@ unsigned enabled_cpu_features();
 // Only the sub-ISA bits (kCpuOverridableFeatures) can be disabled: the ISA itself is set_isa's.
 void set_disabled_cpu_features(unsigned mask);
 unsigned disabled_cpu_features();
-constexpr unsigned kCpuOverridableFeatures = kCpuNeonFp16Arith | kCpuNeonDot | kCpuAvx512Vnni |
-                                             kCpuAvx512Fp16 | kCpuF16c | kCpuAvxVnni;
+constexpr unsigned kCpuOverridableFeatures =
+    kCpuNeonFp16Arith | kCpuNeonDot | kCpuAvx512Vnni | kCpuAvx512Fp16 | kCpuF16c | kCpuAvxVnni;
 // /proc/cpuinfo's names ("asimddp", "avx512_vnni", ...) of the bits, and back (0 when unknown).
 const char* cpu_feature_name(unsigned bit);
 unsigned cpu_feature_from_name(const char* name);

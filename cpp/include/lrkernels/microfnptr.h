@@ -20,7 +20,8 @@ namespace lrk {
 // zero-padded past the layer's last output column); `init` is the panel's packed bias (NR floats).
 // A is read unpacked, row by row, so batch 1 needs no packing of x.
 // `w` holds the config's weight type: float, or IEEE fp16 (uint16 bits) for the f16w configs
-// (f32 activations and arithmetic on fp16-stored weights: half the bytes of a bandwidth-bound call).
+// (f32 activations and arithmetic on fp16-stored weights: half the bytes of a bandwidth-bound
+// call).
 using F32GemmUkernelFn = void (*)(std::size_t nr, std::size_t kc, std::size_t taps,
                                   const float* const* a, std::size_t lda, const void* w,
                                   const float* init, float* c, std::size_t ldc);
@@ -28,9 +29,11 @@ using F32GemmUkernelFn = void (*)(std::size_t nr, std::size_t kc, std::size_t ta
 // qd8-f32-qc8w GEMM (int8): A quantized per row by the driver (int8, or uint8 = int8 + 128 when
 // the config's input_offset is 128: x86's u8 x s8 dot products), W int8 with one scale per output
 // column, packed with K in groups of 4 (the SDOT / VPDPBUSD layout). Raw int32 dot products out:
-//   c[i*ldc + j] = sum_t sum_{g < kgroups} sum_{e < 4} a[t][i*lda + 4g + e] * w[((t*kgroups + g)*NR + j)*4 + e]
-// for i < rows (the table slot) and j < nr <= NR; written, not accumulated. A rows hold 4*kgroups bytes (the driver zero-pads them;
-// padding meets zero weights). The driver dequantizes, adds the bias and clamps.
+//   c[i*ldc + j] = sum_t sum_{g < kgroups} sum_{e < 4} a[t][i*lda + 4g + e] * w[((t*kgroups + g)*NR
+//   + j)*4 + e]
+// for i < rows (the table slot) and j < nr <= NR; written, not accumulated. A rows hold 4*kgroups
+// bytes (the driver zero-pads them; padding meets zero weights). The driver dequantizes, adds the
+// bias and clamps.
 using QD8GemmUkernelFn = void (*)(std::size_t nr, std::size_t kgroups, std::size_t taps,
                                   const std::int8_t* const* a, std::size_t lda,
                                   const std::int8_t* w, std::int32_t* c, std::size_t ldc);

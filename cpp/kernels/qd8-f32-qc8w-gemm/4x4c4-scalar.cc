@@ -19,8 +19,8 @@ void gemm_ukernel(std::size_t nr, std::size_t kgroups, std::size_t taps,
       for (std::size_t i = 0; i < Rows; ++i) {
         const std::int8_t* ai = a + i * lda + 4 * g;
         for (std::size_t j = 0; j < kNr; ++j) {
-          acc[i][j] += ai[0] * w[j * 4] + ai[1] * w[j * 4 + 1] + ai[2] * w[j * 4 + 2] +
-                       ai[3] * w[j * 4 + 3];
+          acc[i][j] +=
+              ai[0] * w[j * 4] + ai[1] * w[j * 4 + 1] + ai[2] * w[j * 4 + 2] + ai[3] * w[j * 4 + 3];
         }
       }
     }
