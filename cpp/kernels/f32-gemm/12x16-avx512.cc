@@ -2,6 +2,8 @@
 // columns (the stages of a rank-16 factorization would waste half of each 32-wide panel).
 #include <immintrin.h>
 
+#include <cstdint>
+
 #include "lrkernels/microkernels.h"
 
 namespace lrk {

@@ -1,6 +1,8 @@
 // AVX-512 GEMM micro-kernels: 8 rows x 32 columns (two zmm vectors). Design: avx512-template.h.
 #include <immintrin.h>
 
+#include <cstdint>
+
 #include "lrkernels/microkernels.h"
 
 namespace lrk {
