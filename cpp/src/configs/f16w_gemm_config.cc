@@ -25,6 +25,26 @@ void set_kernels(F32GemmConfig& c, const char* name, unsigned features,
 void fill(CandidateTable<F32GemmConfig>& t) {
   // Software conversion per weight: correct everywhere, fast nowhere (no SIMD ISA is built).
   set_kernels(t.add(Isa::scalar), "f16w-gemm-4x8-scalar", 0, f16w_gemm_4x8__scalar, 8, 512);
+  // The SIMD rows' kc doubles the f32 family's: the fp16 panel keeps the f32 panel's bytes in L1.
+#if defined(LRK_HAVE_AVX2)
+  // A 768 x 16 fp16 panel is 24 KiB, as the f32 6x16 row's.
+  set_kernels(t.add(Isa::avx2), "f16w-gemm-6x16-avx2", kCpuAvx2Fma | kCpuF16c, f16w_gemm_6x16__avx2,
+              16, 768);
+#endif
+#if defined(LRK_HAVE_AVX512)
+  {
+    // Operands of at most 16 columns (rank-16 stages) would waste half of each 32-wide panel. The
+    // table has no variant storage: the narrow config lives here (built once, never copied).
+    static F32GemmConfig narrow;
+    narrow.isa = Isa::avx512;
+    set_kernels(narrow, "f16w-gemm-12x16-avx512", kCpuAvx512f | kCpuF16c, f16w_gemm_12x16__avx512,
+                16, 1024);  // a 1024 x 16 fp16 panel is 32 KiB
+    F32GemmConfig& c = t.add(Isa::avx512);
+    set_kernels(c, "f16w-gemm-8x32-avx512", kCpuAvx512f | kCpuF16c, f16w_gemm_8x32__avx512, 32,
+                512);  // a 512 x 32 fp16 panel is 32 KiB
+    c.narrow = &narrow;
+  }
+#endif
 }
 
 const CandidateTable<F32GemmConfig>& table() {
