@@ -199,7 +199,14 @@ def test_info():
         "kernels",
         "num_threads",
         "default_num_threads",
+        "cpu_features",
+        "disabled_cpu_features",
+        "precision_kernels",
     }
+    assert set(info["precision_kernels"]) == set(info["isas_available"])
+    for isa, kernels in info["precision_kernels"].items():
+        assert set(kernels) == {"fp32", "fp16", "int8"}
+        assert kernels["fp16"].startswith("f16w-gemm-") and kernels["int8"].startswith("qd8-")
     assert info["version"] == lrkernels.__version__
     assert isinstance(info["version"], str) and info["version"]
     for key in ("compiler", "build_flags", "machine", "cpu"):

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "arrays.h"
+#include "lrkernels/dispatch.h"
 
 namespace lrk_py {
 namespace {
@@ -166,7 +167,7 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
   std::vector<py::object> values(names.size());
   for (std::size_t i = 0; i < args.size(); ++i) values[i] = args[i];
   py::object stride = py::int_(1), padding = py::int_(0), dilation = py::int_(1),
-             layout = py::str("NCHW"), activation = py::none();
+             layout = py::str("NCHW"), activation = py::none(), precision = py::str("fp32");
   for (auto item : kwargs) {
     const std::string key = item.first.cast<std::string>();
     bool found = false;
@@ -179,6 +180,10 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
     }
     if (!found && key == "activation") {
       activation = py::reinterpret_borrow<py::object>(item.second);
+      found = true;
+    }
+    if (!found && key == "precision" && kind.reduced_precision) {
+      precision = py::reinterpret_borrow<py::object>(item.second);
       found = true;
     }
     if (!found && kind.conv) {
@@ -194,6 +199,11 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
   lrk::LayerParams params;
   if (kind.conv) params.layout = parse_layout(layout);
   std::tie(params.output_min, params.output_max) = parse_activation(activation);
+  if (!py::isinstance<py::str>(precision) ||
+      !lrk::precision_from_name(precision.cast<std::string>(), &params.precision)) {
+    throw py::value_error(where + ": precision must be \"fp32\", \"fp16\" or \"int8\", got " +
+                          py::repr(precision).cast<std::string>());
+  }
   std::vector<lrk::Factor> factors(nf);
   for (std::size_t i = 0; i < nf; ++i) {
     if (!values[i]) throw py::type_error(where + " missing required argument '" + names[i] + "'");
@@ -244,6 +254,9 @@ std::string repr(py::handle self) {
   if (l.is_conv()) {
     r += std::string(", layout=\"") +
          lrk::layout_name(static_cast<const lrk::ConvChain&>(l).layout()) + "\"";
+  }
+  if (l.precision() != lrk::Precision::fp32) {
+    r += std::string(", precision=\"") + lrk::precision_name(l.precision()) + "\"";
   }
   if (l.has_output_clamp()) {
     const py::object a = activation_of(l);
@@ -327,6 +340,22 @@ void def_common(py::class_<LayerHandle>& base) {
           "output_max",
           [](py::handle self) { return static_cast<double>(layer_of(self).output_max()); },
           "The upper bound of every output element (float32 value; inf when open).")
+      .def_property_readonly(
+          "precision",
+          [](py::handle self) { return lrk::precision_name(layer_of(self).precision()); },
+          "\"fp32\", \"fp16\" or \"int8\": the arithmetic of the layer's kernels (inputs and "
+          "outputs "
+          "are float32 in every case).")
+      .def_property_readonly(
+          "kernels",
+          [](py::handle self) {
+            py::list names;
+            for (const auto& n : layer_of(self).kernel_names(lrk::active_kernel_set())) {
+              names.append(n);
+            }
+            return names;
+          },
+          "The GEMM micro-kernel configs a call uses now (active ISA, precision, CPU features).")
       .def("__repr__", &repr);
 }
 
@@ -337,6 +366,13 @@ std::string docstring(const lrk::LayerKind& kind) {
     d += std::string(f.name) + " : array_like, shape " + f.dims + "\n";
   const std::string out = kind.conv ? "out_channels" : "out_features";
   d += "bias : array_like, shape (" + out + ",), optional\n";
+  if (kind.reduced_precision) {
+    d += "precision : \"fp32\" (default), \"fp16\" or \"int8\", keyword-only\n"
+         "    fp16: weights stored as IEEE half (half the bytes), f32 arithmetic. int8: weights\n"
+         "    quantized per output channel (symmetric), inputs per row at call time (asymmetric),\n"
+         "    int32 sums, float32 output; a row with NaN or inf gives a NaN output row.\n"
+         "    lrkernels.reference.qd8_linear / f16w_linear define the arithmetic.\n";
+  }
   d += "activation : None (default), \"relu\", \"relu6\" or (min, max), keyword-only\n"
        "    A clamp of every output element fused into the last stage's output path: \"relu\" is\n"
        "    (0, inf), \"relu6\" is (0, 6), a pair of floats is hardtanh / clamp (None or -inf/inf\n"

@@ -12,6 +12,7 @@
 #include "arrays.h"
 #include "lrkernels/dispatch.h"
 #include "lrkernels/gemm.h"
+#include "lrkernels/layer.h"
 #include "lrkernels/probes.h"
 #include "lrkernels/threadpool.h"
 
@@ -107,6 +108,81 @@ PYBIND11_MODULE(_core, m) {
             [](const lrk::KernelSet& ks) { return py::str(ks.f32_gemm->name); });
       },
       "The f32 GEMM micro-kernel of each available ISA.");
+  m.def(
+      "precision_kernels",
+      [] {
+        return per_available_isa([](const lrk::KernelSet& ks) {
+          py::dict d;
+          d["fp32"] = ks.f32_gemm->name;
+          d["fp16"] = lrk::gemm_config_for(ks, lrk::Precision::fp16).name;
+          d["int8"] = lrk::qd8_config_for(ks).name;
+          return d;
+        });
+      },
+      "The GEMM family each precision uses on each available ISA, as chosen now (CPU features "
+      "less the disabled ones).");
+  m.def(
+      "all_precision_kernels",
+      [] {
+        return per_available_isa([](const lrk::KernelSet& ks) {
+          py::dict d;
+          py::list f16, q8;
+          for (const auto* c : lrk::f16w_gemm_configs(ks.isa)) f16.append(c->name);
+          for (const auto* c : lrk::qd8_gemm_configs(ks.isa)) q8.append(c->name);
+          d["fp16"] = f16;
+          d["int8"] = q8;
+          return d;
+        });
+      },
+      "Every fp16 and int8 GEMM row each available ISA has on this CPU, preferred first.");
+  m.def(
+      "last_used_kernel", [] { return std::string(lrk::last_used_kernel()); },
+      "The GEMM family config of the last layer call on this thread ('' before any call).");
+  m.def(
+      "cpu_features",
+      [] {
+        py::list names;
+        const unsigned mask = lrk::cpu_feature_mask();
+        for (unsigned bit = 1; bit != 0; bit <<= 1) {
+          if (mask & bit) names.append(lrk::cpu_feature_name(bit));
+        }
+        return names;
+      },
+      "CPU features this machine has (names as in /proc/cpuinfo).");
+  m.def(
+      "disabled_cpu_features",
+      [] {
+        py::list names;
+        const unsigned mask = lrk::disabled_cpu_features();
+        for (unsigned bit = 1; bit != 0; bit <<= 1) {
+          if (mask & bit) names.append(lrk::cpu_feature_name(bit));
+        }
+        return names;
+      },
+      "The sub-ISA features kernel selection ignores (set_disabled_cpu_features).");
+  m.def(
+      "set_disabled_cpu_features",
+      [](const std::vector<std::string>& names) {
+        unsigned mask = 0;
+        for (const std::string& n : names) {
+          const unsigned bit = lrk::cpu_feature_from_name(n.c_str());
+          if (bit == 0 || !(bit & lrk::kCpuOverridableFeatures)) {
+            std::string known;
+            for (unsigned b = 1; b != 0; b <<= 1) {
+              if (b & lrk::kCpuOverridableFeatures) {
+                known += std::string(known.empty() ? "" : ", ") + lrk::cpu_feature_name(b);
+              }
+            }
+            throw py::value_error("cannot disable CPU feature '" + n + "'; the features are " +
+                                  known + " (the ISA itself is set_isa's)");
+          }
+          mask |= bit;
+        }
+        lrk::set_disabled_cpu_features(mask);
+      },
+      py::arg("names"),
+      "Makes kernel selection ignore these sub-ISA features (e.g. ['asimddp'], ['avx512_vnni'])"
+      ": the fallback kernels run; [] restores the CPU's own features.");
   m.def(
       "kernel_families",
       [] {

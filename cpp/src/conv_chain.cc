@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "lrkernels/dispatch.h"
 #include "lrkernels/layer.h"
 #include "lrkernels/threadpool.h"
 
@@ -227,18 +228,22 @@ ConvChain::~ConvChain() = default;
 
 ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float* bias,
                      const Factor* first, const ConvMiddle& middle, const Factor* last,
-                     const ConvGeometry& g, Layout layout)
+                     const ConvGeometry& g, Layout layout, Precision precision)
     : Layer(std::move(kind), std::move(factors), bias,
-            last ? last->shape[0] : middle.weight->shape[0]),
+            last ? last->shape[0] : middle.weight->shape[0], precision),
       g_(g),
       layout_(layout),
       stages_(std::make_unique<Stages>()) {
   g_.check();
+  if (precision == Precision::int8) {
+    throw std::invalid_argument(kind_ + ": precision=\"int8\" is not implemented for convolutions");
+  }
+  const F32GemmConfig* prepack = &gemm_config_for(active_kernel_set(), precision);
   Stages& st = *stages_;
   st.middle = middle.kind;
   if (first != nullptr) {
     st.first = std::make_unique<WeightOperand>(first->data.data(), first->shape[0], first->shape[1],
-                                               nullptr);
+                                               nullptr, prepack);
     st.cin = first->shape[1];
     st.csrc = first->shape[0];
   }
@@ -248,7 +253,7 @@ ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float*
     st.n_mid = w.shape[0];
     st.core = std::make_unique<WeightOperand>(
         taps_outer(w.data.data(), st.n_mid, st.csrc, g_.kh, g_.kw), st.n_mid,
-        g_.kh * g_.kw * st.csrc, last ? nullptr : this->bias());
+        g_.kh * g_.kw * st.csrc, last ? nullptr : this->bias(), prepack);
   } else {
     st.n_mid = st.csrc;
     st.vertical_taps = taps_major(middle.vertical->data.data(), st.csrc, g_.kh);
@@ -256,7 +261,7 @@ ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float*
   }
   if (last != nullptr) {
     st.last = std::make_unique<WeightOperand>(last->data.data(), last->shape[0], last->shape[1],
-                                              this->bias());
+                                              this->bias(), prepack);
   }
   st.cout = out_dim_;
   in_dim_ = st.cin;
@@ -305,7 +310,8 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
   in.c = x_shape[nchw ? 1 : 3];
   in.h = x_shape[nchw ? 2 : 1];
   in.w = x_shape[nchw ? 3 : 2];
-  const F32GemmConfig& gemm_config = *ks.f32_gemm;
+  const F32GemmConfig& gemm_config = gemm_config_for(ks, precision_);
+  record_used_kernel(gemm_config.name);
   const F32TransposeFn transpose = ks.f32_transpose->transpose;
   const F32DwconvFn depthwise = ks.f32_dwconv->depthwise;
   // Only the chain's last stage is clamped: the last 1x1 stage, else the kxk middle (Conv2d).

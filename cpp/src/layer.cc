@@ -90,16 +90,19 @@ void ConvGeometry::check() const {
   }
 }
 
-WeightOperand::WeightOperand(const float* w, std::size_t n, std::size_t k, const float* bias)
+WeightOperand::WeightOperand(const float* w, std::size_t n, std::size_t k, const float* bias,
+                             const F32GemmConfig* prepack)
     : n_(n), k_(k), w_(w), bias_(bias) {
   if (w == nullptr || n == 0 || k == 0) {
     throw std::invalid_argument("weight matrix must be non-empty, got shape " + shape_str({n, k}));
   }
-  packed_for(*active_kernel_set().f32_gemm);  // pack once, at construction, for the ISA in use
+  // Pack once, at construction, for the ISA (and precision) in use.
+  packed_for(prepack != nullptr ? *prepack : *active_kernel_set().f32_gemm);
 }
 
-WeightOperand::WeightOperand(std::vector<float> w, std::size_t n, std::size_t k, const float* bias)
-    : WeightOperand(w.data(), n, k, bias) {
+WeightOperand::WeightOperand(std::vector<float> w, std::size_t n, std::size_t k, const float* bias,
+                             const F32GemmConfig* prepack)
+    : WeightOperand(w.data(), n, k, bias, prepack) {
   owned_ = std::move(w);  // the buffer moves, so w_ still points at it
 }
 
@@ -122,9 +125,61 @@ const PackedWeights& WeightOperand::packed_for(const F32GemmConfig& config) cons
   throw std::logic_error("WeightOperand: more kernel configs than pack slots");
 }
 
-Layer::Layer(std::string kind, std::vector<Factor> factors, const float* bias, std::size_t out_dim)
-    : kind_(std::move(kind)), factors_(std::move(factors)), out_dim_(out_dim) {
+Layer::Layer(std::string kind, std::vector<Factor> factors, const float* bias, std::size_t out_dim,
+             Precision precision)
+    : kind_(std::move(kind)),
+      factors_(std::move(factors)),
+      out_dim_(out_dim),
+      precision_(precision) {
   if (bias != nullptr) bias_.assign(bias, bias + out_dim);
+}
+
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::fp32:
+      return "fp32";
+    case Precision::fp16:
+      return "fp16";
+    case Precision::int8:
+      return "int8";
+  }
+  return "unknown";
+}
+
+bool precision_from_name(const std::string& name, Precision* out) {
+  for (Precision p : {Precision::fp32, Precision::fp16, Precision::int8}) {
+    if (name == precision_name(p)) {
+      *out = p;
+      return true;
+    }
+  }
+  return false;
+}
+
+const F32GemmConfig& gemm_config_for(const KernelSet& ks, Precision precision) {
+  if (precision != Precision::fp16) return *ks.f32_gemm;
+  const F32GemmConfig* c = f16w_gemm_config(ks.isa);
+  return c != nullptr ? *c : *f16w_gemm_config(Isa::scalar);
+}
+
+const QD8GemmConfig& qd8_config_for(const KernelSet& ks) {
+  const QD8GemmConfig* c = qd8_gemm_config(ks.isa);
+  return c != nullptr ? *c : *qd8_gemm_config(Isa::scalar);
+}
+
+namespace {
+thread_local const char* t_last_kernel = "";
+}  // namespace
+
+const char* last_used_kernel() { return t_last_kernel; }
+void record_used_kernel(const char* name) { t_last_kernel = name; }
+
+std::vector<std::string> Layer::kernel_names(const KernelSet& ks) const {
+  if (precision_ == Precision::int8) return {qd8_config_for(ks).name};
+  const F32GemmConfig& c = gemm_config_for(ks, precision_);
+  std::vector<std::string> names = {c.name};
+  if (c.narrow != nullptr) names.emplace_back(c.narrow->name);
+  return names;
 }
 
 OutputClamp Layer::output_clamp(const KernelSet& ks) const {
@@ -157,17 +212,33 @@ void Layer::run(const float* x, const Shape& x_shape, std::size_t ldx, float* y)
 // ---- linear chain -------------------------------------------------------------------------------
 
 LinearChain::LinearChain(std::string kind, std::vector<Factor> factors, const float* bias,
-                         const std::vector<const Factor*>& stages)
-    : Layer(std::move(kind), std::move(factors), bias, stages.back()->shape[0]) {
+                         const std::vector<const Factor*>& stages, Precision precision)
+    : Layer(std::move(kind), std::move(factors), bias, stages.back()->shape[0], precision) {
   in_dim_ = stages.front()->shape[1];
+  if (stages.size() > 2) throw std::logic_error("LinearChain: at most two GEMM stages");
+  for (std::size_t i = 0; i + 1 < stages.size(); ++i) ranks_.push_back(stages[i]->shape[0]);
+  const KernelSet& ks = active_kernel_set();
+  if (precision == Precision::int8) {
+    std::vector<std::vector<float>> w;
+    for (const Factor* f : stages) w.push_back(f->data);
+    if (w.size() == 2) {  // V (r x in), U (out x r): exact power-of-two rebalancing first
+      rebalance_rank_components(w[1], out_dim_, w[0], ranks_[0], in_dim_);
+    }
+    for (std::size_t i = 0; i < stages.size(); ++i) {
+      const bool last = i + 1 == stages.size();
+      qstages_.push_back(std::make_unique<QuantizedOperand>(
+          w[i].data(), stages[i]->shape[0], stages[i]->shape[1], 1, last ? this->bias() : nullptr,
+          &qd8_config_for(ks)));
+    }
+    return;
+  }
+  const F32GemmConfig* prepack = &gemm_config_for(ks, precision);
   for (std::size_t i = 0; i < stages.size(); ++i) {
     const Factor& f = *stages[i];
     const bool last = i + 1 == stages.size();
     stages_.push_back(std::make_unique<WeightOperand>(f.data.data(), f.shape[0], f.shape[1],
-                                                      last ? this->bias() : nullptr));
-    if (!last) ranks_.push_back(f.shape[0]);
+                                                      last ? this->bias() : nullptr, prepack));
   }
-  if (stages_.size() > 2) throw std::logic_error("LinearChain: at most two GEMM stages");
 }
 
 Shape LinearChain::output_shape(const Shape& x) const {
@@ -191,7 +262,18 @@ void LinearChain::run_stages(const KernelSet& ks, const float* x, const Shape& x
     throw std::invalid_argument(kind_ + ": row stride " + std::to_string(ldx) +
                                 " below in_features=" + std::to_string(in_dim_));
   }
-  const F32GemmConfig& gemm_config = *ks.f32_gemm;
+  if (precision_ == Precision::int8) {
+    const QD8GemmConfig& q = qd8_config_for(ks);
+    record_used_kernel(q.name);
+    if (qstages_.size() == 1) {
+      qd8_gemm(q, batch, x, ldx, *qstages_[0], y, out_dim_, output_clamp(ks));
+    } else {
+      qd8_lowrank_gemm(q, batch, x, ldx, *qstages_[0], *qstages_[1], y, out_dim_, output_clamp(ks));
+    }
+    return;
+  }
+  const F32GemmConfig& gemm_config = gemm_config_for(ks, precision_);
+  record_used_kernel(gemm_config.name);
   if (stages_.size() == 1) {
     gemm(batch, x, ldx, stages_[0]->packed_for(gemm_config), y, out_dim_, output_clamp(ks));
   } else {

@@ -33,23 +33,24 @@ std::unique_ptr<Layer> conv_chain(const char* kind, std::vector<Factor> f, const
   const Factor* first_stage = first >= 0 ? &f[first] : nullptr;
   const Factor* last_stage = last >= 0 ? &f[last] : nullptr;
   return std::make_unique<ConvChain>(kind, std::move(f), bias, first_stage, middle, last_stage, g,
-                                     p.layout);
+                                     p.layout, p.precision);
 }
 
 std::unique_ptr<Layer> build_lowrank_linear(std::vector<Factor> f, const float* bias,
-                                            const LayerParams&) {
+                                            const LayerParams& p) {
   const Factor &u = f[0], &v = f[1];
   if (u.shape[1] != v.shape[0]) {
     rank_mismatch("U has shape " + shape_str(u.shape) + " (out_features, rank) but V has shape " +
                   shape_str(v.shape) + " (rank, in_features)");
   }
   const std::vector<const Factor*> stages = {&f[1], &f[0]};  // x -> V -> U
-  return std::make_unique<LinearChain>("LowRankLinear", std::move(f), bias, stages);
+  return std::make_unique<LinearChain>("LowRankLinear", std::move(f), bias, stages, p.precision);
 }
 
-std::unique_ptr<Layer> build_linear(std::vector<Factor> f, const float* bias, const LayerParams&) {
+std::unique_ptr<Layer> build_linear(std::vector<Factor> f, const float* bias,
+                                    const LayerParams& p) {
   const std::vector<const Factor*> stages = {&f[0]};
-  return std::make_unique<LinearChain>("Linear", std::move(f), bias, stages);
+  return std::make_unique<LinearChain>("Linear", std::move(f), bias, stages, p.precision);
 }
 
 std::unique_ptr<Layer> build_conv2d(std::vector<Factor> f, const float* bias,
@@ -100,6 +101,7 @@ const std::vector<LayerKind>& layer_kinds() {
   static const std::vector<LayerKind> kinds = {
       {"LowRankLinear",
        false,
+       true,
        {{"U", 2, "(out_features, rank)"}, {"V", 2, "(rank, in_features)"}},
        0,
        "(rank,)",
@@ -107,12 +109,14 @@ const std::vector<LayerKind>& layer_kinds() {
        build_lowrank_linear},
       {"Linear",
        false,
+       true,
        {{"W", 2, "(out_features, in_features)"}},
        0,
        "()",
        "Dense linear layer y = W x + bias on the same kernels as LowRankLinear (the baseline).",
        build_linear},
       {"Conv2d",
+       true,
        true,
        {{"weight", 4, "(out_channels, in_channels, kh, kw)"}},
        0,
@@ -122,6 +126,7 @@ const std::vector<LayerKind>& layer_kinds() {
        "the baseline a factorized convolution is compared with.",
        build_conv2d},
       {"TuckerConv2d",
+       true,
        true,
        {{"first", 2, "(R_in, in_channels)"},
         {"core", 4, "(R_out, R_in, kh, kw)"},
@@ -135,6 +140,7 @@ const std::vector<LayerKind>& layer_kinds() {
        build_tucker_conv2d},
       {"CPConv2d",
        true,
+       false,
        {{"first", 2, "(R, in_channels)"},
         {"vertical", 2, "(R, kh)"},
         {"horizontal", 2, "(R, kw)"},
@@ -193,6 +199,11 @@ std::unique_ptr<Layer> create_layer(const LayerKind& kind, std::vector<Factor> f
     check_bias(bias_shape, carrier.shape[0], carrier);
   }
   check_output_bounds(params.output_min, params.output_max);
+  if (params.precision != Precision::fp32 && !kind.reduced_precision) {
+    throw std::invalid_argument(std::string(kind.name) +
+                                " supports precision=\"fp32\" only, got \"" +
+                                precision_name(params.precision) + "\"");
+  }
   std::unique_ptr<Layer> layer = kind.build(std::move(factors), bias, params);
   layer->output_min_ = params.output_min;
   layer->output_max_ = params.output_max;

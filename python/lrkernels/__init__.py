@@ -1,6 +1,7 @@
 """lrkernels: fused kernels for factorized (low-rank) neural-network layers on ARM and x86 CPUs.
 
-Layers
+Layers (every one takes and returns float32; precision="fp16" | "int8" on LowRankLinear,
+Linear, TuckerConv2d and Conv2d picks fp16-stored weights or int8 arithmetic: see reference)
 ------
 LowRankLinear(U, V, bias=None)   y = U (V x) + bias, both stages fused in one call
 Linear(W, bias=None)             the dense layer on the same engine (the baseline)
@@ -18,6 +19,10 @@ LowRankEmbedding(A, B, *, padding_idx)  table A @ B, gather + GEMM in one call; 
 Kernel selection
 ----------------
 available_isas()  ISAs this build has and this CPU supports ('scalar', 'neon', 'avx2', 'avx512')
+cpu_features()    finer features the fp16/int8 kernels choose by ('asimddp', 'avx512_vnni', ...);
+                  set_disabled_cpu_features(['asimddp']) forces the fallbacks (tests), [] undoes it;
+                  LRKERNELS_DISABLE_FEATURES=a,b at import; last_used_kernel() names the GEMM
+                  family of this thread's last layer call
 get_isa(), set_isa(name)  the ISA layer calls use; LRKERNELS_ISA=name sets it at import
 set_num_threads(n), get_num_threads()  threads per layer call (default: the CPUs this process
                   may use; LRKERNELS_NUM_THREADS=n at import); results do not depend on it
@@ -64,6 +69,10 @@ from ._core import (
     last_used_isa,
     set_isa,
     set_num_threads,
+    cpu_features,
+    disabled_cpu_features,
+    set_disabled_cpu_features,
+    last_used_kernel,
 )
 from . import _core
 
@@ -88,6 +97,8 @@ def _python_init(cls):
             P("layout", P.KEYWORD_ONLY, default="NCHW"),
         ]
     params.append(P("activation", P.KEYWORD_ONLY, default=None))
+    if cls.__name__ != "CPConv2d":
+        params.append(P("precision", P.KEYWORD_ONLY, default="fp32"))
 
     def __init__(self, *args, **kwargs):
         if self._initialized:
@@ -144,6 +155,10 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "last_used_isa",
+    "last_used_kernel",
+    "cpu_features",
+    "disabled_cpu_features",
+    "set_disabled_cpu_features",
     "info",
     "reference",
     "__version__",
@@ -174,6 +189,10 @@ def info() -> dict:
         "isas_available": available_isas(),
         "isa": get_isa(),
         "kernels": _core.kernel_names(),
+        "cpu_features": cpu_features(),
+        "disabled_cpu_features": disabled_cpu_features(),
+        # per ISA: the GEMM family each precision uses now ("fp32", "fp16", "int8")
+        "precision_kernels": _core.precision_kernels(),
         "num_threads": get_num_threads(),
         "default_num_threads": _core.default_num_threads(),
     }
@@ -189,6 +208,18 @@ def _apply_isa_from_environment() -> None:
 
 
 _apply_isa_from_environment()
+
+
+def _apply_disabled_features_from_environment() -> None:
+    value = _os.environ.get("LRKERNELS_DISABLE_FEATURES", "").strip()
+    if value:
+        try:
+            set_disabled_cpu_features([v.strip() for v in value.split(",") if v.strip()])
+        except ValueError as exc:
+            raise ValueError(f"LRKERNELS_DISABLE_FEATURES={value!r}: {exc}") from None
+
+
+_apply_disabled_features_from_environment()
 
 
 def _apply_threads_from_environment() -> None:

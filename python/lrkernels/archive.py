@@ -469,6 +469,8 @@ def describe_layer(layer) -> tuple:
     keywords = {}
     for name in _keyword_names(spec):
         value = getattr(layer, name, None)
+        if name == "precision" and value == "fp32":
+            continue  # the default: archives of fp32 layers read as before precision= existed
         if value is not None:
             keywords[name] = _jsonable(value, f"{spec.name}.{name}")
     description = {

@@ -515,3 +515,117 @@ def embedding(indices, table, padding_idx=None):
     if padding_idx is not None:
         rows[flat == padding_idx] = 0.0
     return rows.reshape(idx.shape + (dim,))
+
+
+# ---- reduced precision (precision="fp16" / "int8") ----------------------------------------------
+#
+# fp16 (the f16w kernels): every weight is rounded once to IEEE half (round to nearest even), then
+# the layer computes in float32 as at precision="fp32". fp16_linear & co. return that in float64:
+# the kernels differ from it only by float32 rounding of the sums (the fp32 bound of the tests).
+#
+# int8 (the qd8-f32-qc8w kernels): what the kernels compute, step by step, each float operation
+# one float32 rounding in the same order, the integer sums exact, so the kernels agree with
+# qd8_linear / qd8_lowrank_linear bit for bit (outputs that pass through subnormal floats aside:
+# the layers flush subnormals to zero).
+#   weights, per output row j: scale_j = max|W_j| / 127 (1 for a zero row),
+#                              q_j = clip(rint(W_j / scale_j), -127, 127)   (quantize_weights)
+#   inputs, per row i: lo = min(0, min x_i), hi = max(0, max x_i), s_i = hi/255 - lo/255,
+#                      z_i = clip(rint(-128 - lo * (1/s_i)), -128, 127),
+#                      q_i = clip(rint(x_i * (1/s_i)) + z_i, -128, 127)   (quantize_rows)
+#                      (s_i = 1, z_i = 0, q_i = 0 when s_i is below the smallest normal float)
+#   y_ij = float32(sum_k q_ik W_q,jk - z_i sum_k W_q,jk) * (s_i * scale_j) [+ bias_j]
+#   a row holding NaN or +-inf gives a NaN output row.
+# A low-rank layer first moves 2^e_r between V's row r and U's column r (rebalance_rank_pair:
+# exact), then runs x -> V -> (requantized per row) -> U with the same steps.
+
+
+def fp16_round(a):
+    """`a` rounded to IEEE half precision and back to float32 (what the fp16 kernels store)."""
+    return np.asarray(a, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
+def quantize_weights(w):
+    """Per-output-row symmetric int8: (q int8 (n, k), scale float32 (n,)), w ~ scale[:, None] q."""
+    w = np.asarray(w, dtype=np.float32)
+    amax = np.max(np.abs(w), axis=1)
+    scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        q = np.rint(w / scale[:, None])
+    q = np.where(np.isnan(q), 0, np.clip(q, -127, 127)).astype(np.int8)
+    return q, scale
+
+
+def quantize_rows(x):
+    """Per-row asymmetric int8 of a float32 matrix (m, k): (q int8, scale float32 (m,), zero
+    int32 (m,), finite bool (m,)), x ~ scale[:, None] (q - zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    finite = np.isfinite(x).all(axis=1)
+    xs = np.where(finite[:, None], x, np.float32(0))
+    lo = np.minimum(xs.min(axis=1, initial=0), np.float32(0)).astype(np.float32)
+    hi = np.maximum(xs.max(axis=1, initial=0), np.float32(0)).astype(np.float32)
+    scale = (hi / np.float32(255) - lo / np.float32(255)).astype(np.float32)
+    ok = finite & (scale >= np.finfo(np.float32).tiny)
+    scale = np.where(ok, scale, np.float32(1)).astype(np.float32)
+    inv = (np.float32(1) / scale).astype(np.float32)
+    zero = np.clip(np.rint(np.float32(-128) - lo * inv), -128, 127).astype(np.int32)
+    q = np.clip(np.rint(xs * inv[:, None]).astype(np.int64) + zero[:, None], -128, 127)
+    q = np.where(ok[:, None], q, 0).astype(np.int8)
+    zero = np.where(ok, zero, 0).astype(np.int32)
+    return q, scale, zero, finite
+
+
+def _qd8_stage(x, q, scale, bias):
+    qx, sx, zx, finite = quantize_rows(x)
+    wsum = q.astype(np.int64).sum(axis=1)
+    acc = qx.astype(np.int64) @ q.astype(np.int64).T
+    d = (acc - zx[:, None].astype(np.int64) * wsum[None, :]).astype(np.float32)
+    y = d * (sx[:, None] * scale[None, :]).astype(np.float32)
+    if bias is not None:
+        y = (y + np.asarray(bias, dtype=np.float32)).astype(np.float32)
+    y[~finite] = np.nan
+    return y
+
+
+def _rows(x, in_features):
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim not in (1, 2) or x.shape[-1] != in_features:
+        raise ValueError(f"x must be (in,) or (batch, in) with in={in_features}, got {x.shape}")
+    return x.reshape(-1, in_features), x.ndim == 1
+
+
+def qd8_linear(x, W, bias=None, *, activation=None):
+    """The int8 Linear layer (precision="int8") exactly as the kernels compute it, float32."""
+    W = np.asarray(W, dtype=np.float32)
+    x2, vector = _rows(x, W.shape[1])
+    y = _qd8_stage(x2, *quantize_weights(W), bias)
+    y = clamp_output(y, activation).astype(np.float32)
+    return y[0] if vector else y
+
+
+def rebalance_rank_pair(U, V):
+    """(U', V') with U' V' == U V exactly: component r scaled by 2^-s_r in V's row and 2^s_r in
+    U's column, s_r = floor((e_V - e_U) / 2), e = the binary exponent of each side's max |value|
+    (ilogb)."""
+    U = np.asarray(U, dtype=np.float32)
+    V = np.asarray(V, dtype=np.float32)
+    vmax = np.abs(V).max(axis=1)
+    umax = np.abs(U).max(axis=0)
+    ok = (vmax > 0) & (umax > 0) & np.isfinite(vmax) & np.isfinite(umax)
+    ev = np.frexp(np.where(ok, vmax, 1))[1] - 1
+    eu = np.frexp(np.where(ok, umax, 1))[1] - 1
+    s = np.where(ok, (ev - eu) // 2, 0)
+    return (
+        np.ldexp(U, s[None, :]).astype(np.float32),
+        np.ldexp(V, -s[:, None]).astype(np.float32),
+    )
+
+
+def qd8_lowrank_linear(x, U, V, bias=None, *, activation=None):
+    """The int8 LowRankLinear (precision="int8") exactly as the kernels compute it, float32:
+    rebalance, x -> V (no bias) -> requantize per row -> U + bias."""
+    U, V = rebalance_rank_pair(U, V)
+    x2, vector = _rows(x, V.shape[1])
+    t = _qd8_stage(x2, *quantize_weights(V), None)
+    y = _qd8_stage(t, *quantize_weights(U), bias)
+    y = clamp_output(y, activation).astype(np.float32)
+    return y[0] if vector else y

@@ -18,6 +18,7 @@
 
 #include "lrkernels/gemm.h"
 #include "lrkernels/kernel_config.h"
+#include "lrkernels/quantized.h"
 
 namespace lrk {
 
@@ -69,6 +70,14 @@ constexpr std::size_t kMaxTaps = 1024;
 enum class Layout { nchw, nhwc };
 const char* layout_name(Layout l);
 
+// The arithmetic of a layer's kernels. Inputs and outputs are float32 in every case.
+//   fp32: f32 weights and arithmetic.
+//   fp16: fp16-stored weights (f16w family: half the bytes), f32 arithmetic.
+//   int8: int8 weights per output channel, inputs quantized per row (qd8-f32-qc8w family).
+enum class Precision { fp32, fp16, int8 };
+const char* precision_name(Precision p);
+bool precision_from_name(const std::string& name, Precision* out);
+
 struct ConvGeometry {
   std::size_t kh = 1, kw = 1;  // kernel
   std::size_t sh = 1, sw = 1;  // stride (>= 1)
@@ -87,10 +96,13 @@ struct ConvGeometry {
 // owned when it is a rearranged copy (a convolution's taps-outer weight).
 class WeightOperand {
  public:
-  // Borrows w and bias: both must outlive the operand.
-  WeightOperand(const float* w, std::size_t n, std::size_t k, const float* bias);
+  // Borrows w and bias: both must outlive the operand. Packs for `prepack` (default: the active
+  // ISA's f32 config) at once.
+  WeightOperand(const float* w, std::size_t n, std::size_t k, const float* bias,
+                const F32GemmConfig* prepack = nullptr);
   // Owns w (n * k floats); borrows bias.
-  WeightOperand(std::vector<float> w, std::size_t n, std::size_t k, const float* bias);
+  WeightOperand(std::vector<float> w, std::size_t n, std::size_t k, const float* bias,
+                const F32GemmConfig* prepack = nullptr);
   WeightOperand(const WeightOperand&) = delete;
   WeightOperand& operator=(const WeightOperand&) = delete;
 
@@ -132,6 +144,10 @@ class Layer {
   float output_max() const { return output_max_; }
   bool has_output_clamp() const { return !(output_min_ == -INFINITY && output_max_ == INFINITY); }
   virtual bool is_conv() const = 0;
+  Precision precision() const { return precision_; }
+  // The micro-kernel families a call on kernel set `ks` uses now, by config name (the GEMM
+  // family of the layer's precision, as chosen for this CPU's features).
+  std::vector<std::string> kernel_names(const KernelSet& ks) const;
 
   // Checks the shape of a call's input and returns the output's; std::invalid_argument naming
   // both shapes otherwise. Linear: (in,) or (batch, in). Convolution: 4-D in the layer's layout.
@@ -143,7 +159,8 @@ class Layer {
   void run(const float* x, const Shape& x_shape, std::size_t ldx, float* y) const;
 
  protected:
-  Layer(std::string kind, std::vector<Factor> factors, const float* bias, std::size_t out_dim);
+  Layer(std::string kind, std::vector<Factor> factors, const float* bias, std::size_t out_dim,
+        Precision precision);
   virtual void run_stages(const KernelSet& ks, const float* x, const Shape& x_shape,
                           std::size_t ldx, float* y) const = 0;
   // The clamp the last stage applies with this kernel set's clamp kernel; none (fn == nullptr)
@@ -155,6 +172,7 @@ class Layer {
   std::vector<float> bias_;
   Shape ranks_;
   std::size_t in_dim_ = 0, out_dim_ = 0;
+  Precision precision_ = Precision::fp32;
 
  private:
   friend std::unique_ptr<Layer> create_layer(const LayerKind& kind, std::vector<Factor> factors,
@@ -168,14 +186,15 @@ class LinearChain : public Layer {
  public:
   // stages[i] = (weights n x k, row-major): W, or V then U. The bias goes with the last stage.
   LinearChain(std::string kind, std::vector<Factor> factors, const float* bias,
-              const std::vector<const Factor*>& stages);
+              const std::vector<const Factor*>& stages, Precision precision);
   bool is_conv() const override { return false; }
   Shape output_shape(const Shape& x_shape) const override;
 
  private:
   void run_stages(const KernelSet& ks, const float* x, const Shape& x_shape, std::size_t ldx,
                   float* y) const override;
-  std::vector<std::unique_ptr<WeightOperand>> stages_;
+  std::vector<std::unique_ptr<WeightOperand>> stages_;      // fp32, fp16
+  std::vector<std::unique_ptr<QuantizedOperand>> qstages_;  // int8
 };
 
 // The middle stage of a convolution chain.
@@ -192,7 +211,8 @@ struct ConvMiddle {
 class ConvChain : public Layer {
  public:
   ConvChain(std::string kind, std::vector<Factor> factors, const float* bias, const Factor* first,
-            const ConvMiddle& middle, const Factor* last, const ConvGeometry& g, Layout layout);
+            const ConvMiddle& middle, const Factor* last, const ConvGeometry& g, Layout layout,
+            Precision precision);
   ~ConvChain() override;
   bool is_conv() const override { return true; }
   Shape output_shape(const Shape& x_shape) const override;
@@ -226,12 +246,24 @@ struct LayerParams {
   // output_min <= output_max (create_layer checks). Both infinite (the default): no clamp at all.
   float output_min = -INFINITY;
   float output_max = INFINITY;
+  Precision precision = Precision::fp32;  // LowRankLinear, Linear, TuckerConv2d, Conv2d
 };
 using ConvParams = LayerParams;  // the former name
+
+// The GEMM configs a layer of `precision` uses on kernel set `ks`: the f32 family, the f16w row
+// for this CPU's features (the scalar one when the ISA has none), or the int8 row.
+const F32GemmConfig& gemm_config_for(const KernelSet& ks, Precision precision);
+const QD8GemmConfig& qd8_config_for(const KernelSet& ks);
+
+// The config name of the last layer call's GEMM family on this thread ("" before any): tests'
+// proof of which kernel ran (the SDOT or the SMULL int8 kernel, say).
+const char* last_used_kernel();
+void record_used_kernel(const char* name);
 
 struct LayerKind {
   const char* name;  // the class name, e.g. "TuckerConv2d"
   bool conv;
+  bool reduced_precision;           // accepts precision fp16 and int8
   std::vector<FactorSpec> factors;  // constructor order, bias excluded
   std::size_t bias_factor;          // the factor whose first dimension the bias must match
   const char* rank_names;           // how ranks() reads: "" (dense), "rank", "(R_in, R_out)"
