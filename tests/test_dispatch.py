@@ -204,7 +204,7 @@ def test_info():
         "precision_kernels",
     }
     assert set(info["precision_kernels"]) == set(info["isas_available"])
-    for isa, kernels in info["precision_kernels"].items():
+    for kernels in info["precision_kernels"].values():
         assert set(kernels) == {"fp32", "fp16", "int8"}
         assert kernels["fp16"].startswith("f16w-gemm-") and kernels["int8"].startswith("qd8-")
     assert info["version"] == lrkernels.__version__
