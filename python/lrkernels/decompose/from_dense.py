@@ -31,12 +31,17 @@ def _with_choice(layer, choice):
     return layer
 
 
-def _build(layer_class, default_class, factors_and_choice, bias, activation=None, **geometry):
-    """(layer_class or default_class)(*factors, bias, **geometry, activation=activation) from a
-    ``*_factors`` result (factors..., RankChoice), with its rank choice as ``layer.rank_choice``.
-    The activation is passed only when set, so a user subclass without it still works."""
+def _build(
+    layer_class, default_class, factors_and_choice, bias, activation=None, precision="fp32", **geometry
+):
+    """(layer_class or default_class)(*factors, bias, **geometry, activation=activation,
+    precision=precision) from a ``*_factors`` result (factors..., RankChoice), with its rank
+    choice as ``layer.rank_choice``. The activation and precision are passed only when not the
+    default, so a user subclass without them still works."""
     *factors, choice = factors_and_choice
     extra = {} if activation is None else {"activation": activation}
+    if precision != "fp32":
+        extra["precision"] = precision
     layer = (layer_class or default_class)(*factors, bias, **geometry, **extra)
     return _with_choice(layer, choice)
 
@@ -52,6 +57,7 @@ def lowrank_linear_from_dense(
     calibration=None,
     reg="auto",
     activation=None,
+    precision="fp32",
     layer_class=None,
 ):
     """LowRankLinear(U, V, bias) from a dense weight W (out, in), by exactly one criterion.
@@ -67,7 +73,8 @@ def lowrank_linear_from_dense(
     ValueError. The rank and its reason: `linear_factors`; errors and costs:
     `lrkernels.report.layer_report`.
     activation: the built layer's fused output clamp (None, "relu", "relu6" or (min, max)); the
-    factors approximate the weight alone, as without it.
+    factors approximate the weight alone, as without it. precision: the built layer's ("fp32",
+    "fp16" or "int8"; the factors are fitted in float64 and quantized by the layer).
 
     layer_class: the class to build (a subclass of LowRankLinear; default LowRankLinear).
     """
@@ -80,7 +87,7 @@ def lowrank_linear_from_dense(
         calibration=calibration,
         reg=reg,
     )
-    return _build(layer_class, _core.LowRankLinear, result, bias, activation)
+    return _build(layer_class, _core.LowRankLinear, result, bias, activation, precision)
 
 
 def tucker_conv2d_from_dense(
@@ -100,6 +107,7 @@ def tucker_conv2d_from_dense(
     method="hooi",
     ranks=None,
     activation=None,
+    precision="fp32",
     layer_class=None,
 ):
     """TuckerConv2d from a dense conv weight (Cout, Cin, kh, kw), by exactly one criterion.
@@ -111,7 +119,8 @@ def tucker_conv2d_from_dense(
     `layout` for the data-aware fit; reg="auto" | number >= 0: its ridge (as LowRankLinear's,
     held out by whole images). stride, padding, dilation, layout: the layer's. method:
     "hooi" (default) or "hosvd". See `tucker2_factors`. activation: the built layer's fused output
-    clamp (None, "relu", "relu6" or (min, max)).
+    clamp (None, "relu", "relu6" or (min, max)). precision: the built layer's ("fp32", "fp16" or
+    "int8").
 
     layer_class: the class to build (a subclass of TuckerConv2d; default TuckerConv2d).
     """
@@ -128,7 +137,7 @@ def tucker_conv2d_from_dense(
         method=method,
         **geometry,
     )
-    return _build(layer_class, _core.TuckerConv2d, result, bias, activation, **geometry)
+    return _build(layer_class, _core.TuckerConv2d, result, bias, activation, precision, **geometry)
 
 
 def cp_conv2d_from_dense(
