@@ -111,64 +111,77 @@ const QuantizedOperand::Packed& QuantizedOperand::packed_for(const QD8GemmConfig
   throw std::logic_error("QuantizedOperand: more kernel configs than pack slots");
 }
 
-namespace {
-
-// One quantized input row: x ~ scale * (q - zero), q in [-128, 127]; finite == false for a row
-// holding NaN or +-inf, whose outputs are NaN.
-struct RowQuant {
-  float scale;
-  std::int32_t zero;
-  bool finite;
-};
-
 // x (k floats) -> q (kpad bytes, stored as q + offset), the range widened to include 0 so that
 // 0 is exact (zero padding, ReLU outputs). Every step is one float32 rounding, as in
 // lrkernels.reference.quantize_rows.
-RowQuant quantize_row(const float* x, std::size_t k, std::size_t kpad, int offset, std::int8_t* q) {
-  float lo = 0.0f, hi = 0.0f;
-  bool finite = true;
+void widen_range(const float* x, std::size_t k, RowQuant* range) {
+  float lo = range->lo, hi = range->hi;
+  bool finite = range->finite;
   for (std::size_t i = 0; i < k; ++i) {
     const float v = x[i];
     finite &= (v - v == 0.0f);  // false for NaN and +-inf
     lo = v < lo ? v : lo;
     hi = v > hi ? v : hi;
   }
-  RowQuant r{1.0f, 0, finite};
+  range->lo = lo;
+  range->hi = hi;
+  range->finite = finite;
+}
+
+void choose_quantization(RowQuant* r) {
+  r->scale = 1.0f;
+  r->zero = 0;
+  r->zero_range = true;
+  const float scale = r->hi / 255.0f - r->lo / 255.0f;  // (hi - lo) / 255 without overflow
+  // All zeros (or a range below the normal floats, or non-finite values): q = 0, scale 1.
+  if (!r->finite || !(scale >= FLT_MIN)) return;
+  const float inv = 1.0f / scale;
+  const float zf = std::nearbyint(-128.0f - r->lo * inv);
+  r->zero = zf < -128.0f ? -128 : (zf > 127.0f ? 127 : static_cast<int>(zf));
+  r->scale = scale;
+  r->zero_range = false;
+}
+
+void quantize_with(const float* x, std::size_t k, std::size_t kpad, const RowQuant& r, int offset,
+                   std::int8_t* q) {
   const auto store = [offset](int value) {
     return static_cast<std::int8_t>(static_cast<std::uint8_t>(value + offset));
   };
-  float scale = hi / 255.0f - lo / 255.0f;  // (hi - lo) / 255 without overflow
-  if (!finite || !(scale >= FLT_MIN)) {
-    // All zeros (or a range below the normal floats, or a non-finite row): q = 0, scale 1.
+  if (r.zero_range) {
     for (std::size_t i = 0; i < kpad; ++i) q[i] = store(0);
-    return r;
+    return;
   }
-  const float inv = 1.0f / scale;
-  const float zf = std::nearbyint(-128.0f - lo * inv);
-  const int zero = zf < -128.0f ? -128 : (zf > 127.0f ? 127 : static_cast<int>(zf));
+  const float inv = 1.0f / r.scale;
   for (std::size_t i = 0; i < k; ++i) {
-    const int v = static_cast<int>(std::nearbyint(x[i] * inv)) + zero;
+    const int v = static_cast<int>(std::nearbyint(x[i] * inv)) + r.zero;
     q[i] = store(v < -128 ? -128 : (v > 127 ? 127 : v));
   }
-  for (std::size_t i = k; i < kpad; ++i) q[i] = store(zero);
-  r.scale = scale;
-  r.zero = zero;
+  for (std::size_t i = k; i < kpad; ++i) q[i] = store(r.zero);
+}
+
+RowQuant quantize_row(const float* x, std::size_t k, std::size_t kpad, int offset,
+                      std::int8_t* q) {
+  RowQuant r;
+  widen_range(x, k, &r);
+  choose_quantization(&r);
+  quantize_with(x, k, kpad, r, offset, q);
   return r;
 }
 
 // y[i][j] = float(acc[i][j] - zero_i * wsum_j) * (scale_i * wscale_j) [+ bias_j], with the
-// input offset folded into the zero point; NaN rows for non-finite inputs.
+// input offset folded into the zero point; NaN rows for non-finite inputs. rq[i * rq_step].
 void dequantize(std::size_t rows, std::size_t cols, const std::int32_t* acc, std::size_t ldacc,
-                const RowQuant* rq, int offset, const float* wscale, const std::int32_t* wsum,
-                const float* bias, float* y, std::size_t ldy) {
+                const RowQuant* rq, std::size_t rq_step, int offset, const float* wscale,
+                const std::int32_t* wsum, const float* bias, float* y, std::size_t ldy) {
   for (std::size_t i = 0; i < rows; ++i) {
     float* yi = y + i * ldy;
-    if (!rq[i].finite) {
+    const RowQuant& r = rq[i * rq_step];
+    if (!r.finite) {
       for (std::size_t j = 0; j < cols; ++j) yi[j] = NAN;
       continue;
     }
-    const std::uint32_t zz = static_cast<std::uint32_t>(rq[i].zero + offset);
-    const float sx = rq[i].scale;
+    const std::uint32_t zz = static_cast<std::uint32_t>(r.zero + offset);
+    const float sx = r.scale;
     const std::int32_t* ai = acc + i * ldacc;
     // The true difference fits in int32 (K <= kMaxQuantizedK); unsigned arithmetic wraps to it.
     for (std::size_t j = 0; j < cols; ++j) {
@@ -182,6 +195,8 @@ void dequantize(std::size_t rows, std::size_t cols, const std::int32_t* acc, std
     }
   }
 }
+
+namespace {
 
 // Rows [0, rows) of a block (quantized: qa, lda bytes per row) times panels [p0, p1) of w: int32
 // sums into acc, then dequantized (and clamped) into y while the tile is in cache.
@@ -198,7 +213,7 @@ void block_panels(const QD8GemmConfig& cfg, const QuantizedOperand& w,
       const std::int8_t* a = qa + m0 * lda;
       cfg.ukernel[r](cols, pk.kgroups, 1, &a, lda, pk.panel(p), acc + m0 * ldacc + col0, ldacc);
     }
-    dequantize(rows, cols, acc + col0, ldacc, rq, cfg.input_offset, w.scale() + col0,
+    dequantize(rows, cols, acc + col0, ldacc, rq, 1, cfg.input_offset, w.scale() + col0,
                w.wsum() + col0, w.bias() ? w.bias() + col0 : nullptr, y + col0, ldy);
     clamp.apply(rows, cols, y + col0, ldy);
   }
@@ -226,7 +241,10 @@ std::size_t round_up(std::size_t v, std::size_t m) { return (v + m - 1) / m * m;
 class Carver {
  public:
   void add(std::size_t bytes) { total_ += round_up(bytes, 64); }
-  void start() { base_ = static_cast<char*>(thread_scratch_bytes(total_)); }
+  // In `workspace` (at least total() bytes, 64-byte aligned), or this thread's scratch.
+  void start(void* workspace = nullptr) {
+    base_ = static_cast<char*>(workspace != nullptr ? workspace : thread_scratch_bytes(total_));
+  }
   template <class T>
   T* take(std::size_t count) {
     T* p = reinterpret_cast<T*>(base_ + used_);
@@ -249,8 +267,20 @@ std::size_t block_rows(std::size_t m, std::size_t mr, std::size_t bytes_per_row)
 
 }  // namespace
 
+std::size_t qd8_gemm_workspace_bytes(const QD8GemmConfig& cfg, std::size_t m, std::size_t k,
+                                     std::size_t n) {
+  const std::size_t lda = round_up(k, 4);
+  const std::size_t mb = block_rows(m, cfg.mr, lda + n * 4 + sizeof(RowQuant));
+  Carver c;
+  c.add(mb * lda);
+  c.add(mb * sizeof(RowQuant));
+  c.add(mb * n * sizeof(std::int32_t));
+  return c.total();
+}
+
 void qd8_gemm(const QD8GemmConfig& cfg, std::size_t m, const float* x, std::size_t ldx,
-              const QuantizedOperand& w, float* y, std::size_t ldy, const OutputClamp& clamp) {
+              const QuantizedOperand& w, float* y, std::size_t ldy, const OutputClamp& clamp,
+              void* workspace) {
   if (m == 0) return;
   if (w.taps() != 1) throw std::logic_error("qd8_gemm: a convolution operand");
   const std::size_t k = w.channels(), lda = round_up(k, 4), n = w.n();
@@ -259,7 +289,7 @@ void qd8_gemm(const QD8GemmConfig& cfg, std::size_t m, const float* x, std::size
   c.add(mb * lda);
   c.add(mb * sizeof(RowQuant));
   c.add(mb * n * sizeof(std::int32_t));
-  c.start();
+  c.start(workspace);
   std::int8_t* qa = c.take<std::int8_t>(mb * lda);
   RowQuant* rq = c.take<RowQuant>(mb);
   std::int32_t* acc = c.take<std::int32_t>(mb * n);

@@ -76,9 +76,39 @@ class QuantizedOperand {
   mutable std::atomic<const QD8GemmConfig*> keys_[kMaxPacks] = {};
 };
 
-// y (m x n) = clamp(dequant(quant(x) W_q^T) + bias), x rows of ldx floats.
+// y (m x n) = clamp(dequant(quant(x) W_q^T) + bias), x rows of ldx floats. workspace: at least
+// qd8_gemm_workspace_bytes, 64-byte aligned (a convolution's band buffers), or nullptr for this
+// thread's scratch.
 void qd8_gemm(const QD8GemmConfig& config, std::size_t m, const float* x, std::size_t ldx,
-              const QuantizedOperand& w, float* y, std::size_t ldy, const OutputClamp& clamp);
+              const QuantizedOperand& w, float* y, std::size_t ldy, const OutputClamp& clamp,
+              void* workspace = nullptr);
+std::size_t qd8_gemm_workspace_bytes(const QD8GemmConfig& config, std::size_t m, std::size_t k,
+                                     std::size_t n);
+
+// The steps of the int8 arithmetic, shared by the linear and convolution drivers.
+// One quantization: x ~ scale * (q - zero), q in [-128, 127]; finite == false when the values
+// held NaN or +-inf (their outputs are NaN). lo, hi: the range seen, widened to include 0.
+struct RowQuant {
+  float lo = 0.0f, hi = 0.0f;
+  bool finite = true;
+  float scale = 1.0f;
+  std::int32_t zero = 0;
+  bool zero_range = true;  // every q is 0 (all zeros, a range below the normal floats, non-finite)
+};
+// Widens range->lo / hi / finite by k values (a convolution band's rows share one range).
+void widen_range(const float* x, std::size_t k, RowQuant* range);
+// scale and zero from lo and hi (scale 1, zero 0 for an all-zero or non-finite range).
+void choose_quantization(RowQuant* r);
+// q[0..k) = the values quantized as r says (stored + offset), q[k..kpad) = the zero point.
+void quantize_with(const float* x, std::size_t k, std::size_t kpad, const RowQuant& r, int offset,
+                   std::int8_t* q);
+RowQuant quantize_row(const float* x, std::size_t k, std::size_t kpad, int offset,
+                      std::int8_t* q);
+// y[i][j] = float(acc[i][j] - zero_i wsum_j) * (scale_i wscale_j) [+ bias_j], rows i of
+// rq[i * rq_step]; NaN rows where !finite.
+void dequantize(std::size_t rows, std::size_t cols, const std::int32_t* acc, std::size_t ldacc,
+                const RowQuant* rq, std::size_t rq_step, int offset, const float* wscale,
+                const std::int32_t* wsum, const float* bias, float* y, std::size_t ldy);
 // y = clamp(dequant(quant(t) U_q^T) + bias), t = dequant(quant(x) V_q^T): the rank-sized
 // intermediate is requantized per row inside the call, block by block, never leaving the cache.
 void qd8_lowrank_gemm(const QD8GemmConfig& config, std::size_t m, const float* x, std::size_t ldx,
