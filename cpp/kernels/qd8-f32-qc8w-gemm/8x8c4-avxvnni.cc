@@ -12,8 +12,8 @@
 // forwarding round trip in its chain: 157 G MAC/s). As written: 8 accumulators + 6 blocks + the
 // weight vector + a shuffle = 16 registers, 18 loads per 32 vpdpbusd, 202 G MAC/s (the ymm
 // vpdpbusd peak is ~2 per cycle = 64 MAC/cycle). 8 chains cover vpdpbusd's latency (4 cycles).
-// Rows 1..4 split K over 2-8 accumulator sets so that at least 6 chains are in flight (GEMV), and
-// the panel is prefetched 8 KiB ahead as in the f32 kernels.
+// Rows 1..4 split K over 8, 4, 2, 2 accumulator sets, so that every tile keeps 5-8 chains in
+// flight (GEMV: 1 row, 8 chains), and the panel is prefetched 8 KiB ahead as in the f32 kernels.
 #include <immintrin.h>
 
 #include "lrkernels/microkernels.h"
@@ -102,6 +102,7 @@ void gemm_ukernel(std::size_t nr, std::size_t kgroups, std::size_t taps,
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + s * kGroupBytes));
 #pragma GCC unroll 16
         for (std::size_t i = 0; i < Rows; ++i) {
+          // (The clamped index keeps the untaken branch in bounds before the loop is unrolled.)
           const __m256i ai = i < BlockRows ? group_of(block[i < BlockRows ? i : 0][s / 4], s % 4)
                                            : broadcast_group(a + i * lda + 4 * (g + s));
           acc[s % Split][i] = dpbusd(acc[s % Split][i], ai, wv);
