@@ -23,6 +23,22 @@ void set_kernels(QD8GemmConfig& c, const char* name, unsigned features,
 void fill(CandidateTable<QD8GemmConfig>& t) {
   set_kernels(t.add(Isa::scalar), "qd8-f32-qc8w-gemm-4x4c4-scalar", 0,
               qd8_f32_qc8w_gemm_4x4c4__scalar, 4, 0);
+#if defined(LRK_HAVE_AVX512VNNI)
+  set_kernels(t.add(Isa::avx512), "qd8-f32-qc8w-gemm-8x32c4-avx512vnni",
+              kCpuAvx512f | kCpuAvx512Vnni, qd8_f32_qc8w_gemm_8x32c4__avx512vnni, 32, 128);
+#endif
+#if defined(LRK_HAVE_AVXVNNI)
+  set_kernels(t.add(Isa::avx512), "qd8-f32-qc8w-gemm-8x8c4-avxvnni", kCpuAvx2Fma | kCpuAvxVnni,
+              qd8_f32_qc8w_gemm_8x8c4__avxvnni, 8, 128);
+  set_kernels(t.add(Isa::avx2), "qd8-f32-qc8w-gemm-8x8c4-avxvnni", kCpuAvx2Fma | kCpuAvxVnni,
+              qd8_f32_qc8w_gemm_8x8c4__avxvnni, 8, 128);
+#endif
+#if defined(LRK_HAVE_AVX2)
+  set_kernels(t.add(Isa::avx512), "qd8-f32-qc8w-gemm-4x8c4-avx2", kCpuAvx2Fma,
+              qd8_f32_qc8w_gemm_4x8c4__avx2, 8, 0);
+  set_kernels(t.add(Isa::avx2), "qd8-f32-qc8w-gemm-4x8c4-avx2", kCpuAvx2Fma,
+              qd8_f32_qc8w_gemm_4x8c4__avx2, 8, 0);
+#endif
 }
 
 const CandidateTable<QD8GemmConfig>& table() {
