@@ -13,6 +13,18 @@
 #include "lrkernels/threadpool.h"
 
 namespace lrk {
+namespace {
+
+// Round to nearest, ties to even, for |v| < 2^22 (every value rounded here: x / scale within
+// about +-383): adding and subtracting 1.5 * 2^23 leaves the integer part in the low mantissa
+// bits under the default rounding mode. Unlike std::nearbyint it is two SSE2/NEON instructions
+// (no libm call) and vectorizes; it gives the same result as nearbyint / numpy.rint there.
+inline float round_even(float v) {
+  const float magic = 12582912.0f;
+  return (v + magic) - magic;
+}
+
+}  // namespace
 
 QuantizedMatrix quantize_weights(const float* w, std::size_t n, std::size_t k) {
   QuantizedMatrix m;
@@ -136,7 +148,7 @@ void choose_quantization(RowQuant* r) {
   // All zeros (or a range below the normal floats, or non-finite values): q = 0, scale 1.
   if (!r->finite || !(scale >= FLT_MIN)) return;
   const float inv = 1.0f / scale;
-  const float zf = std::nearbyint(-128.0f - r->lo * inv);
+  const float zf = round_even(-128.0f - r->lo * inv);
   r->zero = zf < -128.0f ? -128 : (zf > 127.0f ? 127 : static_cast<int>(zf));
   r->scale = scale;
   r->zero_range = false;
@@ -153,7 +165,7 @@ void quantize_with(const float* x, std::size_t k, std::size_t kpad, const RowQua
   }
   const float inv = 1.0f / r.scale;
   for (std::size_t i = 0; i < k; ++i) {
-    const int v = static_cast<int>(std::nearbyint(x[i] * inv)) + r.zero;
+    const int v = static_cast<int>(round_even(x[i] * inv)) + r.zero;
     q[i] = store(v < -128 ? -128 : (v > 127 ? 127 : v));
   }
   for (std::size_t i = k; i < kpad; ++i) q[i] = store(r.zero);
