@@ -23,6 +23,16 @@ void set_kernels(QD8GemmConfig& c, const char* name, unsigned features,
 void fill(CandidateTable<QD8GemmConfig>& t) {
   set_kernels(t.add(Isa::scalar), "qd8-f32-qc8w-gemm-4x4c4-scalar", 0,
               qd8_f32_qc8w_gemm_4x4c4__scalar, 4, 0);
+#if defined(LRK_HAVE_NEON)
+  // Without dot products (Cortex-A53/A57/A72, armv7): SMULL/SMLAL pairs widened by SADALP.
+#if defined(__aarch64__)
+  set_kernels(t.add(Isa::neon), "qd8-f32-qc8w-gemm-4x8c4-aarch64-neon", kCpuNeon,
+              qd8_f32_qc8w_gemm_4x8c4__aarch64_neon, 8, 0);
+#else
+  set_kernels(t.add(Isa::neon), "qd8-f32-qc8w-gemm-2x8c4-aarch32-neon", kCpuNeon,
+              qd8_f32_qc8w_gemm_2x8c4__aarch32_neon, 8, 0);
+#endif
+#endif
 }
 
 const CandidateTable<QD8GemmConfig>& table() {
