@@ -20,6 +20,7 @@ extern const F32GemmUkernelFn f16w_gemm_4x8__scalar[5];
 
 // qd8-f32-qc8w GEMM (int8 dot products, K in groups of 4).
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_4x4c4__scalar[5];
+extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_8x8c4__neondot[9];
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_4x8c4__aarch64_neon[5];
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_2x8c4__aarch32_neon[3];
 

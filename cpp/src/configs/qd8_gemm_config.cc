@@ -23,6 +23,11 @@ void set_kernels(QD8GemmConfig& c, const char* name, unsigned features,
 void fill(CandidateTable<QD8GemmConfig>& t) {
   set_kernels(t.add(Isa::scalar), "qd8-f32-qc8w-gemm-4x4c4-scalar", 0,
               qd8_f32_qc8w_gemm_4x4c4__scalar, 4, 0);
+#if defined(LRK_HAVE_NEONDOT) && defined(__aarch64__)
+  // ARMv8.2 SDOT (Cortex-A76/A78, Pi 5, Orin): 16 MACs per instruction.
+  set_kernels(t.add(Isa::neon), "qd8-f32-qc8w-gemm-8x8c4-neondot", kCpuNeon | kCpuNeonDot,
+              qd8_f32_qc8w_gemm_8x8c4__neondot, 8, 0);
+#endif
 #if defined(LRK_HAVE_NEON)
   // Without dot products (Cortex-A53/A57/A72, armv7): SMULL/SMLAL pairs widened by SADALP.
 #if defined(__aarch64__)
