@@ -17,6 +17,8 @@ extern const F32GemmUkernelFn f32_gemm_4x8__aarch32_neon[5];
 
 // f16w GEMM (f32 activations, fp16 weights): the f32 contract, fp16 panels.
 extern const F32GemmUkernelFn f16w_gemm_4x8__scalar[5];
+extern const F32GemmUkernelFn f16w_gemm_8x8__aarch64_neon[9];
+extern const F32GemmUkernelFn f16w_gemm_4x8__aarch32_neon[5];
 
 // qd8-f32-qc8w GEMM (int8 dot products, K in groups of 4).
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_4x4c4__scalar[5];
