@@ -1,18 +1,28 @@
 #!/usr/bin/env python3
 """Static performance of the NEON micro-kernels without a board: llvm-mca on the compiler's loops.
 
-For each target (compiler flags as in toolchains/*.cmake) this compiles the target's f32 GEMM
-kernel file (cpp/kernels/f32-gemm/8x8-aarch64-neon.cc or 4x8-aarch32-neon.cc, both instantiating
-neon-template.h) to assembly, finds the inner loop of the full-tile kernel (gemm_ukernel<MR>) and
+For each kernel file and build (compiler flags as in toolchains/*.cmake and CMakeLists.txt) this
+compiles the file to assembly, finds the inner loop of the full-tile kernel (gemm_ukernel<MR>) and
 of the GEMV kernel (gemm_ukernel<1>) -- the basic block that branches back to itself and holds the
-most FMAs -- and asks llvm-mca for its cycles per iteration on each core. Fraction of peak = the
-FMA issue cycles the core needs at its documented peak (FMAs / vector FMAs per cycle) over the
-cycles llvm-mca predicts.
+most multiply-accumulate instructions -- and asks llvm-mca for its cycles per iteration on each
+core. MACs per cycle = the loop's multiply-accumulates (lanes x instructions) over those cycles;
+fraction of peak = that over the core's documented MAC peak for the instruction kind (PEAKS).
 
-    python3 scripts/arm/mca_report.py   # needs the cross compilers and llvm-mca (Debian: llvm)
+Kernels: f32 GEMM (FMLA; VMLA on armv7), f16w GEMM (FMLA on FCVTL-widened fp16 weights), int8
+GEMM without dot products (SMULL/SMLAL + SADALP) and with SDOT (aarch64, ARMv8.2).
+
+    python3 scripts/arm/mca_report.py   # needs the cross compilers and llvm-mca (llvm-19 best)
+
+Each row names the scheduling model llvm-mca really used (read from its resource names): LLVM
+has no Cortex-A72, A76 or A78 model -- its cortex-a72 / cortex-a76 / cortex-a78 CPUs use the
+Cortex-A57 model -- so the A76-class kernels (SDOT, and f32/f16w on a Pi 5) are measured with
+-mcpu=neoverse-n1, the A76's server twin (same core: 2 x 128-bit ASIMD pipes V0/V1), which has
+its own model.
 
 Timing under qemu means nothing; this is the ARM performance check that runs on a PC (and in
-CI, as a report without thresholds: a kernel change shows its effect on every target core).
+CI, as a report without thresholds: a kernel change shows its effect on every target core),
+except for one goal: the int8 fallback should do >= 1.8x the f32 kernel's MACs per cycle on the
+A72 (Cortex-A57 model), or int8 buys nothing on a Pi 4.
 """
 
 from __future__ import annotations
@@ -26,40 +36,76 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-KERNELS = ROOT / "cpp/kernels/f32-gemm"
-AARCH64_SOURCE = KERNELS / "8x8-aarch64-neon.cc"  # f32-gemm-8x8-aarch64-neon
-ARMV7_SOURCE = KERNELS / "4x8-aarch32-neon.cc"  # f32-gemm-4x8-aarch32-neon
+K = ROOT / "cpp/kernels"
 
-# name: (compiler, flags, llvm-mca triple, MR, kernel source)
-TARGETS = {
-    "aarch64 (Pi 4 build, -mcpu=cortex-a72)": (
-        "aarch64-linux-gnu-g++",
-        ["-mcpu=cortex-a72"],
-        "aarch64-linux-gnu",
-        8,
-        AARCH64_SOURCE,
-    ),
-    "aarch64 (Pi 5 build, -mcpu=cortex-a76)": (
-        "aarch64-linux-gnu-g++",
-        ["-mcpu=cortex-a76"],
-        "aarch64-linux-gnu",
-        8,
-        AARCH64_SOURCE,
-    ),
-    "armv7 (Pi 32-bit OS, neon-vfpv4)": (
-        "arm-linux-gnueabihf-g++",
-        ["-march=armv7-a", "-mfpu=neon-vfpv4", "-mfloat-abi=hard"],
-        "armv7a-linux-gnueabihf",
-        4,
-        ARMV7_SOURCE,
-    ),
+AARCH64 = ("aarch64-linux-gnu-g++", "aarch64-linux-gnu")
+ARMV7 = ("arm-linux-gnueabihf-g++", "armv7a-linux-gnueabihf")
+PI4 = ["-mcpu=cortex-a72"]  # toolchains/raspberry-pi-4.cmake
+PI5 = ["-mcpu=cortex-a76"]  # toolchains/raspberry-pi-5.cmake
+ARMV7_FLAGS = ["-march=armv7-a", "-mfpu=neon-vfpv4", "-mfloat-abi=hard"]
+# CMakeLists.txt's per-file flavour flags: LRK_NEON_FLAGS on armv7; LRK_NEONDOT_FLAGS, which under
+# the Pi 4's -mcpu=cortex-a72 become -mcpu=cortex-a76+nofp16 (-march=armv8.2-a+dotprod would
+# conflict with it), and stay -march=armv8.2-a+dotprod under the Pi 5's -mcpu=cortex-a76.
+ARMV7_NEON = ARMV7_FLAGS + ["-mfp16-format=ieee"]
+PI4_NEONDOT = PI4 + ["-mcpu=cortex-a76+nofp16"]
+PI5_NEONDOT = PI5 + ["-march=armv8.2-a+dotprod"]
+
+# Multiply-accumulate instruction kinds: (regex of one instruction, MACs it performs).
+KINDS = {
+    # 4 f32 lanes per FMLA / VMLA / VFMA on q registers.
+    "fma": (re.compile(r"^\s+(fmla\s+v\d+\.4s|vmla\.f32\s+q|vfma\.f32\s+q)", re.M), 4),
+    # 8 int16 products per SMULL(2)/SMLAL(2) (VMULL.S8/VMLAL.S8 on armv7); SADALP only widens.
+    "mull": (re.compile(r"^\s+(smull2?|smlal2?\s|smlal2?\t|vmull\.s8|vmlal\.s8)", re.M), 8),
+    # 4 lanes x 4 int8 products per SDOT.
+    "sdot": (re.compile(r"^\s+sdot\s+v\d+\.4s", re.M), 16),
 }
-# 128-bit FMA instructions each core completes per cycle (Arm's optimization guides): the A53's
-# NEON datapath is 64 bits wide, the A57/A72 have one 128-bit FMA pipe, the A76/A78 two.
-CORES = {"cortex-a53": 0.5, "cortex-a57": 1, "cortex-a72": 1, "cortex-a76": 2, "cortex-a78": 2}
-# LLVM has AArch32 scheduling models for these only.
-ARMV7_CORES = ("cortex-a57", "cortex-a72")
-FMA_RE = re.compile(r"^\s+(fmla|vmla\.f32|vfma\.f32)\s+[vq]", re.M)
+# MAC peaks per cycle (Arm's software optimization guides), by -mcpu and instruction kind.
+# cortex-a53: 64-bit NEON datapath, half a 4-lane FMLA per cycle. cortex-a72 (A57/A72): one
+# 128-bit FMLA per cycle; SMULL/SMLAL issue on F0 only, one per cycle (8 MACs), SADALP on F1.
+# neoverse-n1 (= A76): two 128-bit FMLA pipes (V0, V1): 8 f32 MACs; SDOT on both pipes, 2 per
+# cycle x 16 int8 MACs = 32 (llvm-mca's N1 model agrees: SDOT reciprocal throughput 0.5).
+PEAKS = {
+    ("cortex-a53", "fma"): 2,
+    ("cortex-a72", "fma"): 4,
+    ("cortex-a72", "mull"): 8,
+    ("neoverse-n1", "fma"): 8,
+    ("neoverse-n1", "sdot"): 32,
+}
+
+# (build, kernel, source, compiler/triple, flags, MR, kind, cores)
+KERNELS = [
+    ("aarch64 Pi 4", "f32-gemm-8x8-aarch64-neon", K / "f32-gemm/8x8-aarch64-neon.cc",
+     AARCH64, PI4, 8, "fma", ("cortex-a53", "cortex-a72", "neoverse-n1")),
+    ("aarch64 Pi 4", "f16w-gemm-8x8-aarch64-neon", K / "f16w-gemm/8x8-aarch64-neon.cc",
+     AARCH64, PI4, 8, "fma", ("cortex-a72", "neoverse-n1")),
+    ("aarch64 Pi 4", "qd8-...-4x8c4-aarch64-neon", K / "qd8-f32-qc8w-gemm/4x8c4-aarch64-neon.cc",
+     AARCH64, PI4, 4, "mull", ("cortex-a72",)),
+    ("aarch64 Pi 4", "qd8-...-8x8c4-neondot", K / "qd8-f32-qc8w-gemm/8x8c4-neondot.cc",
+     AARCH64, PI4_NEONDOT, 8, "sdot", ("neoverse-n1",)),
+    ("aarch64 Pi 5", "f32-gemm-8x8-aarch64-neon", K / "f32-gemm/8x8-aarch64-neon.cc",
+     AARCH64, PI5, 8, "fma", ("neoverse-n1",)),
+    ("aarch64 Pi 5", "f16w-gemm-8x8-aarch64-neon", K / "f16w-gemm/8x8-aarch64-neon.cc",
+     AARCH64, PI5, 8, "fma", ("neoverse-n1",)),
+    ("aarch64 Pi 5", "qd8-...-8x8c4-neondot", K / "qd8-f32-qc8w-gemm/8x8c4-neondot.cc",
+     AARCH64, PI5_NEONDOT, 8, "sdot", ("neoverse-n1",)),
+    # LLVM has AArch32 scheduling models for the Cortex-A57 (used by cortex-a72) but none for the
+    # A7/A15/A53 in AArch32.
+    ("armv7", "f32-gemm-4x8-aarch32-neon", K / "f32-gemm/4x8-aarch32-neon.cc",
+     ARMV7, ARMV7_NEON, 4, "fma", ("cortex-a72",)),
+    ("armv7", "f16w-gemm-4x8-aarch32-neon", K / "f16w-gemm/4x8-aarch32-neon.cc",
+     ARMV7, ARMV7_NEON, 4, "fma", ("cortex-a72",)),
+    ("armv7", "qd8-...-2x8c4-aarch32-neon", K / "qd8-f32-qc8w-gemm/2x8c4-aarch32-neon.cc",
+     ARMV7, ARMV7_NEON, 2, "mull", ("cortex-a72",)),
+]  # fmt: skip
+
+# The int8 fallback vs the f32 kernel, same build and core, full tiles: (build, core, int8 kernel,
+# f32 kernel, held to RATIO_GOAL). armv7 is shown for information only: the AArch32 A57 model
+# runs the f32 kernel above the A72's documented FMA peak (see the notes printed at the end).
+RATIOS = [
+    ("aarch64 Pi 4", "cortex-a72", "qd8-...-4x8c4-aarch64-neon", "f32-gemm-8x8-aarch64-neon", True),
+    ("armv7", "cortex-a72", "qd8-...-2x8c4-aarch32-neon", "f32-gemm-4x8-aarch32-neon", False),
+]
+RATIO_GOAL = 1.8
 
 
 def find_tool(*names):
@@ -69,8 +115,8 @@ def find_tool(*names):
     return None
 
 
-def kernel_loops(asm: str, rows: int):
-    """The self-looping basic blocks of gemm_ukernel<rows>, as (fma_count, block_text)."""
+def kernel_loops(asm: str, rows: int, mac_re: re.Pattern):
+    """The self-looping basic blocks of gemm_ukernel<rows>, as (mac_instructions, block_text)."""
     # lrk::(anonymous namespace)::gemm_ukernel<rows>: std::size_t is unsigned long (m) on aarch64,
     # unsigned int (j) on armv7.
     mangled = re.compile(rf"^(_ZN3lrk12_GLOBAL__N_112gemm_ukernelIL[mj]{rows}EEEv\w*):", re.M)
@@ -94,8 +140,20 @@ def kernel_loops(asm: str, rows: int):
             continue
         lines = [ln for ln in block.splitlines() if ln.strip() and not ln.strip().startswith(".")]
         text = "\n".join(lines) + "\n"
-        blocks.append((len(FMA_RE.findall(text)), text))
+        blocks.append((len(mac_re.findall(text)), text))
     return sorted(blocks, key=lambda b: -b[0])
+
+
+def model_name(mca_stdout: str) -> str:
+    """The scheduling model llvm-mca used, from its resource names (A57UnitB -> Cortex-A57)."""
+    m = re.search(r"^\[[\d.]+\]\s+-\s+(\w+?)Unit", mca_stdout, re.M)
+    if not m:
+        return "none"
+    prefix = m.group(1)
+    if prefix.startswith("Cortex"):
+        prefix = prefix[len("Cortex") :]
+    names = {"N1": "Neoverse-N1", "N2": "Neoverse-N2", "V1": "Neoverse-V1"}
+    return names.get(prefix, f"Cortex-{prefix}" if re.match(r"A\d", prefix) else prefix)
 
 
 def main() -> int:
@@ -112,19 +170,25 @@ def main() -> int:
         "llvm-mca-14",
     )
     if mca is None:
-        print("llvm-mca not found (Debian: apt-get install llvm-16): no NEON estimates")
+        print("llvm-mca not found (Debian: apt-get install llvm-19): no NEON estimates")
         return 0
     version = subprocess.run([mca, "--version"], capture_output=True, text=True).stdout
     version = re.search(r"LLVM version ([\d.]+)", version)
     print(
-        f"llvm-mca {version.group(1) if version else '?'}; cycles per loop iteration, "
-        f"fraction of the core's FMA peak\n"
+        f"llvm-mca {version.group(1) if version else '?'}: cycles per inner-loop iteration, "
+        f"MACs per cycle vs the core's MAC peak for the instruction kind\n"
     )
-    print(f"{'build':42s} {'kernel':10s} {'FMAs':>4s} {'core':11s} {'cycles':>7s} {'peak %':>7s}")
+    header = (
+        f"{'build':13s} {'kernel':27s} {'rows':>4s} {'-mcpu':11s} {'model':11s} {'kind':4s} "
+        f"{'insts':>5s} {'MACs':>5s} {'cycles':>7s} {'MAC/cyc':>7s} {'peak':>4s} {'peak %':>6s}"
+    )
+    print(header)
+    print("-" * len(header))
+    results = {}  # (build, kernel, rows, core) -> MACs per cycle
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (cxx, flags, triple, mr, source) in TARGETS.items():
+        for build, kernel, source, (cxx, triple), flags, mr, kind, cores in KERNELS:
             if not shutil.which(cxx):
-                print(f"{name:42s} skipped: {cxx} not installed")
+                print(f"{build:13s} {kernel:27s} skipped: {cxx} not installed")
                 continue
             asm_path = Path(tmp) / "k.s"
             subprocess.run(
@@ -142,15 +206,15 @@ def main() -> int:
                 check=True,
             )
             asm = asm_path.read_text()
-            for rows, label in ((mr, f"{mr}x8"), (1, "1x8 GEMV")):
-                fmas, loop = kernel_loops(asm, rows)[0]
+            mac_re, macs_per_inst = KINDS[kind]
+            for rows in (mr, 1):
+                insts, loop = kernel_loops(asm, rows, mac_re)[0]
                 loop_path = Path(tmp) / "loop.s"
                 loop_path.write_text(loop)
                 if args.show_loops:
-                    print(f"--- {name} {label}\n{loop}")
-                for core, fma_per_cycle in CORES.items():
-                    if triple.startswith("armv7") and core not in ARMV7_CORES:
-                        continue
+                    print(f"--- {build} {kernel} rows={rows}\n{loop}")
+                macs = insts * macs_per_inst
+                for core in cores:
                     out = subprocess.run(
                         [
                             mca,
@@ -163,21 +227,48 @@ def main() -> int:
                         text=True,
                     )
                     cyc = re.search(r"Total Cycles:\s+(\d+)", out.stdout)
+                    start = f"{build:13s} {kernel:27s} {rows:4d} {core:11s}"
                     if not cyc:
-                        print(
-                            f"{name:42s} {label:10s} {fmas:4d} {core:11s} llvm-mca: "
-                            f"{out.stderr.strip().splitlines()[0] if out.stderr else 'no result'}"
-                        )
+                        err = out.stderr.strip().splitlines()
+                        print(f"{start} llvm-mca: {err[0] if err else 'no result'}")
                         continue
                     per_iter = int(cyc.group(1)) / 500
-                    peak = fmas / fma_per_cycle / per_iter
-                    columns = f"{name:42s} {label:10s} {fmas:4d} {core:11s} {per_iter:7.1f}"
-                    print(f"{columns} {100 * peak:6.1f}%")
+                    rate = macs / per_iter
+                    results[(build, kernel, rows, core)] = rate
+                    peak = PEAKS.get((core, kind))
+                    peak_text = (
+                        f"{peak:4d} {100 * rate / peak:5.1f}%" if peak else f"{'?':>4s} {'':6s}"
+                    )
+                    print(
+                        f"{start} {model_name(out.stdout):11s} {kind:4s} {insts:5d} {macs:5d} "
+                        f"{per_iter:7.1f} {rate:7.2f} {peak_text}"
+                    )
+    print()
+    for build, core, int8, f32, held in RATIOS:
+        mr8 = next((k[5] for k in KERNELS if k[0] == build and k[1] == int8), None)
+        mr32 = next((k[5] for k in KERNELS if k[0] == build and k[1] == f32), None)
+        a = results.get((build, int8, mr8, core))
+        b = results.get((build, f32, mr32, core))
+        if a is None or b is None:
+            continue
+        if held:
+            verdict = f"{'meets' if a / b >= RATIO_GOAL else 'MISSES'} the {RATIO_GOAL}x goal"
+        else:
+            verdict = "information only: the model's f32 figure is above the documented peak"
+        print(
+            f"{build}, -mcpu={core}: int8 {int8} {a:.2f} MACs/cycle vs f32 {f32} {b:.2f}: "
+            f"{a / b:.2f}x ({verdict})"
+        )
     print(
-        "\nNotes: LLVM <= 16 has no Cortex-A76/A78 scheduling model; it uses the Cortex-A57 model\n"
-        "for them (1 FMA pipe modelled, they have 2), so their figures are lower bounds.\n"
-        "LLVM's AArch32 Cortex-A57/A72 model lets a Q-form VMLA issue on both FP pipes, which the\n"
-        "A72 documents as one 128-bit FMA per cycle: armv7 figures above 100% mean FMA-bound."
+        "\nNotes: LLVM's cortex-a72/a76/a78 CPUs use the Cortex-A57 model (1 FMA pipe modelled;\n"
+        "the A76/A78 have 2): the A76-class rows use -mcpu=neoverse-n1 and its own model.\n"
+        "The N1 model issues FCVTL (fp16 -> f32) on V0 only, 2 cycles each: the f16w kernels\n"
+        "cannot reach the FMA peak there (8x8: at best (64 FMLA + 16 FCVTL cycles) / 2 pipes =\n"
+        "40 cycles per 4 k), and GEMV (1 row) is conversion-bound at 2 weights per cycle\n"
+        "(4 bytes: 9.6 GB/s at 2.4 GHz, about a Pi 5's DRAM bandwidth).\n"
+        "LLVM's AArch32 Cortex-A57 model lets a Q-form VMLA issue on both FP pipes, which the A72\n"
+        "documents as one 128-bit FMA per cycle: armv7 f32 figures above 100% mean FMA-bound, and\n"
+        "the armv7 int8/f32 ratio is understated by as much."
     )
     return 0
 

@@ -20,12 +20,17 @@ extern const F32GemmUkernelFn f16w_gemm_4x8__scalar[5];
 extern const F32GemmUkernelFn f16w_gemm_6x16__avx2[7];
 extern const F32GemmUkernelFn f16w_gemm_8x32__avx512[9];
 extern const F32GemmUkernelFn f16w_gemm_12x16__avx512[13];
+extern const F32GemmUkernelFn f16w_gemm_8x8__aarch64_neon[9];
+extern const F32GemmUkernelFn f16w_gemm_4x8__aarch32_neon[5];
 
 // qd8-f32-qc8w GEMM (int8 dot products, K in groups of 4).
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_4x4c4__scalar[5];
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_4x8c4__avx2[5];
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_8x8c4__avxvnni[9];
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_8x32c4__avx512vnni[9];
+extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_8x8c4__neondot[9];
+extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_4x8c4__aarch64_neon[5];
+extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_2x8c4__aarch32_neon[3];
 
 // f32 transposes.
 extern const F32TransposeFn f32_transpose_8x8__scalar;

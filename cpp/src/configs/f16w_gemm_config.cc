@@ -45,6 +45,17 @@ void fill(CandidateTable<F32GemmConfig>& t) {
     c.narrow = &narrow;
   }
 #endif
+#if defined(LRK_HAVE_NEON)
+  // fp16 -> f32 widening in the weight load (FCVTL; VCVT.F32.F16 on armv7), f32 FMA. A 512 x 8
+  // fp16 panel is 8 KiB: K blocks as long as the f32 kernel's, in a quarter of a 32 KiB L1D.
+#if defined(__aarch64__)
+  set_kernels(t.add(Isa::neon), "f16w-gemm-8x8-aarch64-neon", kCpuNeon, f16w_gemm_8x8__aarch64_neon,
+              8, 512);
+#else
+  set_kernels(t.add(Isa::neon), "f16w-gemm-4x8-aarch32-neon", kCpuNeon, f16w_gemm_4x8__aarch32_neon,
+              8, 512);
+#endif
+#endif
 }
 
 const CandidateTable<F32GemmConfig>& table() {

@@ -39,6 +39,21 @@ void fill(CandidateTable<QD8GemmConfig>& t) {
   set_kernels(t.add(Isa::avx2), "qd8-f32-qc8w-gemm-4x8c4-avx2", kCpuAvx2Fma,
               qd8_f32_qc8w_gemm_4x8c4__avx2, 8, 0);
 #endif
+#if defined(LRK_HAVE_NEONDOT) && defined(__aarch64__)
+  // ARMv8.2 SDOT (Cortex-A76/A78, Pi 5, Orin): 16 MACs per instruction.
+  set_kernels(t.add(Isa::neon), "qd8-f32-qc8w-gemm-8x8c4-neondot", kCpuNeon | kCpuNeonDot,
+              qd8_f32_qc8w_gemm_8x8c4__neondot, 8, 0);
+#endif
+#if defined(LRK_HAVE_NEON)
+  // Without dot products (Cortex-A53/A57/A72, armv7): SMULL/SMLAL pairs widened by SADALP.
+#if defined(__aarch64__)
+  set_kernels(t.add(Isa::neon), "qd8-f32-qc8w-gemm-4x8c4-aarch64-neon", kCpuNeon,
+              qd8_f32_qc8w_gemm_4x8c4__aarch64_neon, 8, 0);
+#else
+  set_kernels(t.add(Isa::neon), "qd8-f32-qc8w-gemm-2x8c4-aarch32-neon", kCpuNeon,
+              qd8_f32_qc8w_gemm_2x8c4__aarch32_neon, 8, 0);
+#endif
+#endif
 }
 
 const CandidateTable<QD8GemmConfig>& table() {
