@@ -123,23 +123,6 @@ const QuantizedOperand::Packed& QuantizedOperand::packed_for(const QD8GemmConfig
   throw std::logic_error("QuantizedOperand: more kernel configs than pack slots");
 }
 
-// x (k floats) -> q (kpad bytes, stored as q + offset), the range widened to include 0 so that
-// 0 is exact (zero padding, ReLU outputs). Every step is one float32 rounding, as in
-// lrkernels.reference.quantize_rows.
-void widen_range(const float* x, std::size_t k, RowQuant* range) {
-  float lo = range->lo, hi = range->hi;
-  bool finite = range->finite;
-  for (std::size_t i = 0; i < k; ++i) {
-    const float v = x[i];
-    finite &= (v - v == 0.0f);  // false for NaN and +-inf
-    lo = v < lo ? v : lo;
-    hi = v > hi ? v : hi;
-  }
-  range->lo = lo;
-  range->hi = hi;
-  range->finite = finite;
-}
-
 void choose_quantization(RowQuant* r) {
   r->scale = 1.0f;
   r->zero = 0;
@@ -154,57 +137,22 @@ void choose_quantization(RowQuant* r) {
   r->zero_range = false;
 }
 
-void quantize_with(const float* x, std::size_t k, std::size_t kpad, const RowQuant& r, int offset,
-                   std::int8_t* q) {
-  const auto store = [offset](int value) {
-    return static_cast<std::int8_t>(static_cast<std::uint8_t>(value + offset));
-  };
-  if (r.zero_range) {
-    for (std::size_t i = 0; i < kpad; ++i) q[i] = store(0);
-    return;
-  }
-  const float inv = 1.0f / r.scale;
-  for (std::size_t i = 0; i < k; ++i) {
-    const int v = static_cast<int>(round_even(x[i] * inv)) + r.zero;
-    q[i] = store(v < -128 ? -128 : (v > 127 ? 127 : v));
-  }
-  for (std::size_t i = k; i < kpad; ++i) q[i] = store(r.zero);
-}
-
-RowQuant quantize_row(const float* x, std::size_t k, std::size_t kpad, int offset,
+RowQuant quantize_row(const QD8GemmConfig& cfg, const float* x, std::size_t k, std::size_t kpad,
                       std::int8_t* q) {
   RowQuant r;
-  widen_range(x, k, &r);
+  cfg.range(k, x, &r);
   choose_quantization(&r);
-  quantize_with(x, k, kpad, r, offset, q);
+  cfg.quantize(k, kpad, x, &r, cfg.input_offset, q);
   return r;
 }
 
-// y[i][j] = float(acc[i][j] - zero_i * wsum_j) * (scale_i * wscale_j) [+ bias_j], with the
-// input offset folded into the zero point; NaN rows for non-finite inputs. rq[i * rq_step].
-void dequantize(std::size_t rows, std::size_t cols, const std::int32_t* acc, std::size_t ldacc,
-                const RowQuant* rq, std::size_t rq_step, int offset, const float* wscale,
-                const std::int32_t* wsum, const float* bias, float* y, std::size_t ldy) {
+void dequantize(const QD8GemmConfig& cfg, std::size_t rows, std::size_t cols,
+                const std::int32_t* acc, std::size_t ldacc, const RowQuant* rq,
+                std::size_t rq_step, const float* wscale, const std::int32_t* wsum,
+                const float* bias, float* y, std::size_t ldy) {
   for (std::size_t i = 0; i < rows; ++i) {
-    float* yi = y + i * ldy;
-    const RowQuant& r = rq[i * rq_step];
-    if (!r.finite) {
-      for (std::size_t j = 0; j < cols; ++j) yi[j] = NAN;
-      continue;
-    }
-    const std::uint32_t zz = static_cast<std::uint32_t>(r.zero + offset);
-    const float sx = r.scale;
-    const std::int32_t* ai = acc + i * ldacc;
-    // The true difference fits in int32 (K <= kMaxQuantizedK); unsigned arithmetic wraps to it.
-    for (std::size_t j = 0; j < cols; ++j) {
-      const std::int32_t d = static_cast<std::int32_t>(static_cast<std::uint32_t>(ai[j]) -
-                                                       zz * static_cast<std::uint32_t>(wsum[j]));
-      const float s = sx * wscale[j];
-      yi[j] = static_cast<float>(d) * s;
-    }
-    if (bias != nullptr) {
-      for (std::size_t j = 0; j < cols; ++j) yi[j] = yi[j] + bias[j];
-    }
+    cfg.dequantize(cols, acc + i * ldacc, rq + i * rq_step, cfg.input_offset, wscale, wsum, bias,
+                   y + i * ldy);
   }
 }
 
@@ -225,7 +173,7 @@ void block_panels(const QD8GemmConfig& cfg, const QuantizedOperand& w,
       const std::int8_t* a = qa + m0 * lda;
       cfg.ukernel[r](cols, pk.kgroups, 1, &a, lda, pk.panel(p), acc + m0 * ldacc + col0, ldacc);
     }
-    dequantize(rows, cols, acc + col0, ldacc, rq, 1, cfg.input_offset, w.scale() + col0,
+    dequantize(cfg, rows, cols, acc + col0, ldacc, rq, 1, w.scale() + col0,
                w.wsum() + col0, w.bias() ? w.bias() + col0 : nullptr, y + col0, ldy);
     clamp.apply(rows, cols, y + col0, ldy);
   }
@@ -308,7 +256,7 @@ void qd8_gemm(const QD8GemmConfig& cfg, std::size_t m, const float* x, std::size
   for (std::size_t m0 = 0; m0 < m; m0 += mb) {
     const std::size_t rows = std::min(mb, m - m0);
     for (std::size_t i = 0; i < rows; ++i) {
-      rq[i] = quantize_row(x + (m0 + i) * ldx, k, lda, cfg.input_offset, qa + i * lda);
+      rq[i] = quantize_row(cfg, x + (m0 + i) * ldx, k, lda, qa + i * lda);
     }
     stage(cfg, w, rows, qa, lda, rq, acc, y + m0 * ldy, ldy, clamp);
   }
@@ -340,11 +288,11 @@ void qd8_lowrank_gemm(const QD8GemmConfig& cfg, std::size_t m, const float* x, s
   for (std::size_t m0 = 0; m0 < m; m0 += mb) {
     const std::size_t rows = std::min(mb, m - m0);
     for (std::size_t i = 0; i < rows; ++i) {
-      rq[i] = quantize_row(x + (m0 + i) * ldx, k, lda, cfg.input_offset, qa + i * lda);
+      rq[i] = quantize_row(cfg, x + (m0 + i) * ldx, k, lda, qa + i * lda);
     }
     stage(cfg, v, rows, qa, lda, rq, acc, t, ldt, OutputClamp());  // t = x V^T, rank-sized
     for (std::size_t i = 0; i < rows; ++i) {  // requantized per row while t is hot
-      rq[mb + i] = quantize_row(t + i * ldt, r, ldqt, cfg.input_offset, qt + i * ldqt);
+      rq[mb + i] = quantize_row(cfg, t + i * ldt, r, ldqt, qt + i * ldqt);
     }
     stage(cfg, u, rows, qt, ldqt, rq + mb, acc, y + m0 * ldy, ldy, clamp);
   }

@@ -68,6 +68,10 @@ struct QD8GemmConfig {
   std::size_t mr = 0, nr = 0;
   int input_offset = 0;  // 0: A holds int8 q; 128: A holds uint8 q + 128 (u8 x s8 dot products)
   QD8GemmUkernelFn ukernel[kMaxMr + 1] = {};
+  // The element-wise steps around the GEMM, compiled for the row's ISA (cpp/kernels/qd8-convert/).
+  QD8RangeFn range = nullptr;
+  QD8QuantizeFn quantize = nullptr;
+  QD8DequantizeFn dequantize = nullptr;
 };
 
 struct F32TransposeConfig {

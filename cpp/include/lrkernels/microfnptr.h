@@ -38,6 +38,30 @@ using QD8GemmUkernelFn = void (*)(std::size_t nr, std::size_t kgroups, std::size
                                   const std::int8_t* const* a, std::size_t lda,
                                   const std::int8_t* w, std::int32_t* c, std::size_t ldc);
 
+// The quantization of the int8 path's inputs and the dequantization of its sums (the driver's
+// element-wise work, per ISA like the GEMM so it keeps pace with it). One quantization:
+// x ~ scale * (q - zero), q in [-128, 127]; lo/hi: the range seen, widened to include 0;
+// finite: no NaN or +-inf seen; zero_range: every q is 0 (all zeros, a range below the normal
+// floats, or non-finite values). The arithmetic is lrkernels.reference.quantize_rows' exactly.
+struct QD8RowQuant {
+  float lo = 0.0f, hi = 0.0f;
+  bool finite = true;
+  float scale = 1.0f;
+  std::int32_t zero = 0;
+  bool zero_range = true;
+};
+// Widens r->lo, r->hi, r->finite by x[0..k).
+using QD8RangeFn = void (*)(std::size_t k, const float* x, QD8RowQuant* r);
+// q[i] = clamp(rint(x[i] * (1 / r.scale)) + r.zero, -128, 127) + offset for i < k (0 + offset
+// everywhere when r.zero_range), q[k..kpad) = r.zero + offset.
+using QD8QuantizeFn = void (*)(std::size_t k, std::size_t kpad, const float* x,
+                               const QD8RowQuant* r, int offset, std::int8_t* q);
+// y[j] = float(acc[j] - (r.zero + offset) * wsum[j]) * (r.scale * wscale[j]) [+ bias[j]] for
+// j < cols, each operation one float32 rounding; NaN everywhere when !r.finite.
+using QD8DequantizeFn = void (*)(std::size_t cols, const std::int32_t* acc,
+                                 const QD8RowQuant* r, int offset, const float* wscale,
+                                 const std::int32_t* wsum, const float* bias, float* y);
+
 // f32 transpose: dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: the NCHW <-> NHWC row
 // transposes of the convolutions, which a scalar loop makes as slow as a small GEMM.
 using F32TransposeFn = void (*)(const float* src, std::size_t rows, std::size_t cols,

@@ -32,6 +32,17 @@ extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_8x8c4__neondot[9];
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_4x8c4__aarch64_neon[5];
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_2x8c4__aarch32_neon[3];
 
+// qd8 conversions: input range and quantization, dequantization (convert-generic.h per ISA).
+#define LRK_DECLARE_QD8_CONVERT(isa)                      \
+  extern const QD8RangeFn qd8_convert_range__##isa;       \
+  extern const QD8QuantizeFn qd8_convert_quantize__##isa; \
+  extern const QD8DequantizeFn qd8_convert_dequantize__##isa;
+LRK_DECLARE_QD8_CONVERT(scalar)
+LRK_DECLARE_QD8_CONVERT(neon)
+LRK_DECLARE_QD8_CONVERT(avx2)
+LRK_DECLARE_QD8_CONVERT(avx512)
+#undef LRK_DECLARE_QD8_CONVERT
+
 // f32 transposes.
 extern const F32TransposeFn f32_transpose_8x8__scalar;
 extern const F32TransposeFn f32_transpose_8x8__avx2;

@@ -85,34 +85,24 @@ void qd8_gemm(const QD8GemmConfig& config, std::size_t m, const float* x, std::s
 std::size_t qd8_gemm_workspace_bytes(const QD8GemmConfig& config, std::size_t m, std::size_t k,
                                      std::size_t n);
 
-// The steps of the int8 arithmetic, shared by the linear and convolution drivers.
-// One quantization: x ~ scale * (q - zero), q in [-128, 127]; finite == false when the values
-// held NaN or +-inf (their outputs are NaN). lo, hi: the range seen, widened to include 0.
-struct RowQuant {
-  float lo = 0.0f, hi = 0.0f;
-  bool finite = true;
-  float scale = 1.0f;
-  std::int32_t zero = 0;
-  bool zero_range = true;  // every q is 0 (all zeros, a range below the normal floats, non-finite)
-};
-// Widens range->lo / hi / finite by k values (a convolution band's rows share one range).
-void widen_range(const float* x, std::size_t k, RowQuant* range);
-// scale and zero from lo and hi (scale 1, zero 0 for an all-zero or non-finite range).
+// The steps of the int8 arithmetic, shared by the linear and convolution drivers (the element-wise
+// work runs on the config's per-ISA range / quantize / dequantize functions).
+using RowQuant = QD8RowQuant;
+// scale and zero from lo and hi (scale 1, zero 0, zero_range for an all-zero or non-finite range).
 void choose_quantization(RowQuant* r);
-// q[0..k) = the values quantized as r says (stored + offset), q[k..kpad) = the zero point.
-void quantize_with(const float* x, std::size_t k, std::size_t kpad, const RowQuant& r, int offset,
-                   std::int8_t* q);
-RowQuant quantize_row(const float* x, std::size_t k, std::size_t kpad, int offset,
+// One row's range, parameters and values (stored + the config's input offset), kpad bytes.
+RowQuant quantize_row(const QD8GemmConfig& cfg, const float* x, std::size_t k, std::size_t kpad,
                       std::int8_t* q);
-// y[i][j] = float(acc[i][j] - zero_i wsum_j) * (scale_i wscale_j) [+ bias_j], rows i of
-// rq[i * rq_step]; NaN rows where !finite.
-void dequantize(std::size_t rows, std::size_t cols, const std::int32_t* acc, std::size_t ldacc,
-                const RowQuant* rq, std::size_t rq_step, int offset, const float* wscale,
-                const std::int32_t* wsum, const float* bias, float* y, std::size_t ldy);
+// Rows i of acc (ldacc) with parameters rq[i * rq_step] into y (ldy), cols columns.
+void dequantize(const QD8GemmConfig& cfg, std::size_t rows, std::size_t cols,
+                const std::int32_t* acc, std::size_t ldacc, const RowQuant* rq,
+                std::size_t rq_step, const float* wscale, const std::int32_t* wsum,
+                const float* bias, float* y, std::size_t ldy);
+
 // y = clamp(dequant(quant(t) U_q^T) + bias), t = dequant(quant(x) V_q^T): the rank-sized
 // intermediate is requantized per row inside the call, block by block, never leaving the cache.
-void qd8_lowrank_gemm(const QD8GemmConfig& config, std::size_t m, const float* x, std::size_t ldx,
-                      const QuantizedOperand& v, const QuantizedOperand& u, float* y,
-                      std::size_t ldy, const OutputClamp& clamp);
+void qd8_lowrank_gemm(const QD8GemmConfig& config, std::size_t m, const float* x,
+                      std::size_t ldx, const QuantizedOperand& v, const QuantizedOperand& u,
+                      float* y, std::size_t ldy, const OutputClamp& clamp);
 
 }  // namespace lrk

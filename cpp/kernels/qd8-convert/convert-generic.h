@@ -1,0 +1,88 @@
+// The int8 path's element-wise steps, written once as plain loops over LRK_QD8_LANES independent
+// lanes so that each per-ISA file's flags vectorize them (16 lanes AVX-512, 8 AVX2, 4 NEON and the
+// SSE2 baseline). Every float operation is its own statement: one float32 rounding each, never
+// contracted into an FMA, so every ISA computes lrkernels.reference.quantize_rows' values.
+// Included inside each per-ISA file's anonymous namespace (TU-local copies, no libm calls).
+
+constexpr std::size_t kLanes = LRK_QD8_LANES;
+
+// Round to nearest even for |v| < 2^22 (the values rounded here are within about +-383).
+inline float round_even(float v) {
+  const float magic = 12582912.0f;  // 1.5 * 2^23
+  const float shifted = v + magic;
+  return shifted - magic;
+}
+
+void range(std::size_t k, const float* x, QD8RowQuant* r) {
+  // Per-lane minimum, maximum and (v - v) sums: 0 while finite, NaN after a NaN or +-inf.
+  float lo[kLanes], hi[kLanes], bad[kLanes];
+  for (std::size_t j = 0; j < kLanes; ++j) lo[j] = hi[j] = bad[j] = 0.0f;
+  std::size_t i = 0;
+  for (; i + kLanes <= k; i += kLanes) {
+    for (std::size_t j = 0; j < kLanes; ++j) {
+      const float v = x[i + j];
+      lo[j] = v < lo[j] ? v : lo[j];
+      hi[j] = v > hi[j] ? v : hi[j];
+      const float d = v - v;
+      bad[j] = bad[j] + d;
+    }
+  }
+  for (; i < k; ++i) {
+    const float v = x[i];
+    lo[0] = v < lo[0] ? v : lo[0];
+    hi[0] = v > hi[0] ? v : hi[0];
+    const float d = v - v;
+    bad[0] = bad[0] + d;
+  }
+  float l = r->lo, h = r->hi;
+  bool finite = r->finite;
+  for (std::size_t j = 0; j < kLanes; ++j) {
+    l = lo[j] < l ? lo[j] : l;
+    h = hi[j] > h ? hi[j] : h;
+    finite = finite && bad[j] == 0.0f;
+  }
+  r->lo = l;
+  r->hi = h;
+  r->finite = finite;
+}
+
+void quantize(std::size_t k, std::size_t kpad, const float* x, const QD8RowQuant* r, int offset,
+              std::int8_t* q) {
+  if (r->zero_range) {
+    for (std::size_t i = 0; i < kpad; ++i) q[i] = static_cast<std::int8_t>(offset);
+    return;
+  }
+  const float inv = 1.0f / r->scale;
+  const int zero = r->zero;
+  for (std::size_t i = 0; i < k; ++i) {
+    const float scaled = x[i] * inv;
+    int v = static_cast<int>(round_even(scaled)) + zero;
+    v = v < -128 ? -128 : v;
+    v = v > 127 ? 127 : v;
+    q[i] = static_cast<std::int8_t>(static_cast<std::uint8_t>(v + offset));
+  }
+  for (std::size_t i = k; i < kpad; ++i) {
+    q[i] = static_cast<std::int8_t>(static_cast<std::uint8_t>(zero + offset));
+  }
+}
+
+void dequantize(std::size_t cols, const std::int32_t* acc, const QD8RowQuant* r, int offset,
+                const float* wscale, const std::int32_t* wsum, const float* bias, float* y) {
+  if (!r->finite) {
+    for (std::size_t j = 0; j < cols; ++j) y[j] = __builtin_nanf("");
+    return;
+  }
+  const std::uint32_t zz = static_cast<std::uint32_t>(r->zero + offset);
+  const float sx = r->scale;
+  // The true difference fits in int32 (K <= 65536); unsigned arithmetic wraps to it.
+  for (std::size_t j = 0; j < cols; ++j) {
+    const std::uint32_t correction = zz * static_cast<std::uint32_t>(wsum[j]);
+    const std::int32_t d =
+        static_cast<std::int32_t>(static_cast<std::uint32_t>(acc[j]) - correction);
+    const float s = sx * wscale[j];
+    y[j] = static_cast<float>(d) * s;
+  }
+  if (bias != nullptr) {
+    for (std::size_t j = 0; j < cols; ++j) y[j] = y[j] + bias[j];
+  }
+}
