@@ -13,29 +13,30 @@ inline float round_even(float v) {
   return shifted - magic;
 }
 
+typedef float VecF __attribute__((vector_size(LRK_QD8_LANES * sizeof(float))));
+
 void range(std::size_t k, const float* x, QD8RowQuant* r) {
-  // Per-lane minimum, maximum and (v - v) sums: 0 while finite, NaN after a NaN or +-inf.
-  float lo[kLanes], hi[kLanes], bad[kLanes];
-  for (std::size_t j = 0; j < kLanes; ++j) lo[j] = hi[j] = bad[j] = 0.0f;
+  // Per-lane minimum, maximum and (v - v) sums: 0 while finite, NaN after a NaN or +-inf. Vector
+  // extensions, not arrays: GCC does not vectorize a min/max reduction over plain lanes.
+  VecF lo = {}, hi = {}, bad = {};
   std::size_t i = 0;
   for (; i + kLanes <= k; i += kLanes) {
-    for (std::size_t j = 0; j < kLanes; ++j) {
-      const float v = x[i + j];
-      lo[j] = v < lo[j] ? v : lo[j];
-      hi[j] = v > hi[j] ? v : hi[j];
-      const float d = v - v;
-      bad[j] = bad[j] + d;
-    }
+    VecF v;
+    __builtin_memcpy(&v, x + i, sizeof v);
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+    const VecF d = v - v;
+    bad = bad + d;
   }
+  float l = r->lo, h = r->hi, b = 0.0f;
   for (; i < k; ++i) {
     const float v = x[i];
-    lo[0] = v < lo[0] ? v : lo[0];
-    hi[0] = v > hi[0] ? v : hi[0];
+    l = v < l ? v : l;
+    h = v > h ? v : h;
     const float d = v - v;
-    bad[0] = bad[0] + d;
+    b = b + d;
   }
-  float l = r->lo, h = r->hi;
-  bool finite = r->finite;
+  bool finite = r->finite && b == 0.0f;
   for (std::size_t j = 0; j < kLanes; ++j) {
     l = lo[j] < l ? lo[j] : l;
     h = hi[j] > h ? hi[j] : h;
