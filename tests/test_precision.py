@@ -505,6 +505,8 @@ def test_int8_edge_values(kernel_row, kind, has_bias):
         with results.case(case):
             factors = _factors(rng, kind, out, in_f, rank)
             factors[0][out // 2] = 0.0  # an all-zero weight row (an output channel)
+            if kind == "LowRankLinear":
+                factors[1][0] = 0.0  # a rank component with an all-zero row of V
             bias = _f32(rng, (out,)) if has_bias else None
             layer = _layer(kind, factors, bias, None, "int8")
             x, nonfinite = _edge_input(rng, in_f)
@@ -516,8 +518,7 @@ def test_int8_edge_values(kernel_row, kind, has_bias):
             assert np.isfinite(y[finite]).all(), f"{case}: NaN leaked into a finite row"
             zero_out = bias if has_bias else np.zeros(out, np.float32)
             np.testing.assert_array_equal(y[4], zero_out, err_msg=f"{case}: all-zero row")
-            if kind == "Linear":
-                np.testing.assert_array_equal(y[finite, out // 2], zero_out[out // 2])
+            np.testing.assert_array_equal(y[finite, out // 2], zero_out[out // 2], err_msg=case)
             # a NaN row alone gives the same NaN row (other rows do not influence it)
             _assert_bit_exact(_call(layer, x[finite], row, case), ref[finite], case)
     results.check()
