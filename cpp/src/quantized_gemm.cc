@@ -147,9 +147,9 @@ RowQuant quantize_row(const QD8GemmConfig& cfg, const float* x, std::size_t k, s
 }
 
 void dequantize(const QD8GemmConfig& cfg, std::size_t rows, std::size_t cols,
-                const std::int32_t* acc, std::size_t ldacc, const RowQuant* rq,
-                std::size_t rq_step, const float* wscale, const std::int32_t* wsum,
-                const float* bias, float* y, std::size_t ldy) {
+                const std::int32_t* acc, std::size_t ldacc, const RowQuant* rq, std::size_t rq_step,
+                const float* wscale, const std::int32_t* wsum, const float* bias, float* y,
+                std::size_t ldy) {
   for (std::size_t i = 0; i < rows; ++i) {
     cfg.dequantize(cols, acc + i * ldacc, rq + i * rq_step, cfg.input_offset, wscale, wsum, bias,
                    y + i * ldy);
@@ -173,8 +173,8 @@ void block_panels(const QD8GemmConfig& cfg, const QuantizedOperand& w,
       const std::int8_t* a = qa + m0 * lda;
       cfg.ukernel[r](cols, pk.kgroups, 1, &a, lda, pk.panel(p), acc + m0 * ldacc + col0, ldacc);
     }
-    dequantize(cfg, rows, cols, acc + col0, ldacc, rq, 1, w.scale() + col0,
-               w.wsum() + col0, w.bias() ? w.bias() + col0 : nullptr, y + col0, ldy);
+    dequantize(cfg, rows, cols, acc + col0, ldacc, rq, 1, w.scale() + col0, w.wsum() + col0,
+               w.bias() ? w.bias() + col0 : nullptr, y + col0, ldy);
     clamp.apply(rows, cols, y + col0, ldy);
   }
 }

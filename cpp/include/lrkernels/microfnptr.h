@@ -58,9 +58,9 @@ using QD8QuantizeFn = void (*)(std::size_t k, std::size_t kpad, const float* x,
                                const QD8RowQuant* r, int offset, std::int8_t* q);
 // y[j] = float(acc[j] - (r.zero + offset) * wsum[j]) * (r.scale * wscale[j]) [+ bias[j]] for
 // j < cols, each operation one float32 rounding; NaN everywhere when !r.finite.
-using QD8DequantizeFn = void (*)(std::size_t cols, const std::int32_t* acc,
-                                 const QD8RowQuant* r, int offset, const float* wscale,
-                                 const std::int32_t* wsum, const float* bias, float* y);
+using QD8DequantizeFn = void (*)(std::size_t cols, const std::int32_t* acc, const QD8RowQuant* r,
+                                 int offset, const float* wscale, const std::int32_t* wsum,
+                                 const float* bias, float* y);
 
 // f32 transpose: dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: the NCHW <-> NHWC row
 // transposes of the convolutions, which a scalar loop makes as slow as a small GEMM.

@@ -95,14 +95,14 @@ RowQuant quantize_row(const QD8GemmConfig& cfg, const float* x, std::size_t k, s
                       std::int8_t* q);
 // Rows i of acc (ldacc) with parameters rq[i * rq_step] into y (ldy), cols columns.
 void dequantize(const QD8GemmConfig& cfg, std::size_t rows, std::size_t cols,
-                const std::int32_t* acc, std::size_t ldacc, const RowQuant* rq,
-                std::size_t rq_step, const float* wscale, const std::int32_t* wsum,
-                const float* bias, float* y, std::size_t ldy);
+                const std::int32_t* acc, std::size_t ldacc, const RowQuant* rq, std::size_t rq_step,
+                const float* wscale, const std::int32_t* wsum, const float* bias, float* y,
+                std::size_t ldy);
 
 // y = clamp(dequant(quant(t) U_q^T) + bias), t = dequant(quant(x) V_q^T): the rank-sized
 // intermediate is requantized per row inside the call, block by block, never leaving the cache.
-void qd8_lowrank_gemm(const QD8GemmConfig& config, std::size_t m, const float* x,
-                      std::size_t ldx, const QuantizedOperand& v, const QuantizedOperand& u,
-                      float* y, std::size_t ldy, const OutputClamp& clamp);
+void qd8_lowrank_gemm(const QD8GemmConfig& config, std::size_t m, const float* x, std::size_t ldx,
+                      const QuantizedOperand& v, const QuantizedOperand& u, float* y,
+                      std::size_t ldy, const OutputClamp& clamp);
 
 }  // namespace lrk

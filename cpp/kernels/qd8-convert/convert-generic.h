@@ -1,7 +1,8 @@
 // The int8 path's element-wise steps, written once as plain loops over LRK_QD8_LANES independent
 // lanes so that each per-ISA file's flags vectorize them (16 lanes AVX-512, 8 AVX2, 4 NEON and the
-// SSE2 baseline). Every float operation is its own statement: one float32 rounding each, never
-// contracted into an FMA, so every ISA computes lrkernels.reference.quantize_rows' values.
+// SSE2 baseline). Every float operation is one float32 rounding, never contracted into an FMA
+// (CMakeLists.txt compiles these files with -ffp-contract=off: GCC contracts across statements),
+// so every ISA computes lrkernels.reference.quantize_rows' values.
 // Included inside each per-ISA file's anonymous namespace (TU-local copies, no libm calls).
 
 constexpr std::size_t kLanes = LRK_QD8_LANES;

@@ -38,7 +38,8 @@ void fill(CandidateTable<QD8GemmConfig>& t) {
               qd8_f32_qc8w_gemm_4x4c4__scalar, 4, 0, LRK_CONVERT(scalar));
 #if defined(LRK_HAVE_AVX512VNNI)
   set_kernels(t.add(Isa::avx512), "qd8-f32-qc8w-gemm-8x32c4-avx512vnni",
-              kCpuAvx512f | kCpuAvx512Vnni, qd8_f32_qc8w_gemm_8x32c4__avx512vnni, 32, 128, LRK_CONVERT(avx512));
+              kCpuAvx512f | kCpuAvx512Vnni, qd8_f32_qc8w_gemm_8x32c4__avx512vnni, 32, 128,
+              LRK_CONVERT(avx512));
 #endif
 #if defined(LRK_HAVE_AVXVNNI)
   set_kernels(t.add(Isa::avx512), "qd8-f32-qc8w-gemm-8x8c4-avxvnni", kCpuAvx2Fma | kCpuAvxVnni,

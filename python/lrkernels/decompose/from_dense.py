@@ -32,7 +32,13 @@ def _with_choice(layer, choice):
 
 
 def _build(
-    layer_class, default_class, factors_and_choice, bias, activation=None, precision="fp32", **geometry
+    layer_class,
+    default_class,
+    factors_and_choice,
+    bias,
+    activation=None,
+    precision="fp32",
+    **geometry,
 ):
     """(layer_class or default_class)(*factors, bias, **geometry, activation=activation,
     precision=precision) from a ``*_factors`` result (factors..., RankChoice), with its rank
