@@ -1,6 +1,6 @@
 """Reduced precision (issue 16): the tables of the issue, in markdown.
 
-    python benchmarks/precision_report.py [--rounds 15] [--min-seconds 0.5] [--threads2 2]
+    python benchmarks/precision_report.py [--rounds 25] [--min-seconds 1.0] [--threads2 2]
 
 1. Linear layers (benchmarks/precision_cases.py: LowRankLinear 1280 -> 128 -> 1000 and the dense
    Linear 1280 -> 1000 at batch 1, 8, 64; 4096 -> 256 -> 4096 at batch 1 and 64, its dense Linear
@@ -16,7 +16,7 @@
 All times are medians over interleaved rounds (rnn_report.interleaved: each round calls every
 contestant of one row in turn; calls under 0.2 ms are repeated within a round and averaged), so
 the ratios of a row come from the same seconds under the same load. Every contestant is checked
-against the float64 reference before it is timed. About 1 minute on a 2-core EPYC.
+against the float64 reference before it is timed. About 40 s on a 2-core EPYC.
 """
 
 from __future__ import annotations
@@ -227,8 +227,8 @@ def _accuracy_table(rows, impls):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds per row")
-    ap.add_argument("--min-seconds", type=float, default=0.5, help="at least this long per row")
+    ap.add_argument("--rounds", type=int, default=25, help="interleaved rounds per row")
+    ap.add_argument("--min-seconds", type=float, default=1.0, help="at least this long per row")
     ap.add_argument("--threads2", type=int, default=2, help="lrkernels-only table (0: none)")
     args = ap.parse_args(argv)
 

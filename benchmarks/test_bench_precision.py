@@ -3,6 +3,7 @@ and torch's dynamic int8 quantization of the same matmuls; TuckerConv2d and Conv
 precisions.
 
 Run:  python -m pytest benchmarks/test_bench_precision.py [--benchmark-json=prec.json]
+      python benchmarks/report.py prec.json     (median us, GFLOP/s: flops = 2 x multiply-adds)
       python benchmarks/precision_report.py   (the issue's ratios and the accuracy tables,
                                                 interleaved timing, 1 and 2 threads)
 
@@ -27,6 +28,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import precision_cases as pc  # noqa: E402
+from test_bench_conv import _flops as conv_flops  # noqa: E402
 
 import lrkernels  # noqa: E402
 
@@ -87,6 +89,7 @@ def test_linear_precision(benchmark, threads, case, impl):
         impl=impl,
         precision=pc.precision_of(impl),
         kind=kind,
+        flops=2 * batch * (rank * (in_f + out_f) if kind == "lowrank" else in_f * out_f),
         shape=f"{out_f}x{in_f}",
         rank=rank if kind == "lowrank" else None,
         batch=batch,
@@ -105,8 +108,10 @@ def test_conv_precision(benchmark, threads, shape, impl):
     if impl in c.missing:
         pytest.skip(c.missing[impl])
     benchmark.group = f"precision {c.label}"
+    tucker_flops, dense_flops = conv_flops(shape)
     benchmark.extra_info.update(
         impl=impl,
+        flops=tucker_flops if impl.startswith("tucker") else dense_flops,
         precision=pc.precision_of(impl),
         threads=threads,
         isa=lrkernels.get_isa(),
