@@ -159,13 +159,15 @@ void dequantize(const QD8GemmConfig& cfg, std::size_t rows, std::size_t cols,
 namespace {
 
 // Rows [0, rows) of a block (quantized: qa, lda bytes per row) times panels [p0, p1) of w: int32
-// sums into acc, then dequantized (and clamped) into y while the tile is in cache.
+// sums into acc, then dequantized (and clamped) into y, one call per row over the whole column
+// range (per-panel calls of nr columns cost more than the arithmetic at short K).
 void block_panels(const QD8GemmConfig& cfg, const QuantizedOperand& w,
                   const QuantizedOperand::Packed& pk, std::size_t rows, const std::int8_t* qa,
                   std::size_t lda, const RowQuant* rq, std::size_t p0, std::size_t p1,
                   std::int32_t* acc, std::size_t ldacc, float* y, std::size_t ldy,
                   const OutputClamp& clamp) {
   const std::size_t nr = cfg.nr, mr = cfg.mr, n = w.n();
+  if (p0 >= p1) return;
   for (std::size_t p = p0; p < p1; ++p) {
     const std::size_t col0 = p * nr, cols = std::min(nr, n - col0);
     for (std::size_t m0 = 0; m0 < rows; m0 += mr) {
@@ -173,10 +175,11 @@ void block_panels(const QD8GemmConfig& cfg, const QuantizedOperand& w,
       const std::int8_t* a = qa + m0 * lda;
       cfg.ukernel[r](cols, pk.kgroups, 1, &a, lda, pk.panel(p), acc + m0 * ldacc + col0, ldacc);
     }
-    dequantize(cfg, rows, cols, acc + col0, ldacc, rq, 1, w.scale() + col0, w.wsum() + col0,
-               w.bias() ? w.bias() + col0 : nullptr, y + col0, ldy);
-    clamp.apply(rows, cols, y + col0, ldy);
   }
+  const std::size_t col0 = p0 * nr, cols = std::min(p1 * nr, n) - col0;
+  dequantize(cfg, rows, cols, acc + col0, ldacc, rq, 1, w.scale() + col0, w.wsum() + col0,
+             w.bias() ? w.bias() + col0 : nullptr, y + col0, ldy);
+  clamp.apply(rows, cols, y + col0, ldy);
 }
 
 // One stage over a block of rows already quantized: threads split the panels.
