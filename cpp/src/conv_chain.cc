@@ -221,6 +221,8 @@ struct ConvChain::Stages {
   std::unique_ptr<WeightOperand> core;  // kxk_conv: (n_mid, kh * kw * csrc), K ordered (ky, kx, c)
   std::vector<float> vertical_taps, horizontal_taps;  // depthwise_hv: (taps, rank)
   std::unique_ptr<WeightOperand> last;  // (cout, n_mid), carries the bias when present
+  // precision int8: the same stages quantized (the core's K: taps x csrc channels)
+  std::unique_ptr<QuantizedOperand> qfirst, qcore, qlast;
   std::size_t cin = 0, csrc = 0, n_mid = 0, cout = 0;
 };
 
@@ -235,31 +237,48 @@ ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float*
       layout_(layout),
       stages_(std::make_unique<Stages>()) {
   g_.check();
-  if (precision == Precision::int8) {
-    throw std::invalid_argument(kind_ + ": precision=\"int8\" is not implemented for convolutions");
+  const bool int8 = precision == Precision::int8;
+  if (int8 && middle.kind != ConvMiddle::kxk_conv) {
+    throw std::invalid_argument(kind_ + ": precision=\"int8\" needs a kxk core");
   }
-  const F32GemmConfig* prepack = &gemm_config_for(active_kernel_set(), precision);
+  const KernelSet& ks = active_kernel_set();
+  const F32GemmConfig* prepack = &gemm_config_for(ks, precision);
+  const QD8GemmConfig* qprepack = int8 ? &qd8_config_for(ks) : nullptr;
   Stages& st = *stages_;
   st.middle = middle.kind;
   if (first != nullptr) {
-    st.first = std::make_unique<WeightOperand>(first->data.data(), first->shape[0], first->shape[1],
-                                               nullptr, prepack);
     st.cin = first->shape[1];
     st.csrc = first->shape[0];
+    if (int8) {
+      st.qfirst = std::make_unique<QuantizedOperand>(first->data.data(), st.csrc, st.cin, 1,
+                                                     nullptr, qprepack);
+    } else {
+      st.first =
+          std::make_unique<WeightOperand>(first->data.data(), st.csrc, st.cin, nullptr, prepack);
+    }
   }
   if (middle.kind == ConvMiddle::kxk_conv) {
     const Factor& w = *middle.weight;  // (n_mid, csrc, kh, kw)
     if (first == nullptr) st.cin = st.csrc = w.shape[1];
     st.n_mid = w.shape[0];
-    st.core = std::make_unique<WeightOperand>(
-        taps_outer(w.data.data(), st.n_mid, st.csrc, g_.kh, g_.kw), st.n_mid,
-        g_.kh * g_.kw * st.csrc, last ? nullptr : this->bias(), prepack);
+    std::vector<float> core = taps_outer(w.data.data(), st.n_mid, st.csrc, g_.kh, g_.kw);
+    const float* core_bias = last ? nullptr : this->bias();
+    if (int8) {
+      st.qcore = std::make_unique<QuantizedOperand>(core.data(), st.n_mid, st.csrc, g_.kh * g_.kw,
+                                                    core_bias, qprepack);
+    } else {
+      st.core = std::make_unique<WeightOperand>(std::move(core), st.n_mid, g_.kh * g_.kw * st.csrc,
+                                                core_bias, prepack);
+    }
   } else {
     st.n_mid = st.csrc;
     st.vertical_taps = taps_major(middle.vertical->data.data(), st.csrc, g_.kh);
     st.horizontal_taps = taps_major(middle.horizontal->data.data(), st.csrc, g_.kw);
   }
-  if (last != nullptr) {
+  if (last != nullptr && int8) {
+    st.qlast = std::make_unique<QuantizedOperand>(last->data.data(), last->shape[0], last->shape[1],
+                                                  1, this->bias(), qprepack);
+  } else if (last != nullptr) {
     st.last = std::make_unique<WeightOperand>(last->data.data(), last->shape[0], last->shape[1],
                                               this->bias(), prepack);
   }
@@ -310,6 +329,10 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
   in.c = x_shape[nchw ? 1 : 3];
   in.h = x_shape[nchw ? 2 : 1];
   in.w = x_shape[nchw ? 3 : 2];
+  if (precision_ == Precision::int8) {
+    run_int8(ks, x, x_shape, y);
+    return;
+  }
   const F32GemmConfig& gemm_config = gemm_config_for(ks, precision_);
   record_used_kernel(gemm_config.name);
   const F32TransposeFn transpose = ks.f32_transpose->transpose;
@@ -417,6 +440,167 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
     };
     conv_image(g, in.h, w, csrc, s, oy_begin, oy_end, prepare, fill, middle, dest, emit);
   });
+}
+
+// precision int8: the same band schedule. The 1x1 stages quantize their input per pixel (a row of
+// their GEMM); the kxk core quantizes per band: every source row a band reads (padding included,
+// which becomes the zero point) shares one scale and zero point, so the implicit GEMM's taps can
+// come from different pixels. lrkernels.reference.qd8_conv_chain replays it exactly.
+void ConvChain::run_int8(const KernelSet& ks, const float* x, const Shape& x_shape,
+                         float* y) const {
+  const Stages& st = *stages_;
+  const ConvGeometry& g = g_;
+  const bool nchw = layout_ == Layout::nchw;
+  ConvInput in;
+  in.x = x;
+  in.layout = layout_;
+  in.n = x_shape[0];
+  in.c = x_shape[nchw ? 1 : 3];
+  in.h = x_shape[nchw ? 2 : 1];
+  in.w = x_shape[nchw ? 3 : 2];
+  const QD8GemmConfig& q = qd8_config_for(ks);
+  record_used_kernel(q.name);
+  const F32TransposeFn transpose = ks.f32_transpose->transpose;
+  const OutputClamp clamp = output_clamp(ks);
+  const OutputClamp middle_clamp = st.qlast ? OutputClamp() : clamp;
+  const QuantizedOperand::Packed& core = st.qcore->packed_for(q);
+  const std::size_t cin = st.cin, csrc = st.csrc, n_mid = st.n_mid, cout = st.cout;
+  const std::size_t w = in.w, ho = g.out_h(in.h), wo = g.out_w(w), plane = in.h * w;
+  const std::size_t wp = w + 2 * g.pw, ntaps = g.kh * g.kw;
+  const std::size_t cpad = (csrc + 3) / 4 * 4;  // bytes of a quantized source pixel
+  const std::size_t band = band_rows(g, in.h, w), ring = ring_rows(g, band);
+  const std::size_t nr = q.nr, mr = q.mr, panels = (n_mid + nr - 1) / nr;
+  const double flops =
+      in.n * ((st.qfirst ? 2.0 * plane * cin * csrc : 0.0) + 2.0 * ho * wo * n_mid * csrc * ntaps +
+              (st.qlast ? 2.0 * ho * wo * n_mid * cout : 0.0));
+
+  // Per-thread int8 workspace (the f32 ring and band buffers are make_scratch's).
+  auto up = [](std::size_t b) { return (b + 63) / 64 * 64; };
+  const std::size_t qrow_bytes = up(checked_bytes(wp, cpad, "convolution workspace"));
+  const std::size_t first_ws = st.qfirst ? qd8_gemm_workspace_bytes(q, w, cin, csrc) : 0;
+  const std::size_t last_ws = st.qlast ? qd8_gemm_workspace_bytes(q, band * wo, n_mid, cout) : 0;
+  const std::size_t distinct = ring + 1;  // source rows a band can read, and the zero row
+  const std::size_t sizes[] = {
+      checked_bytes(distinct, qrow_bytes, "convolution workspace"),
+      up(distinct * 2 * sizeof(void*)),
+      up(band * g.kh * sizeof(void*)),
+      up(checked_bytes(band * wo, n_mid * sizeof(std::int32_t), "convolution workspace")),
+      up(first_ws),
+      up(last_ws)};
+  std::size_t total = 0;
+  for (std::size_t b : sizes) {
+    if (__builtin_add_overflow(total, b, &total))
+      throw std::length_error("convolution workspace too large");
+  }
+
+  for_each_band_chunk(
+      g, in, flops / 4, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
+        const ConvScratch s = make_scratch(g, in.h, w, csrc, st.qfirst && nchw ? cin : 0,
+                                           st.qlast ? n_mid : 0, nchw ? cout : 0);
+        char* base = static_cast<char*>(thread_workspace_bytes(total));
+        std::int8_t* qrows = reinterpret_cast<std::int8_t*>(base);
+        const float** keys = reinterpret_cast<const float**>(base + sizes[0]);
+        const std::int8_t** values = reinterpret_cast<const std::int8_t**>(keys + distinct);
+        const std::int8_t** qsrc =
+            reinterpret_cast<const std::int8_t**>(base + sizes[0] + sizes[1]);
+        std::int32_t* acc = reinterpret_cast<std::int32_t*>(base + sizes[0] + sizes[1] + sizes[2]);
+        void* ws_first = base + sizes[0] + sizes[1] + sizes[2] + sizes[3];
+        void* ws_last = static_cast<char*>(ws_first) + sizes[4];
+        const float* x_img = in.x + n * plane * cin;
+        float* y_img = y + n * cout * ho * wo;
+
+        auto middle = [&](const float* const* src, std::size_t rows, float* out) {
+          // The distinct source rows of the band (the zero row included), their common range.
+          std::size_t count = 0;
+          RowQuant band_q;
+          for (std::size_t i = 0; i < rows * g.kh; ++i) {
+            std::size_t j = 0;
+            while (j < count && keys[j] != src[i]) ++j;
+            if (j == count) {
+              keys[count] = src[i];
+              values[count] = qrows + count * qrow_bytes;
+              q.range(wp * csrc, src[i], &band_q);
+              ++count;
+            }
+            qsrc[i] = values[j];
+          }
+          choose_quantization(&band_q);
+          for (std::size_t j = 0; j < count; ++j) {
+            std::int8_t* dst = const_cast<std::int8_t*>(values[j]);
+            if (cpad == csrc) {
+              q.quantize(wp * csrc, wp * csrc, keys[j], &band_q, q.input_offset, dst);
+            } else {
+              for (std::size_t px = 0; px < wp; ++px)
+                q.quantize(csrc, cpad, keys[j] + px * csrc, &band_q, q.input_offset,
+                           dst + px * cpad);
+            }
+          }
+          // The implicit GEMM: per pixel tile, one micro-kernel call over every tap (int32 sums);
+          // threads split the panels and dequantize their columns.
+          const std::size_t lda = g.sw * cpad;
+          const std::size_t threads =
+              std::min(panels, threads_for_flops(0.5 * rows * wo * n_mid * csrc * ntaps));
+          parallel_for(threads, threads, [&](std::size_t part) {
+            const std::size_t p0 = panels * part / threads, p1 = panels * (part + 1) / threads;
+            if (p0 >= p1) return;
+            const std::int8_t* taps[kMaxTaps];
+            for (std::size_t p = p0; p < p1; ++p) {
+              const std::size_t cols = std::min(nr, n_mid - p * nr);
+              for (std::size_t r = 0; r < rows; ++r) {
+                for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
+                  const std::size_t px = std::min(mr, wo - ox0);
+                  for (std::size_t ky = 0; ky < g.kh; ++ky) {
+                    const std::int8_t* a = qsrc[r * g.kh + ky] + ox0 * lda;
+                    for (std::size_t kx = 0; kx < g.kw; ++kx)
+                      taps[ky * g.kw + kx] = a + kx * g.dw * cpad;
+                  }
+                  q.ukernel[px](cols, core.kgroups, ntaps, taps, lda, core.panel(p),
+                                acc + (r * wo + ox0) * n_mid + p * nr, n_mid);
+                }
+              }
+            }
+            const std::size_t col0 = p0 * nr, cols = std::min(p1 * nr, n_mid) - col0;
+            const QuantizedOperand& qc = *st.qcore;
+            dequantize(q, rows * wo, cols, acc + col0, n_mid, &band_q, 0, qc.scale() + col0,
+                       qc.wsum() + col0, qc.bias() ? qc.bias() + col0 : nullptr, out + col0, n_mid);
+            middle_clamp.apply(rows * wo, cols, out + col0, n_mid);
+          });
+        };
+        auto dest = [&](std::size_t oy0) {
+          if (st.qlast) return s.mid;
+          return nchw ? s.out : y_img + oy0 * wo * cout;
+        };
+        auto emit = [&](std::size_t oy0, std::size_t rows, const float* band_out) {
+          const float* pixels = band_out;
+          if (st.qlast) {
+            float* target = nchw ? s.out : y_img + oy0 * wo * cout;
+            qd8_gemm(q, rows * wo, band_out, n_mid, *st.qlast, target, cout, clamp, ws_last);
+            if (!nchw) return;
+            pixels = s.out;
+          } else if (!nchw) {
+            return;  // the middle stage wrote y directly
+          }
+          transpose(pixels, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
+        };
+        std::size_t rows_begin = 0;
+        auto prepare = [&](std::size_t begin, std::size_t end) {
+          if (!st.qfirst || !nchw) return;
+          rows_begin = begin;
+          transpose(x_img + begin * w, cin, (end - begin) * w, plane, s.pixels_in, cin);
+        };
+        auto fill = [&](std::size_t iy, float* dst, std::size_t ld) {
+          if (st.qfirst) {
+            const float* pixels =
+                nchw ? s.pixels_in + (iy - rows_begin) * w * cin : x_img + iy * w * cin;
+            qd8_gemm(q, w, pixels, cin, *st.qfirst, dst, ld, OutputClamp(), ws_first);
+          } else if (nchw) {
+            transpose(x_img + iy * w, cin, w, plane, dst, ld);
+          } else {
+            std::memcpy(dst, x_img + iy * w * cin, w * cin * sizeof(float));
+          }
+        };
+        conv_image(g, in.h, w, csrc, s, oy_begin, oy_end, prepare, fill, middle, dest, emit);
+      });
 }
 
 }  // namespace lrk

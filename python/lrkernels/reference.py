@@ -629,3 +629,111 @@ def qd8_lowrank_linear(x, U, V, bias=None, *, activation=None):
     y = _qd8_stage(t, *quantize_weights(U), bias)
     y = clamp_output(y, activation).astype(np.float32)
     return y[0] if vector else y
+
+
+def _qd8_band_params(values):
+    """quantize_rows' parameters for one set of values (a convolution band): scale, zero,
+    finite, zero_range."""
+    v = np.asarray(values, dtype=np.float32).reshape(1, -1)
+    q, scale, zero, finite = quantize_rows(v)
+    lo = np.float32(min(np.float32(0), v.min())) if finite[0] else np.float32(0)
+    hi = np.float32(max(np.float32(0), v.max())) if finite[0] else np.float32(0)
+    s = hi / np.float32(255) - lo / np.float32(255)
+    zero_range = not (finite[0] and s >= np.finfo(np.float32).tiny)
+    return np.float32(scale[0]), int(zero[0]), bool(finite[0]), zero_range
+
+
+def _qd8_conv_chain(x, first, core, last, bias, stride, padding, dilation, layout, activation):
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    x = np.asarray(x, dtype=np.float32)
+    xs = x.transpose(0, 2, 3, 1) if layout == "NCHW" else x  # NHWC
+    core = np.asarray(core, dtype=np.float32)
+    n_mid, csrc, kh, kw = core.shape
+    (sh, sw), (ph, pw), (dh, dw) = (
+        _pair(stride, "stride", 1),
+        _pair(padding, "padding", 0),
+        _pair(dilation, "dilation", 1),
+    )
+    n, h, w, _ = xs.shape
+    ho, wo = output_size(h, kh, sh, ph, dh), output_size(w, kw, sw, pw, dw)
+    qc, sc = quantize_weights(core.transpose(0, 2, 3, 1).reshape(n_mid, -1))  # K = (ky, kx, c)
+    wsum = qc.astype(np.int64).sum(axis=1)
+    q_first = None if first is None else quantize_weights(first)
+    q_last = None if last is None else quantize_weights(last)
+    band = max(1, min(ho, -(-96 // max(wo, 1))))
+    cout = n_mid if last is None else np.shape(last)[0]
+    y = np.empty((n, ho, wo, cout), dtype=np.float32)
+    for i in range(n):
+        src = xs[i]
+        if q_first is not None:
+            src = _qd8_stage(src.reshape(h * w, -1), *q_first, None).reshape(h, w, csrc)
+        padded = np.zeros((h + 2 * ph, w + 2 * pw, csrc), dtype=np.float32)
+        padded[ph : ph + h, pw : pw + w] = src
+        mid = np.empty((ho, wo, n_mid), dtype=np.float32)
+        for oy0 in range(0, ho, band):
+            rows = min(band, ho - oy0)
+            read = sorted({(oy0 + r) * sh + ky * dh for r in range(rows) for ky in range(kh)})
+            # Rows of the padded image the band reads; those outside it are zero rows too.
+            vals = np.stack([padded[iy] if iy < padded.shape[0] else padded[0] * 0 for iy in read])
+            scale, zero, finite, zero_range = _qd8_band_params(vals)
+            out = mid[oy0 : oy0 + rows]
+            if not finite:
+                out[...] = np.nan
+                continue
+            inv = np.float32(1) / scale
+            if zero_range:
+                qimg = np.zeros(padded.shape, dtype=np.int64)
+            else:
+                qimg = np.clip(np.rint(padded * inv).astype(np.int64) + zero, -128, 127)
+            oy = (oy0 + np.arange(rows))[:, None, None, None] * sh
+            ox = np.arange(wo)[None, :, None, None] * sw
+            ky = np.arange(kh)[None, None, :, None] * dh
+            kx = np.arange(kw)[None, None, None, :] * dw
+            patches = qimg[oy + ky, ox + kx]  # (rows, wo, kh, kw, csrc)
+            acc = patches.reshape(rows * wo, -1) @ qc.astype(np.int64).T
+            d = (acc - zero * wsum[None, :]).astype(np.float32)
+            m = d * (scale * sc)[None, :].astype(np.float32)
+            if last is None and bias is not None:
+                m = (m + np.asarray(bias, dtype=np.float32)).astype(np.float32)
+            out[...] = m.reshape(rows, wo, n_mid)
+        if q_last is None:
+            y[i] = mid if activation is None else clamp_output(mid, activation)
+        else:
+            z = _qd8_stage(mid.reshape(ho * wo, n_mid), *q_last, bias)
+            z = z if activation is None else clamp_output(z, activation)
+            y[i] = z.reshape(ho, wo, cout)
+    return y.transpose(0, 3, 1, 2) if layout == "NCHW" else y
+
+
+def qd8_tucker_conv2d(
+    x,
+    first,
+    core,
+    last,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    layout="NCHW",
+    *,
+    activation=None,
+):
+    """TuckerConv2d at precision="int8" exactly as the kernels compute it (float32): the 1x1
+    stages quantize each pixel's channels (a row of their GEMM: quantize_rows); the core quantizes
+    per band of B = max(1, min(Ho, ceil(96 / Wo))) output rows, over every padded source row the
+    band reads (padding quantizes to the zero point), so its taps share one scale. A NaN or inf
+    input makes every output of the bands that read it NaN."""
+    return _qd8_conv_chain(
+        x, first, core, last, bias, stride, padding, dilation, layout, activation
+    )
+
+
+def qd8_conv2d(
+    x, weight, bias=None, stride=1, padding=0, dilation=1, layout="NCHW", *, activation=None
+):
+    """Conv2d at precision="int8" exactly as the kernels compute it: qd8_tucker_conv2d's core
+    stage alone (the input quantized per band), the bias added in float32."""
+    return _qd8_conv_chain(
+        x, None, weight, None, bias, stride, padding, dilation, layout, activation
+    )

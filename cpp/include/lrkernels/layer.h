@@ -224,6 +224,7 @@ class ConvChain : public Layer {
  private:
   void run_stages(const KernelSet& ks, const float* x, const Shape& x_shape, std::size_t ldx,
                   float* y) const override;
+  void run_int8(const KernelSet& ks, const float* x, const Shape& x_shape, float* y) const;
   ConvGeometry g_;
   Layout layout_;
   std::unique_ptr<Stages> stages_;
