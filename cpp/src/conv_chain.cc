@@ -442,10 +442,12 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
   });
 }
 
-// precision int8: the same band schedule. The 1x1 stages quantize their input per pixel (a row of
-// their GEMM); the kxk core quantizes per band: every source row a band reads (padding included,
-// which becomes the zero point) shares one scale and zero point, so the implicit GEMM's taps can
-// come from different pixels. lrkernels.reference.qd8_conv_chain replays it exactly.
+// precision int8: the same band schedule. Quantization is per block of pixels, not per pixel (per
+// pixel, the range reductions and calls cost more than the MACs of a rank-16 stage): the first
+// 1x1 stage's input per image row, the kxk core's per band over every source row the band reads
+// (padding included, which becomes the zero point: the implicit GEMM's taps come from different
+// pixels and must share one scale), the last 1x1 stage's per band of pixels.
+// lrkernels.reference.qd8_tucker_conv2d replays it exactly.
 void ConvChain::run_int8(const KernelSet& ks, const float* x, const Shape& x_shape,
                          float* y) const {
   const Stages& st = *stages_;
@@ -574,7 +576,7 @@ void ConvChain::run_int8(const KernelSet& ks, const float* x, const Shape& x_sha
           const float* pixels = band_out;
           if (st.qlast) {
             float* target = nchw ? s.out : y_img + oy0 * wo * cout;
-            qd8_gemm(q, rows * wo, band_out, n_mid, *st.qlast, target, cout, clamp, ws_last);
+            qd8_gemm(q, rows * wo, band_out, n_mid, *st.qlast, target, cout, clamp, ws_last, true);
             if (!nchw) return;
             pixels = s.out;
           } else if (!nchw) {
@@ -592,7 +594,7 @@ void ConvChain::run_int8(const KernelSet& ks, const float* x, const Shape& x_sha
           if (st.qfirst) {
             const float* pixels =
                 nchw ? s.pixels_in + (iy - rows_begin) * w * cin : x_img + iy * w * cin;
-            qd8_gemm(q, w, pixels, cin, *st.qfirst, dst, ld, OutputClamp(), ws_first);
+            qd8_gemm(q, w, pixels, cin, *st.qfirst, dst, ld, OutputClamp(), ws_first, true);
           } else if (nchw) {
             transpose(x_img + iy * w, cin, w, plane, dst, ld);
           } else {

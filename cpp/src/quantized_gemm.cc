@@ -150,10 +150,7 @@ void dequantize(const QD8GemmConfig& cfg, std::size_t rows, std::size_t cols,
                 const std::int32_t* acc, std::size_t ldacc, const RowQuant* rq, std::size_t rq_step,
                 const float* wscale, const std::int32_t* wsum, const float* bias, float* y,
                 std::size_t ldy) {
-  for (std::size_t i = 0; i < rows; ++i) {
-    cfg.dequantize(cols, acc + i * ldacc, rq + i * rq_step, cfg.input_offset, wscale, wsum, bias,
-                   y + i * ldy);
-  }
+  cfg.dequantize(rows, cols, acc, ldacc, rq, rq_step, cfg.input_offset, wscale, wsum, bias, y, ldy);
 }
 
 namespace {
@@ -163,8 +160,8 @@ namespace {
 // range (per-panel calls of nr columns cost more than the arithmetic at short K).
 void block_panels(const QD8GemmConfig& cfg, const QuantizedOperand& w,
                   const QuantizedOperand::Packed& pk, std::size_t rows, const std::int8_t* qa,
-                  std::size_t lda, const RowQuant* rq, std::size_t p0, std::size_t p1,
-                  std::int32_t* acc, std::size_t ldacc, float* y, std::size_t ldy,
+                  std::size_t lda, const RowQuant* rq, std::size_t rq_step, std::size_t p0,
+                  std::size_t p1, std::int32_t* acc, std::size_t ldacc, float* y, std::size_t ldy,
                   const OutputClamp& clamp) {
   const std::size_t nr = cfg.nr, mr = cfg.mr, n = w.n();
   if (p0 >= p1) return;
@@ -177,15 +174,15 @@ void block_panels(const QD8GemmConfig& cfg, const QuantizedOperand& w,
     }
   }
   const std::size_t col0 = p0 * nr, cols = std::min(p1 * nr, n) - col0;
-  dequantize(cfg, rows, cols, acc + col0, ldacc, rq, 1, w.scale() + col0, w.wsum() + col0,
+  dequantize(cfg, rows, cols, acc + col0, ldacc, rq, rq_step, w.scale() + col0, w.wsum() + col0,
              w.bias() ? w.bias() + col0 : nullptr, y + col0, ldy);
   clamp.apply(rows, cols, y + col0, ldy);
 }
 
 // One stage over a block of rows already quantized: threads split the panels.
 void stage(const QD8GemmConfig& cfg, const QuantizedOperand& w, std::size_t rows,
-           const std::int8_t* qa, std::size_t lda, const RowQuant* rq, std::int32_t* acc, float* y,
-           std::size_t ldy, const OutputClamp& clamp) {
+           const std::int8_t* qa, std::size_t lda, const RowQuant* rq, std::size_t rq_step,
+           std::int32_t* acc, float* y, std::size_t ldy, const OutputClamp& clamp) {
   const QuantizedOperand::Packed& pk = w.packed_for(cfg);
   const std::size_t panels = (w.n() + cfg.nr - 1) / cfg.nr;
   // An int8 MAC costs about a quarter of an f32 FMA's time: count MACs / 2 as flops.
@@ -193,7 +190,7 @@ void stage(const QD8GemmConfig& cfg, const QuantizedOperand& w, std::size_t rows
       std::min(panels, threads_for_flops(0.5 * rows * w.n() * w.channels() * w.taps()));
   const std::size_t ldacc = w.n();
   parallel_for(threads, threads, [&](std::size_t part) {
-    block_panels(cfg, w, pk, rows, qa, lda, rq, panels * part / threads,
+    block_panels(cfg, w, pk, rows, qa, lda, rq, rq_step, panels * part / threads,
                  panels * (part + 1) / threads, acc, ldacc, y, ldy, clamp);
   });
 }
@@ -243,7 +240,7 @@ std::size_t qd8_gemm_workspace_bytes(const QD8GemmConfig& cfg, std::size_t m, st
 
 void qd8_gemm(const QD8GemmConfig& cfg, std::size_t m, const float* x, std::size_t ldx,
               const QuantizedOperand& w, float* y, std::size_t ldy, const OutputClamp& clamp,
-              void* workspace) {
+              void* workspace, bool shared_quantization) {
   if (m == 0) return;
   if (w.taps() != 1) throw std::logic_error("qd8_gemm: a convolution operand");
   const std::size_t k = w.channels(), lda = round_up(k, 4), n = w.n();
@@ -256,12 +253,31 @@ void qd8_gemm(const QD8GemmConfig& cfg, std::size_t m, const float* x, std::size
   std::int8_t* qa = c.take<std::int8_t>(mb * lda);
   RowQuant* rq = c.take<RowQuant>(mb);
   std::int32_t* acc = c.take<std::int32_t>(mb * n);
+  RowQuant shared;
+  if (shared_quantization) {  // one range over every row: one reduction, not one per row
+    if (ldx == k) {
+      cfg.range(m * k, x, &shared);
+    } else {
+      for (std::size_t i = 0; i < m; ++i) cfg.range(k, x + i * ldx, &shared);
+    }
+    choose_quantization(&shared);
+  }
   for (std::size_t m0 = 0; m0 < m; m0 += mb) {
     const std::size_t rows = std::min(mb, m - m0);
-    for (std::size_t i = 0; i < rows; ++i) {
-      rq[i] = quantize_row(cfg, x + (m0 + i) * ldx, k, lda, qa + i * lda);
+    const float* xb = x + m0 * ldx;
+    if (!shared_quantization) {
+      for (std::size_t i = 0; i < rows; ++i) {
+        rq[i] = quantize_row(cfg, xb + i * ldx, k, lda, qa + i * lda);
+      }
+    } else if (ldx == k && lda == k) {
+      cfg.quantize(rows * k, rows * k, xb, &shared, cfg.input_offset, qa);
+    } else {
+      for (std::size_t i = 0; i < rows; ++i) {
+        cfg.quantize(k, lda, xb + i * ldx, &shared, cfg.input_offset, qa + i * lda);
+      }
     }
-    stage(cfg, w, rows, qa, lda, rq, acc, y + m0 * ldy, ldy, clamp);
+    stage(cfg, w, rows, qa, lda, shared_quantization ? &shared : rq, shared_quantization ? 0 : 1,
+          acc, y + m0 * ldy, ldy, clamp);
   }
 }
 
@@ -293,11 +309,11 @@ void qd8_lowrank_gemm(const QD8GemmConfig& cfg, std::size_t m, const float* x, s
     for (std::size_t i = 0; i < rows; ++i) {
       rq[i] = quantize_row(cfg, x + (m0 + i) * ldx, k, lda, qa + i * lda);
     }
-    stage(cfg, v, rows, qa, lda, rq, acc, t, ldt, OutputClamp());  // t = x V^T, rank-sized
+    stage(cfg, v, rows, qa, lda, rq, 1, acc, t, ldt, OutputClamp());  // t = x V^T, rank-sized
     for (std::size_t i = 0; i < rows; ++i) {  // requantized per row while t is hot
       rq[mb + i] = quantize_row(cfg, t + i * ldt, r, ldqt, qt + i * ldqt);
     }
-    stage(cfg, u, rows, qt, ldqt, rq + mb, acc, y + m0 * ldy, ldy, clamp);
+    stage(cfg, u, rows, qt, ldqt, rq + mb, 1, acc, y + m0 * ldy, ldy, clamp);
   }
 }
 

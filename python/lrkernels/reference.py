@@ -643,6 +643,27 @@ def _qd8_band_params(values):
     return np.float32(scale[0]), int(zero[0]), bool(finite[0]), zero_range
 
 
+def _qd8_stage_shared(x, q, scale, bias):
+    """_qd8_stage with one quantization shared by every row of x (a block of pixels)."""
+    x = np.asarray(x, dtype=np.float32)
+    s, zero, finite, zero_range = _qd8_band_params(x)
+    y = np.empty((x.shape[0], q.shape[0]), dtype=np.float32)
+    if not finite:
+        y[...] = np.nan
+        return y
+    inv = np.float32(1) / s
+    if zero_range:
+        qx = np.zeros(x.shape, dtype=np.int64)
+    else:
+        qx = np.clip(np.rint(x * inv).astype(np.int64) + zero, -128, 127)
+    wsum = q.astype(np.int64).sum(axis=1)
+    d = (qx @ q.astype(np.int64).T - zero * wsum[None, :]).astype(np.float32)
+    y[...] = d * (s * scale)[None, :].astype(np.float32)
+    if bias is not None:
+        y = (y + np.asarray(bias, dtype=np.float32)).astype(np.float32)
+    return y
+
+
 def _qd8_conv_chain(x, first, core, last, bias, stride, padding, dilation, layout, activation):
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
@@ -666,8 +687,8 @@ def _qd8_conv_chain(x, first, core, last, bias, stride, padding, dilation, layou
     y = np.empty((n, ho, wo, cout), dtype=np.float32)
     for i in range(n):
         src = xs[i]
-        if q_first is not None:
-            src = _qd8_stage(src.reshape(h * w, -1), *q_first, None).reshape(h, w, csrc)
+        if q_first is not None:  # quantized per image row
+            src = np.stack([_qd8_stage_shared(row, *q_first, None) for row in src])
         padded = np.zeros((h + 2 * ph, w + 2 * pw, csrc), dtype=np.float32)
         padded[ph : ph + h, pw : pw + w] = src
         mid = np.empty((ho, wo, n_mid), dtype=np.float32)
@@ -700,9 +721,11 @@ def _qd8_conv_chain(x, first, core, last, bias, stride, padding, dilation, layou
         if q_last is None:
             y[i] = mid if activation is None else clamp_output(mid, activation)
         else:
-            z = _qd8_stage(mid.reshape(ho * wo, n_mid), *q_last, bias)
-            z = z if activation is None else clamp_output(z, activation)
-            y[i] = z.reshape(ho, wo, cout)
+            for oy0 in range(0, ho, band):  # quantized per band
+                rows = mid[oy0 : oy0 + band].reshape(-1, n_mid)
+                z = _qd8_stage_shared(rows, *q_last, bias)
+                z = z if activation is None else clamp_output(z, activation)
+                y[i, oy0 : oy0 + band] = z.reshape(-1, wo, cout)
     return y.transpose(0, 3, 1, 2) if layout == "NCHW" else y
 
 
@@ -719,11 +742,12 @@ def qd8_tucker_conv2d(
     *,
     activation=None,
 ):
-    """TuckerConv2d at precision="int8" exactly as the kernels compute it (float32): the 1x1
-    stages quantize each pixel's channels (a row of their GEMM: quantize_rows); the core quantizes
-    per band of B = max(1, min(Ho, ceil(96 / Wo))) output rows, over every padded source row the
-    band reads (padding quantizes to the zero point), so its taps share one scale. A NaN or inf
-    input makes every output of the bands that read it NaN."""
+    """TuckerConv2d at precision="int8" exactly as the kernels compute it (float32), quantizing
+    blocks of pixels with one scale and zero point each (the quantize_rows formulas over the
+    block): the first 1x1 stage's input per image row; the core's per band of
+    B = max(1, min(Ho, ceil(96 / Wo))) output rows, over every padded source row the band reads
+    (padding quantizes to the zero point, so the taps share one scale); the last 1x1 stage's per
+    band of pixels. A NaN or inf input makes every output of the blocks that read it NaN."""
     return _qd8_conv_chain(
         x, first, core, last, bias, stride, padding, dilation, layout, activation
     )

@@ -56,11 +56,13 @@ using QD8RangeFn = void (*)(std::size_t k, const float* x, QD8RowQuant* r);
 // everywhere when r.zero_range), q[k..kpad) = r.zero + offset.
 using QD8QuantizeFn = void (*)(std::size_t k, std::size_t kpad, const float* x,
                                const QD8RowQuant* r, int offset, std::int8_t* q);
-// y[j] = float(acc[j] - (r.zero + offset) * wsum[j]) * (r.scale * wscale[j]) [+ bias[j]] for
-// j < cols, each operation one float32 rounding; NaN everywhere when !r.finite.
-using QD8DequantizeFn = void (*)(std::size_t cols, const std::int32_t* acc, const QD8RowQuant* r,
+// y[i][j] = float(acc[i][j] - (r_i.zero + offset) * wsum[j]) * (r_i.scale * wscale[j]) [+ bias[j]]
+// for i < rows (r_i = r[i * r_step]: 0 when every row shares one quantization), j < cols, each
+// operation one float32 rounding; a row with !r_i.finite is NaN.
+using QD8DequantizeFn = void (*)(std::size_t rows, std::size_t cols, const std::int32_t* acc,
+                                 std::size_t ldacc, const QD8RowQuant* r, std::size_t r_step,
                                  int offset, const float* wscale, const std::int32_t* wsum,
-                                 const float* bias, float* y);
+                                 const float* bias, float* y, std::size_t ldy);
 
 // f32 transpose: dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: the NCHW <-> NHWC row
 // transposes of the convolutions, which a scalar loop makes as slow as a small GEMM.

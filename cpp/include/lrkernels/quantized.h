@@ -76,12 +76,13 @@ class QuantizedOperand {
   mutable std::atomic<const QD8GemmConfig*> keys_[kMaxPacks] = {};
 };
 
-// y (m x n) = clamp(dequant(quant(x) W_q^T) + bias), x rows of ldx floats. workspace: at least
-// qd8_gemm_workspace_bytes, 64-byte aligned (a convolution's band buffers), or nullptr for this
-// thread's scratch.
+// y (m x n) = clamp(dequant(quant(x) W_q^T) + bias), x rows of ldx floats, each row quantized on
+// its own, or (shared_quantization) all m rows with one scale and zero point (a convolution's 1x1
+// stage: an image row or a band of pixels). workspace: at least qd8_gemm_workspace_bytes, 64-byte
+// aligned (a convolution's band buffers), or nullptr for this thread's scratch.
 void qd8_gemm(const QD8GemmConfig& config, std::size_t m, const float* x, std::size_t ldx,
               const QuantizedOperand& w, float* y, std::size_t ldy, const OutputClamp& clamp,
-              void* workspace = nullptr);
+              void* workspace = nullptr, bool shared_quantization = false);
 std::size_t qd8_gemm_workspace_bytes(const QD8GemmConfig& config, std::size_t m, std::size_t k,
                                      std::size_t n);
 

@@ -68,8 +68,8 @@ void quantize(std::size_t k, std::size_t kpad, const float* x, const QD8RowQuant
   }
 }
 
-void dequantize(std::size_t cols, const std::int32_t* acc, const QD8RowQuant* r, int offset,
-                const float* wscale, const std::int32_t* wsum, const float* bias, float* y) {
+void dequantize_row(std::size_t cols, const std::int32_t* acc, const QD8RowQuant* r, int offset,
+                    const float* wscale, const std::int32_t* wsum, const float* bias, float* y) {
   if (!r->finite) {
     for (std::size_t j = 0; j < cols; ++j) y[j] = __builtin_nanf("");
     return;
@@ -86,5 +86,13 @@ void dequantize(std::size_t cols, const std::int32_t* acc, const QD8RowQuant* r,
   }
   if (bias != nullptr) {
     for (std::size_t j = 0; j < cols; ++j) y[j] = y[j] + bias[j];
+  }
+}
+
+void dequantize(std::size_t rows, std::size_t cols, const std::int32_t* acc, std::size_t ldacc,
+                const QD8RowQuant* r, std::size_t r_step, int offset, const float* wscale,
+                const std::int32_t* wsum, const float* bias, float* y, std::size_t ldy) {
+  for (std::size_t i = 0; i < rows; ++i) {
+    dequantize_row(cols, acc + i * ldacc, r + i * r_step, offset, wscale, wsum, bias, y + i * ldy);
   }
 }
