@@ -601,28 +601,88 @@ def test_cp_conv2d_has_no_precision(rng):
             lrkernels.CPConv2d(*args, precision=precision)
 
 
+# Channel counts around the 4-byte K groups and the panel widths, kernels 1x1..5x5, strides,
+# padding, dilation, maps whose bands split (96 pixels per band) or not.
+CONV_INT8_CASES = [
+    # (cin, r_in, r_out, cout, h, w, kernel, stride, padding, dilation)
+    (5, 3, 4, 6, 9, 8, 3, (1, 2), 1, 1),
+    (16, 8, 8, 16, 9, 9, 3, 1, 1, 1),
+    (32, 16, 12, 24, 14, 14, 3, 2, 1, 1),
+    (8, 5, 7, 9, 7, 30, 3, 1, 2, 2),
+    (3, 6, 6, 4, 5, 5, 5, 1, 2, 1),
+    (17, 33, 9, 40, 12, 11, 1, 1, 0, 1),
+    (64, 32, 32, 64, 28, 28, 3, 1, 1, 1),
+]
+
+
+@int8_rows
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("kind", ["TuckerConv2d", "Conv2d"])
-def test_int8_convolutions_loose(isa, rng, kind, layout, no_disabled_features):
-    """Until the lead's conv int8 lands: skipped on its "not implemented" ValueError; then
-    within 3e-2 relative of the fp32 reference (the exact tests are the lead's)."""
-    factors = _conv_args(rng)[kind]
-    geometry = dict(stride=(1, 2), padding=1, layout=layout)
-    try:
-        layer = getattr(lrkernels, kind)(*factors, **geometry, precision="int8")
-    except ValueError as exc:
-        if "not implemented" in str(exc):
-            pytest.skip(f"int8 convolutions: {exc}")
-        raise
-    assert layer.precision == "int8"
-    shape = (2, 5, 9, 8) if layout == "NCHW" else (2, 9, 8, 5)
-    x = _f32(rng, shape)
+def test_int8_convolutions_bit_exact_on_every_row(kernel_row, layout):
+    """TuckerConv2d and Conv2d at int8 against reference.qd8_tucker_conv2d / qd8_conv2d, bit
+    for bit, with and without bias and activation."""
+    isa, row = kernel_row
+    rng = np.random.default_rng(8)
+    results = Cases()
+    for i, (cin, r1, r2, cout, h, w, k, stride, pad, dil) in enumerate(CONV_INT8_CASES):
+        geometry = dict(stride=stride, padding=pad, dilation=dil, layout=layout)
+        bias = _f32(rng, cout) if i % 2 == 0 else None
+        act = [None, "relu", (-1.0, 2.0)][i % 3]
+        first, core, last = _f32(rng, (r1, cin)), _f32(rng, (r2, r1, k, k)), _f32(rng, (cout, r2))
+        shape = (2, cin, h, w) if layout == "NCHW" else (2, h, w, cin)
+        x = _f32(rng, shape)
+        case = f"Tucker {cin}->{r1}->{r2}->{cout} {h}x{w} k{k} {geometry} bias={bias is not None}"
+        with results.case(case):
+            layer = lrkernels.TuckerConv2d(
+                first, core, last, bias, **geometry, activation=act, precision="int8"
+            )
+            y = _call_conv(layer, x, row, case)
+            ref = reference.qd8_tucker_conv2d(
+                x, first, core, last, bias, **geometry, activation=act
+            )
+            _assert_bit_exact(y, ref, case)
+            if act is None:  # (a clamp makes the relative error of near-bound values meaningless)
+                fp32 = reference.tucker_conv2d(x, first, core, last, bias, **geometry)
+                # three int8 stages on small random factors: a loose sanity bound
+                assert _relative_max_error(y, fp32) <= 4e-2, (case, _relative_max_error(y, fp32))
+        xc = _f32(rng, (2, r1, h, w) if layout == "NCHW" else (2, h, w, r1))
+        case = f"Conv2d {r1}->{r2} {h}x{w} k{k} {geometry} bias={bias is not None}"
+        with results.case(case):
+            b2 = None if bias is None else bias[:r2] if r2 <= cout else _f32(rng, r2)
+            layer = lrkernels.Conv2d(core, b2, **geometry, activation=act, precision="int8")
+            y = _call_conv(layer, xc, row, case)
+            _assert_bit_exact(
+                y, reference.qd8_conv2d(xc, core, b2, **geometry, activation=act), case
+            )
+    results.check()
+
+
+def _call_conv(layer, x, row, case):
     y = layer(x)
-    ref_fn = reference.tucker_conv2d if kind == "TuckerConv2d" else reference.conv2d
-    ref = ref_fn(x, *factors, **geometry)
-    assert y.shape == ref.shape
-    assert _relative_max_error(y, ref) <= 3e-2
-    assert lrkernels.last_used_kernel() in layer.kernels
+    assert lrkernels.last_used_kernel() == row, f"{case}: {lrkernels.last_used_kernel()!r}"
+    return y
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_int8_convolution_non_finite_and_zero_inputs(isa, rng, layout, no_disabled_features):
+    """A NaN or inf makes the outputs of the blocks that read it NaN (the reference says which);
+    an all-zero image gives the bias exactly."""
+    first, core, last = _f32(rng, (6, 8)), _f32(rng, (5, 6, 3, 3)), _f32(rng, (7, 5))
+    bias = _f32(rng, 7)
+    layer = lrkernels.TuckerConv2d(
+        first, core, last, bias, padding=1, layout=layout, precision="int8"
+    )
+    shape = (3, 8, 20, 10) if layout == "NCHW" else (3, 20, 10, 8)
+    x = _f32(rng, shape)
+    x[0].flat[17] = np.nan
+    x[1].flat[300] = np.inf
+    x[2] = 0
+    y = layer(x)
+    ref = reference.qd8_tucker_conv2d(x, first, core, last, bias, padding=1, layout=layout)
+    _assert_bit_exact(y, ref, layout)
+    assert np.isnan(y[0]).any() and not np.isnan(y[0]).all()  # a band, not the image
+    assert np.isnan(y[1]).any()
+    expected = np.broadcast_to(bias[:, None, None] if layout == "NCHW" else bias, y[2].shape)
+    np.testing.assert_array_equal(y[2], expected)
 
 
 # --------------------------------------------------------------------------------------------
@@ -667,8 +727,6 @@ def test_bitwise_identical_for_every_thread_count(isa, rng, precision, no_disabl
 @pytest.mark.parametrize("kind", ["Linear", "LowRankLinear", "TuckerConv2d"])
 def test_no_per_call_scratch_growth(isa, rng, kind, precision, no_disabled_features):
     if kind == "TuckerConv2d":
-        if precision == "int8":
-            pytest.skip("int8 convolutions: the lead's tests")
         factors = (_f32(rng, (9, 17)), _f32(rng, (5, 9, 3, 3)), _f32(rng, (33, 5)))
         layer = lrkernels.TuckerConv2d(*factors, None, padding=1, precision=precision)
         x = _f32(rng, (4, 17, 13, 11))
@@ -773,12 +831,8 @@ def test_from_dense_tucker(rng):
     y = layer(x)
     np.testing.assert_array_equal(y, plain(x))
     assert not np.array_equal(y, fp32(x))
-    try:
-        int8 = lrkernels.TuckerConv2d.from_dense(weight, precision="int8", **kwargs)
-    except ValueError as exc:
-        assert "not implemented" in str(exc)
-    else:
-        assert int8.precision == "int8"
+    int8 = lrkernels.TuckerConv2d.from_dense(weight, precision="int8", **kwargs)
+    assert int8.precision == "int8"
 
 
 def test_save_load_keeps_precision(rng, tmp_path):

@@ -705,8 +705,9 @@ def _qd8_conv_chain(x, first, core, last, bias, stride, padding, dilation, layou
             inv = np.float32(1) / scale
             if zero_range:
                 qimg = np.zeros(padded.shape, dtype=np.int64)
-            else:
-                qimg = np.clip(np.rint(padded * inv).astype(np.int64) + zero, -128, 127)
+            else:  # non-finite values elsewhere in the image are never read by this band
+                with np.errstate(invalid="ignore"):
+                    qimg = np.clip(np.rint(padded * inv).astype(np.int64) + zero, -128, 127)
             oy = (oy0 + np.arange(rows))[:, None, None, None] * sh
             ox = np.arange(wo)[None, :, None, None] * sw
             ky = np.arange(kh)[None, None, :, None] * dh
