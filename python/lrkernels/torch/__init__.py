@@ -10,7 +10,8 @@ Modules (parameters = the factors; ``from_linear`` / ``from_conv`` / ``from_fact
     LowRankEmbedding (``from_embedding``): an embedding table as A @ B
 Whole models
     compress(model, *, rank= | energy= | ratio= | vbmf=True | budget= | latency_target=, ...)
-        -> (compressed model, CompressionReport)
+        -> (compressed model, CompressionReport); precision="fp16" | "int8" runs the
+        factorized layers' fused inference kernels at that precision (training stays float32)
     fuse(model)        fold BatchNorm into the factorized layer before it and fuse a following
                        ReLU / ReLU6 / Hardtanh into its kernel (for inference)
     sweep(model, levels, evaluate, finetune=None, folds=None, ...) -> SweepResult

@@ -6,6 +6,9 @@ parameters on the first inference call and rebuilt when a parameter's version co
 changes or an optimizer stepped anywhere; torch ops run whenever autograd, a tracer/compiler, a
 non-CPU or non-float32 tensor is involved. Only in-place writes through ``param.data`` go unseen:
 call ``module.refresh()`` after them.
+
+``precision`` is "fp32" only: the lrkernels recurrent and embedding layers have no fp16/int8
+kernels, so setting another value raises ValueError (as ``CPConv2d``'s does).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .modules import _OPTIMIZER_STEPS
+from .modules import _OPTIMIZER_STEPS, check_precision
 
 __all__ = ["KernelModule"]
 
@@ -34,7 +37,11 @@ def plain_cpu(t, dtypes=(_F32,)):
 class KernelModule(nn.Module):
     """Base: the parameters named in ``self._param_names`` make the lrkernels layers returned by
     ``self._build_kernels()``; ``self._kernels_for_call()`` gives them (cached) or None when
-    torch ops must run. ``use_kernels`` (default True): False always runs torch ops."""
+    torch ops must run. ``use_kernels`` (default True): False always runs torch ops.
+    ``precision``: "fp32" (the only precision of these lrkernels layers; others: ValueError)."""
+
+    precision = "fp32"
+    precisions = ("fp32",)
 
     def __init__(self):
         super().__init__()
@@ -44,6 +51,8 @@ class KernelModule(nn.Module):
         self.refresh()
 
     def __setattr__(self, name, value):
+        if name == "precision":
+            value = check_precision(value, self.precisions, type(self).__name__)
         super().__setattr__(name, value)
         if isinstance(value, nn.Parameter) or name in self.__dict__.get("_param_names", ()):
             self.refresh()  # a new parameter object: the packed layers are stale

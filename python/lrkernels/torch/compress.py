@@ -39,7 +39,7 @@ from .convert import (
     why_not_factorizable,
 )
 from .embedding import LowRankEmbedding
-from .modules import CPConv2d, FactorizedModule, TuckerConv2d
+from .modules import CPConv2d, FactorizedModule, TuckerConv2d, check_precision
 from .recurrent import _LowRankRNNBase
 
 __all__ = ["CompressionReport", "LayerReport", "compress"]
@@ -70,6 +70,8 @@ class LayerReport:
     input_shape: tuple | None  # of the first recorded call
     ranks: object = None  # LSTM/GRU: a list of (r_ih, r_hh) per layer and direction
     reason: str = ""  # why these ranks, or why the layer stayed dense
+    # the fused inference kernel's precision ("fp32" / "fp16" / "int8"); None for a dense layer
+    precision: str | None = None
     params_before: int = 0
     params_after: int = 0
     flops_before: int | None = None  # multiply-adds x 2 at the recorded input shape
@@ -190,6 +192,9 @@ class CompressionReport:
         dense = [r for r in self.layers if not r.compressed]
         for r in dense:
             lines.append(f"  {r.name} left dense: {r.reason}")
+        for r in self.layers:
+            if "precision" in r.details:
+                lines.append(f"  {r.name} at {r.precision}: {r.details['precision']}")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -522,17 +527,19 @@ def _ratio_kind(module, conv_class):
     return "tucker2" if issubclass(conv_class, TuckerConv2d) else "cp"
 
 
-def _random_factorized(module, conv_class, rank):
-    """A factorized module of ``module``'s geometry at ``rank`` with random factors (timing)."""
+def _random_factorized(module, conv_class, rank, precision="fp32"):
+    """A factorized module of ``module``'s geometry at ``rank`` with random factors (timing), its
+    fused kernel at ``precision`` where the class has it."""
     from .modules import LowRankLinear
 
     if isinstance(module, nn.Linear):
-        return LowRankLinear(
+        m = LowRankLinear(
             module.in_features, module.out_features, rank, bias=module.bias is not None
         )
+        return _with_precision(m, precision)[0]
     from .convert import conv_padding
 
-    return conv_class(
+    m = conv_class(
         module.in_channels,
         module.out_channels,
         tuple(module.kernel_size),
@@ -542,9 +549,23 @@ def _random_factorized(module, conv_class, rank):
         dilation=tuple(module.dilation),
         bias=module.bias is not None,
     )
+    return _with_precision(m, precision)[0]
 
 
-def _latency_rank(module, conv_class, input_shape, target, t_dense):
+def _with_precision(module, precision):
+    """``(module, note)``: ``module`` with its fused kernel at ``precision`` when its class has
+    kernels for it; else left at fp32 and ``note`` says why (a CPConv2d, an LSTM/GRU, an
+    embedding: lrkernels has fp32 kernels only for those), as compress reports it."""
+    if precision in module.precisions:
+        module.precision = precision
+        return module, None
+    return module, (
+        f"precision={precision!r} requested, but lrkernels.{type(module).__name__} has fp32 "
+        "kernels only: the factorized layer runs at fp32"
+    )
+
+
+def _latency_rank(module, conv_class, input_shape, target, t_dense, precision="fp32"):
     """The largest rank on the ratio ladder whose fused layer, timed here at ``input_shape``,
     takes <= target x the dense time; (None, reason) when none does."""
     kind = _ratio_kind(module, conv_class)
@@ -558,7 +579,8 @@ def _latency_rank(module, conv_class, input_shape, target, t_dense):
         if rank in seen:
             continue
         seen.add(rank)
-        cand = _random_factorized(module, conv_class, rank).eval().requires_grad_(False)
+        cand = _random_factorized(module, conv_class, rank, precision)
+        cand = cand.eval().requires_grad_(False)
         with torch.no_grad():
             t = time_call(lambda: cand(x))
         tried.append((rank, t))
@@ -659,6 +681,7 @@ def compress(
     fit="sequential",
     allocation=None,
     min_rank=3,
+    precision="fp32",
 ):
     """Factorize the model's nn.Linear and nn.Conv2d layers (and nn.LSTM, nn.GRU, nn.Embedding:
     LowRankLSTM / LowRankGRU with every weight matrix factorized, LowRankEmbedding; by rank=,
@@ -715,6 +738,14 @@ def compress(
       on large layers) for Tucker-2 convolutions.
     num_threads: threads for torch, lrkernels and numpy's BLAS during the call (default
       lrkernels.get_num_threads()); latencies are measured at this count.
+    precision: "fp32" (default), "fp16" or "int8": the precision of every factorized module's
+      fused inference kernel (``module.precision``; lrkernels' fp16-stored weights or int8
+      arithmetic). The fits, the parameters and training stay float32; the report's errors,
+      latencies and latency_target= timings are of the layers at this precision, and later
+      layers are fitted to the inputs the earlier ones give at it. CPConv2d, LowRankLSTM /
+      LowRankGRU and LowRankEmbedding have fp32 kernels only: those layers are factorized as
+      usual and run at fp32, which their report row says (``precision`` and the reason in
+      ``details["precision"]``). Dense layers ``fuse=True`` moves onto lrkernels stay fp32.
 
     Layers that cannot be factorized (grouped convolutions, non-zero padding modes, ...) or whose
     factorized form would not be smaller stay dense, with the reason in the report. A warning is
@@ -745,6 +776,7 @@ def compress(
         raise ValueError(f"method must be 'hooi' or 'hosvd', got {method!r}")
     if conv not in ("tucker", "cp"):
         raise ValueError(f"conv must be 'tucker' or 'cp', got {conv!r}")
+    check_precision(precision)
     conv_class = TuckerConv2d if conv == "tucker" else CPConv2d
     if not isinstance(min_rank, int) or isinstance(min_rank, bool) or min_rank < 1:
         raise ValueError(f"min_rank must be a positive int, got {min_rank!r}")
@@ -803,10 +835,11 @@ def compress(
                 fit,
                 allocation,
                 min_rank,
+                precision,
             )
     finally:
         model.train(was_training)
-    settings = dict(criterion, conv=conv)
+    settings = dict(criterion, conv=conv, precision=precision)
     if calibration is not None:
         settings["fit"] = fit
     if budget is not None:
@@ -849,6 +882,7 @@ def _compress(
     fit="sequential",
     allocation="spectrum",
     min_rank=1,
+    precision="fp32",
 ):
     aliases = {}  # first name -> every name of the same module object
     first_name = {}
@@ -961,7 +995,9 @@ def _compress(
                 row.reason = "not reached by the calibration/example batch: no input shape to time"
                 continue
             bar.update(i, name, "timing ranks")
-            r, latency_why, tried = _latency_rank(module, conv_cls, shape, value, t_dense)
+            r, latency_why, tried = _latency_rank(
+                module, conv_cls, shape, value, t_dense, precision
+            )
             row.details["latency_candidates"] = tried
             if r is None:
                 row.reason = latency_why
@@ -1010,6 +1046,10 @@ def _compress(
                 "parameters)"
             )
             continue
+        new, precision_note = _with_precision(new, precision)
+        row.precision = new.precision
+        if precision_note:
+            row.details["precision"] = precision_note
         new.eval()
         for path in aliases.get(name, (name,)):  # a module reachable under several names
             set_submodule(model, path, new)

@@ -19,7 +19,7 @@ from torch import fx, nn
 from ._kernel_cache import KernelModule
 from .compress import set_submodule
 from .convert import fold_batchnorm
-from .modules import Conv2d, FactorizedModule, Linear, canonical_activation
+from .modules import Conv2d, FactorizedModule, Linear, canonical_activation, check_precision
 
 __all__ = ["fuse"]
 
@@ -92,7 +92,16 @@ def to_channels_last(x):
     return x
 
 
-def fuse(model, *, dense=True, channels_last=False, inplace=False, only=None, fold=True):
+def fuse(
+    model,
+    *,
+    dense=True,
+    channels_last=False,
+    inplace=False,
+    only=None,
+    fold=True,
+    precision="fp32",
+):
     """Fold BatchNorms into the convolutions before them and fuse the activations that follow
     (BatchNorm1d after a linear layer is left: whether it normalizes the features depends on the
     input's rank, which the graph does not know; use ``fold_batchnorm`` by hand); returns
@@ -103,6 +112,9 @@ def fuse(model, *, dense=True, channels_last=False, inplace=False, only=None, fo
     dense: also move the model's plain nn.Conv2d (groups=1, zero padding) and nn.Linear layers
       onto lrkernels' dense ``Conv2d`` / ``Linear`` (a ResNet's stem and 1x1 downsamples, its
       classifier), so that their BatchNorm and ReLU fuse too; False leaves them in torch.
+    precision: "fp32" (default), "fp16" or "int8": the fused inference kernel precision of the
+      dense layers ``dense=True`` moves onto lrkernels (the factorized modules already in the
+      model keep their own ``precision``).
     channels_last: convert 4-D inputs to channels_last memory format once, at the model's
       entry: every lrkernels convolution then runs NHWC without transposes, and torch's own ops
       (pooling, adds) follow the format. The values and shapes are unchanged; 4-D outputs come
@@ -112,6 +124,7 @@ def fuse(model, *, dense=True, channels_last=False, inplace=False, only=None, fo
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fuse needs an nn.Module, got {type(model).__name__}")
+    check_precision(precision)
     if not inplace:
         model = copy.deepcopy(model)
     done = list(getattr(model, "lrk_fusions", []))
@@ -129,9 +142,9 @@ def fuse(model, *, dense=True, channels_last=False, inplace=False, only=None, fo
         if dense and only is None and type(module) in (nn.Conv2d, nn.Linear):
             try:
                 if isinstance(module, nn.Conv2d):
-                    module = Conv2d.from_conv(module)
+                    module = Conv2d.from_conv(module, precision=precision)
                 else:
-                    module = Linear.from_linear(module)
+                    module = Linear.from_linear(module, precision=precision)
             except ValueError:
                 continue  # grouped, padded otherwise, ...: stays in torch
             set_submodule(gm, node.target, module.eval())

@@ -9,6 +9,12 @@ buffer. The packed kernel layer is rebuilt when a parameter changes (an optimize
 counters and storages and the count of optimizer steps (fused optimizers do not bump versions).
 Only in-place writes through ``param.data`` (``p.data.mul_(2)``) go unseen: call
 ``module.refresh()`` after them.
+
+``precision`` ("fp32" default, "fp16", "int8"; LowRankLinear, TuckerConv2d, Linear, Conv2d) is
+the precision of the fused inference kernel only (``lrkernels.<Kind>(..., precision=)``:
+fp16-stored weights, or int8 arithmetic on dynamically quantized inputs); the parameters stay
+float32 and training (the torch-ops path) computes in float32 whatever it is. Setting it repacks
+the kernel on the next inference call. CPConv2d has fp32 kernels only (precision "fp32").
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import lrkernels
 from lrkernels.reference import output_bounds
 
 __all__ = [
+    "PRECISIONS",
     "CPConv2d",
     "Conv2d",
     "FactorizedModule",
@@ -53,6 +60,24 @@ _grad_enabled = torch.is_grad_enabled
 _tracing_state = torch._C._get_tracing_state
 _is_compiling = torch.compiler.is_compiling
 _CHANNELS_LAST = torch.channels_last
+
+PRECISIONS = ("fp32", "fp16", "int8")  # the precisions of lrkernels' fused layers
+
+
+def check_precision(precision, supported=PRECISIONS, owner=None):
+    """``precision`` if it is one of ``supported``; ValueError listing the choices otherwise
+    (``owner``: the class name, for a precision lrkernels has but that class has no kernels
+    for)."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}"
+        )
+    if precision not in supported:
+        raise ValueError(
+            f"{owner} has no {precision} kernels (lrkernels.{owner} runs at fp32 only): "
+            f"precision must be {' or '.join(map(repr, supported))}, got {precision!r}"
+        )
+    return precision
 
 
 def canonical_activation(activation):
@@ -102,16 +127,21 @@ class FactorizedModule(nn.Module):
     kernel-layer cache, and the choice between the fused kernel and torch ops.
 
     ``use_kernels`` (default True): set False to always run torch ops (e.g. to compare).
+    ``precision`` ("fp32", "fp16", "int8"; as many of them as ``precisions`` lists): the
+    precision of the fused inference kernel only; training and the torch-ops path stay float32.
+    Setting it repacks the kernel.
     """
 
     kind: str = ""  # the lrkernels layer kind ("LowRankLinear", ...)
     factor_names: tuple = ()
     output_factor = "last"  # the factor whose rows are the output channels (BatchNorm folding)
     is_conv = False
+    precisions = PRECISIONS  # the precisions the lrkernels layer of this kind has kernels for
 
-    def __init__(self, activation=None):
+    def __init__(self, activation=None, precision="fp32"):
         super().__init__()
         self.activation = activation
+        self.precision = precision
         self.use_kernels = True
         self.rank_choice = None  # how the rank was found (from_linear / from_conv), if known
         self._kernels = {}  # layout -> (version key, lrkernels layer or None)
@@ -119,8 +149,10 @@ class FactorizedModule(nn.Module):
     def __setattr__(self, name, value):
         if name == "activation":
             value = canonical_activation(value)
+        elif name == "precision":
+            value = check_precision(value, self.precisions, type(self).__name__)
         super().__setattr__(name, value)
-        if name == "activation" or name == "bias" or name in self.factor_names:
+        if name in ("activation", "precision", "bias") or name in self.factor_names:
             self.refresh()  # a new parameter object or activation: the packed layer is stale
 
     def train(self, mode=True):
@@ -190,7 +222,8 @@ class FactorizedModule(nn.Module):
 
     def to_layer(self, layout="NCHW"):
         """The lrkernels layer computing this module (a new one, packed from the current factors,
-        float32, with the fused activation); ``layout`` only for convolutions."""
+        float32, with the fused activation, at ``self.precision``); ``layout`` only for
+        convolutions."""
         factors = [
             getattr(self, n).detach().to("cpu", torch.float32).numpy() for n in self.factor_names
         ]
@@ -200,6 +233,8 @@ class FactorizedModule(nn.Module):
             kwargs["layout"] = layout
         if self.activation is not None:
             kwargs["activation"] = self.activation
+        if self.precision != "fp32":  # CPConv2d takes no precision keyword
+            kwargs["precision"] = self.precision
         return getattr(lrkernels, self.kind)(*factors, bias, **kwargs)
 
     def _fused_layer(self, x, layout):
@@ -230,7 +265,7 @@ class FactorizedModule(nn.Module):
     @classmethod
     def from_layer(cls, layer, *, rank_choice=None):
         """The module of an lrkernels layer of the same kind (factors copied as parameters;
-        geometry and activation taken from the layer)."""
+        geometry, activation and precision taken from the layer)."""
         if layer.kind != cls.kind:
             raise TypeError(
                 f"{cls.__name__}.from_layer needs a lrkernels.{cls.kind}, got {layer.kind}"
@@ -242,6 +277,7 @@ class FactorizedModule(nn.Module):
             kwargs = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
         activation = getattr(layer, "activation", None)
         m = cls.from_factors(*factors, bias, activation=activation, **kwargs)
+        m.precision = getattr(layer, "precision", "fp32")
         m.rank_choice = (
             rank_choice if rank_choice is not None else getattr(layer, "rank_choice", None)
         )
@@ -253,6 +289,8 @@ class FactorizedModule(nn.Module):
             s += ", bias=False"
         if self.activation is not None:
             s += f", activation={self.activation!r}"
+        if self.precision != "fp32":
+            s += f", precision={self.precision!r}"
         return s
 
 
@@ -275,18 +313,22 @@ class LowRankLinear(_LinearBase):
     (rank, in), ``bias`` (out)), any leading dimensions as nn.Linear. In inference on CPU float32
     input the two stages run fused in one lrkernels call.
 
-    ``LowRankLinear(in_features, out_features, rank, bias=True, activation=None)`` initializes
-    like nn.Linear (U V has nn.Linear's output scale); ``from_factors(U, V, bias)``;
-    ``from_linear(nn.Linear, rank= | energy= | ratio= | vbmf=True, calibration=None)``.
-    ``activation``: None, "relu", "relu6" or (min, max), fused into the kernel's output store.
+    ``LowRankLinear(in_features, out_features, rank, bias=True, activation=None,
+    precision="fp32")`` initializes like nn.Linear (U V has nn.Linear's output scale);
+    ``from_factors(U, V, bias)``; ``from_linear(nn.Linear, rank= | energy= | ratio= | vbmf=True,
+    calibration=None)``. ``activation``: None, "relu", "relu6" or (min, max), fused into the
+    kernel's output store. ``precision``: "fp32", "fp16" or "int8", the fused inference kernel's
+    (training stays float32).
     """
 
     kind = "LowRankLinear"
     factor_names = ("U", "V")
     output_factor = "U"
 
-    def __init__(self, in_features, out_features, rank, bias=True, activation=None):
-        super().__init__(activation)
+    def __init__(
+        self, in_features, out_features, rank, bias=True, activation=None, precision="fp32"
+    ):
+        super().__init__(activation, precision)
         for name, v in (
             ("in_features", in_features),
             ("out_features", out_features),
@@ -310,7 +352,7 @@ class LowRankLinear(_LinearBase):
             _uniform_(self.bias, bound)
 
     @classmethod
-    def from_factors(cls, U, V, bias=None, *, activation=None):
+    def from_factors(cls, U, V, bias=None, *, activation=None, precision="fp32"):
         U, V = torch.as_tensor(U), torch.as_tensor(V)
         if U.ndim != 2 or V.ndim != 2 or U.shape[1] != V.shape[0]:
             raise ValueError(
@@ -321,16 +363,27 @@ class LowRankLinear(_LinearBase):
             raise ValueError(
                 f"bias must have shape ({U.shape[0]},), got {tuple(torch.as_tensor(bias).shape)}"
             )
-        m = cls(V.shape[1], U.shape[0], U.shape[1], bias=bias is not None, activation=activation)
+        m = cls(
+            V.shape[1],
+            U.shape[0],
+            U.shape[1],
+            bias=bias is not None,
+            activation=activation,
+            precision=precision,
+        )
         return m._load_factors((U, V), bias)
 
     @classmethod
-    def from_linear(cls, linear, **criterion):
+    def from_linear(cls, linear, *, precision="fp32", **criterion):
         """From an nn.Linear by one criterion of ``lrkernels.LowRankLinear.from_dense`` (rank=,
-        energy=, ratio=, vbmf=True; calibration= inputs (n, in_features) as a tensor or array)."""
+        energy=, ratio=, vbmf=True; calibration= inputs (n, in_features) as a tensor or array);
+        ``precision``: the fused inference kernel's (the fit is float32)."""
         from .convert import factorize_linear
 
-        return factorize_linear(linear, layer_class=cls, **criterion)
+        check_precision(precision, cls.precisions, cls.__name__)
+        m = factorize_linear(linear, layer_class=cls, **criterion)
+        m.precision = precision
+        return m
 
     def _forward_torch(self, x):
         return F.linear(F.linear(x, self.V), self.U, self.bias)
@@ -392,13 +445,17 @@ class _FactorizedConv(FactorizedModule):
         return s + self._state_repr()
 
     @classmethod
-    def from_conv(cls, conv, **criterion):
+    def from_conv(cls, conv, *, precision="fp32", **criterion):
         """From an nn.Conv2d (stride, padding, dilation and bias read from it; groups=1 and
         zero padding only) by one criterion of the lrkernels class's ``from_dense`` (rank=,
-        energy=, ratio=, vbmf=True; calibration= NCHW images as a tensor or array)."""
+        energy=, ratio=, vbmf=True; calibration= NCHW images as a tensor or array);
+        ``precision``: the fused inference kernel's (the fit is float32; CPConv2d: "fp32")."""
         from .convert import factorize_conv
 
-        return factorize_conv(conv, layer_class=cls, **criterion)
+        check_precision(precision, cls.precisions, cls.__name__)
+        m = factorize_conv(conv, layer_class=cls, **criterion)
+        m.precision = precision
+        return m
 
 
 class TuckerConv2d(_FactorizedConv):
@@ -407,8 +464,10 @@ class TuckerConv2d(_FactorizedConv):
     stages run fused in one lrkernels call in inference on CPU float32 input.
 
     ``TuckerConv2d(in_channels, out_channels, kernel_size, rank, stride=1, padding=0,
-    dilation=1, bias=True, activation=None)`` (rank an int or (R_in, R_out));
+    dilation=1, bias=True, activation=None, precision="fp32")`` (rank an int or (R_in, R_out));
     ``from_factors(first, core, last, bias, ...)``; ``from_conv(nn.Conv2d, **criterion)``.
+    ``precision``: "fp32", "fp16" or "int8", the fused inference kernel's (training stays
+    float32).
     """
 
     kind = "TuckerConv2d"
@@ -425,8 +484,9 @@ class TuckerConv2d(_FactorizedConv):
         dilation=1,
         bias=True,
         activation=None,
+        precision="fp32",
     ):
-        super().__init__(activation)
+        super().__init__(activation, precision)
         self._init_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
         r_in, r_out = _pair(rank, "rank")
         if min(r_in, r_out) < 1:
@@ -449,7 +509,17 @@ class TuckerConv2d(_FactorizedConv):
 
     @classmethod
     def from_factors(
-        cls, first, core, last, bias=None, *, stride=1, padding=0, dilation=1, activation=None
+        cls,
+        first,
+        core,
+        last,
+        bias=None,
+        *,
+        stride=1,
+        padding=0,
+        dilation=1,
+        activation=None,
+        precision="fp32",
     ):
         first, core, last = (torch.as_tensor(t) for t in (first, core, last))
         if (
@@ -476,6 +546,7 @@ class TuckerConv2d(_FactorizedConv):
             dilation,
             bias=bias is not None,
             activation=activation,
+            precision=precision,
         )
         return m._load_factors((first, core, last), bias)
 
@@ -492,11 +563,13 @@ class CPConv2d(_FactorizedConv):
 
     ``CPConv2d(in_channels, out_channels, kernel_size, rank, stride=1, padding=0, dilation=1,
     bias=True, activation=None)``; ``from_factors(first, vertical, horizontal, last, bias,
-    ...)``; ``from_conv(nn.Conv2d, **criterion)``.
+    ...)``; ``from_conv(nn.Conv2d, **criterion)``. ``precision`` is "fp32" only
+    (``lrkernels.CPConv2d`` has no fp16/int8 kernels): setting another raises ValueError.
     """
 
     kind = "CPConv2d"
     factor_names = ("first", "vertical", "horizontal", "last")
+    precisions = ("fp32",)
 
     def __init__(
         self,
@@ -587,14 +660,15 @@ class CPConv2d(_FactorizedConv):
 class Linear(_LinearBase):
     """The dense linear layer (``weight`` (out, in), ``bias``) on the lrkernels engine: what
     ``fuse`` turns an nn.Linear into, so that a BatchNorm folds into it and an activation fuses
-    into its output store. ``Linear.from_linear(nn.Linear)`` copies the weights."""
+    into its output store. ``Linear.from_linear(nn.Linear)`` copies the weights. ``precision``:
+    "fp32", "fp16" or "int8", the fused inference kernel's (training stays float32)."""
 
     kind = "Linear"
     factor_names = ("weight",)
     output_factor = "weight"
 
-    def __init__(self, in_features, out_features, bias=True, activation=None):
-        super().__init__(activation)
+    def __init__(self, in_features, out_features, bias=True, activation=None, precision="fp32"):
+        super().__init__(activation, precision)
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -607,20 +681,29 @@ class Linear(_LinearBase):
             _uniform_(self.bias, bound)
 
     @classmethod
-    def from_factors(cls, weight, bias=None, *, activation=None):
+    def from_factors(cls, weight, bias=None, *, activation=None, precision="fp32"):
         weight = torch.as_tensor(weight)
         if weight.ndim != 2:
             raise ValueError(f"Linear needs a weight (out, in), got {tuple(weight.shape)}")
-        m = cls(weight.shape[1], weight.shape[0], bias=bias is not None, activation=activation)
+        m = cls(
+            weight.shape[1],
+            weight.shape[0],
+            bias=bias is not None,
+            activation=activation,
+            precision=precision,
+        )
         return m._load_factors((weight,), bias)
 
     @classmethod
-    def from_linear(cls, linear):
-        """The same layer (weights copied) on the lrkernels engine."""
+    def from_linear(cls, linear, *, precision="fp32"):
+        """The same layer (weights copied) on the lrkernels engine, its fused kernel at
+        ``precision``."""
         if type(linear) is not nn.Linear:
             raise TypeError(f"Linear.from_linear needs an nn.Linear, got {type(linear).__name__}")
         m = cls.from_factors(
-            linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
+            linear.weight.detach(),
+            None if linear.bias is None else linear.bias.detach(),
+            precision=precision,
         )
         return m.to(linear.weight.device, linear.weight.dtype)
 
@@ -635,7 +718,8 @@ class Linear(_LinearBase):
 class Conv2d(_FactorizedConv):
     """The dense convolution (``weight`` (out, in, kh, kw), ``bias``; groups=1, zero padding) on
     the lrkernels engine: what ``fuse`` turns an nn.Conv2d into (a BatchNorm folded, the
-    activation fused). ``Conv2d.from_conv(nn.Conv2d)`` copies the weights."""
+    activation fused). ``Conv2d.from_conv(nn.Conv2d)`` copies the weights. ``precision``:
+    "fp32", "fp16" or "int8", the fused inference kernel's (training stays float32)."""
 
     kind = "Conv2d"
     factor_names = ("weight",)
@@ -651,8 +735,9 @@ class Conv2d(_FactorizedConv):
         dilation=1,
         bias=True,
         activation=None,
+        precision="fp32",
     ):
-        super().__init__(activation)
+        super().__init__(activation, precision)
         self._init_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
         self.rank = None
         kh, kw = self.kernel_size
@@ -664,7 +749,17 @@ class Conv2d(_FactorizedConv):
             _uniform_(self.bias, bound)
 
     @classmethod
-    def from_factors(cls, weight, bias=None, *, stride=1, padding=0, dilation=1, activation=None):
+    def from_factors(
+        cls,
+        weight,
+        bias=None,
+        *,
+        stride=1,
+        padding=0,
+        dilation=1,
+        activation=None,
+        precision="fp32",
+    ):
         weight = torch.as_tensor(weight)
         if weight.ndim != 4:
             raise ValueError(f"Conv2d needs a weight (out, in, kh, kw), got {tuple(weight.shape)}")
@@ -677,13 +772,15 @@ class Conv2d(_FactorizedConv):
             dilation,
             bias=bias is not None,
             activation=activation,
+            precision=precision,
         )
         return m._load_factors((weight,), bias)
 
     @classmethod
-    def from_conv(cls, conv):
-        """The same convolution (weights copied) on the lrkernels engine; ValueError for what
-        it cannot run (groups > 1, non-zero padding modes, asymmetric 'same' padding)."""
+    def from_conv(cls, conv, *, precision="fp32"):
+        """The same convolution (weights copied) on the lrkernels engine, its fused kernel at
+        ``precision``; ValueError for what it cannot run (groups > 1, non-zero padding modes,
+        asymmetric 'same' padding)."""
         from .convert import conv_padding, why_not_factorizable
 
         if not isinstance(conv, nn.Conv2d):
@@ -697,6 +794,7 @@ class Conv2d(_FactorizedConv):
             stride=tuple(conv.stride),
             padding=conv_padding(conv),
             dilation=tuple(conv.dilation),
+            precision=precision,
         )
         return m.to(conv.weight.device, conv.weight.dtype)
 
