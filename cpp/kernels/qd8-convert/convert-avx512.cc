@@ -1,5 +1,7 @@
 // The int8 path's quantization and dequantization (convert-generic.h), vectorized by the compiler
 // with the avx512 flags (16 lanes).
+#include <immintrin.h>
+
 #include <cstdint>
 
 #include "lrkernels/microkernels.h"
