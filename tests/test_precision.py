@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import platform
 import subprocess
 import sys
 
@@ -192,6 +193,51 @@ def test_layers_use_the_chosen_row(no_disabled_features):
                 ):
                     _call(layer, x, chosen[precision], f"{isa} {precision}")
                     assert lrkernels.last_used_isa() == isa
+    finally:
+        lrkernels.set_isa(previous)
+
+
+MACHINE = platform.machine().lower()
+AARCH64 = MACHINE in ("aarch64", "arm64")
+AARCH32 = MACHINE.startswith("armv7") or MACHINE == "armv8l"
+NEONDOT_INT8 = "qd8-f32-qc8w-gemm-8x8c4-neondot"
+
+
+def _arm_expected_rows() -> dict:
+    """{precision: the NEON row this CPU must run}: by the CPU features, not by the table."""
+    if AARCH64:
+        dot = "asimddp" in lrkernels.cpu_features()
+        int8 = NEONDOT_INT8 if dot else "qd8-f32-qc8w-gemm-4x8c4-aarch64-neon"
+        return {"int8": int8, "fp16": "f16w-gemm-8x8-aarch64-neon"}
+    return {"int8": "qd8-f32-qc8w-gemm-2x8c4-aarch32-neon", "fp16": "f16w-gemm-4x8-aarch32-neon"}
+
+
+@pytest.mark.skipif(not (AARCH64 or AARCH32), reason="ARM only")
+def test_arm_rows_follow_the_cpu_features(no_disabled_features):
+    """aarch64 with SDOT (asimddp: Cortex-A76/A78) runs the neondot int8 row, without it
+    (A53/A72) the aarch64-neon one; armv7 runs the aarch32 rows. With asimddp disabled an
+    aarch64 CPU that has it falls back to the aarch64-neon row."""
+    if AARCH32 and "neon" not in lrkernels.available_isas():
+        pytest.skip("armv7 without NEON + VFPv4")
+    assert "neon" in lrkernels.available_isas()
+    expected = _arm_expected_rows()
+    rng = np.random.default_rng(8)
+    W, x = _f32(rng, (9, 11)), _f32(rng, (3, 11))
+    previous = lrkernels.get_isa()
+    try:
+        lrkernels.set_isa("neon")
+        listed = _core.all_precision_kernels()["neon"]
+        for precision, row in expected.items():
+            assert _core.precision_kernels()["neon"][precision] == row, (precision, listed)
+            assert listed[precision][0] == row, (precision, listed)
+            _call(lrkernels.Linear(W, precision=precision), x, row, f"neon {precision}")
+        if "asimddp" not in lrkernels.cpu_features():
+            assert NEONDOT_INT8 not in listed["int8"], listed
+        elif AARCH64:
+            lrkernels.set_disabled_cpu_features(["asimddp"])
+            fallback = "qd8-f32-qc8w-gemm-4x8c4-aarch64-neon"
+            assert _core.precision_kernels()["neon"]["int8"] == fallback
+            _call(lrkernels.Linear(W, precision="int8"), x, fallback, "neon int8 without asimddp")
     finally:
         lrkernels.set_isa(previous)
 

@@ -2,7 +2,9 @@
 # ci.sh: the ARM part of CI, on an x86_64 Debian host (no Docker, no binfmt): for each architecture
 # set up the sysroot (setup-sysroot.sh), cross-build the wheel (build-wheel.sh, default board
 # toolchain) and run the pytest suite under qemu (test-emulated.sh):
-#   aarch64 wheel (raspberry-pi-4.cmake) on qemu -cpu cortex-a72 (Pi 4) and -cpu cortex-a53 (ARMv8.0)
+#   aarch64 wheel (raspberry-pi-4.cmake) on qemu -cpu cortex-a72 (Pi 4), -cpu cortex-a53 (ARMv8.0)
+#           and -cpu cortex-a76 (Pi 5, ARMv8.2: asimddp + asimdhp, so the rows that need them run:
+#           the int8 qd8-...-neondot kernel; a72/a53 run the aarch64-neon fallbacks)
 #   armv7   wheel (raspberry-pi-armv7.cmake) on qemu -cpu cortex-a15
 # and, for each architecture, the C++ self-tests (test-selftest.sh: the micro-kernel tester and the
 # layer self-test, cross-built statically with the same board toolchain, ctest under the same qemu
@@ -49,12 +51,13 @@ if run "aarch64: setup-sysroot" "$here/setup-sysroot.sh" aarch64 \
   AARCH64_WHEEL="$WHEEL"
   run "aarch64: pytest, qemu -cpu cortex-a72" "$here/test-emulated.sh" aarch64 cortex-a72 --wheel "$WHEEL" || true
   run "aarch64: pytest, qemu -cpu cortex-a53" "$here/test-emulated.sh" aarch64 cortex-a53 --wheel "$WHEEL" || true
+  run "aarch64: pytest, qemu -cpu cortex-a76" "$here/test-emulated.sh" aarch64 cortex-a76 --wheel "$WHEEL" || true
 else
   AARCH64_WHEEL=""
   skip "aarch64: pytest (no wheel)"
 fi
-run "aarch64: C++ self-tests (ctest), qemu -cpu cortex-a72, cortex-a53" \
-  "$here/test-selftest.sh" aarch64 cortex-a72 cortex-a53 || true
+run "aarch64: C++ self-tests (ctest), qemu -cpu cortex-a72, cortex-a53, cortex-a76" \
+  "$here/test-selftest.sh" aarch64 cortex-a72 cortex-a53 cortex-a76 || true
 
 # ---- armv7 ---------------------------------------------------------------------------------------
 WHEEL=""

@@ -6,6 +6,8 @@
 # and pytest, and the cross-built wheel (build-wheel.sh, or --wheel / $LRK_WHEEL), unzipped into a
 # fresh site dir. Before pytest, a smoke check imports the package, prints lrkernels.info() and runs
 # a LowRankLinear on every available ISA against lrkernels.reference (--smoke-only stops there).
+# PYTEST_ARGS that name tests (tests/test_precision.py, tests/test_x.py::test_y) replace the default
+# 'tests' (the whole suite), e.g. `-- tests/test_precision.py -x`; other arguments are added to it.
 # QEMU_CPU defaults to cortex-a72 (aarch64) / cortex-a15 (armv7); e.g. cortex-a53 for the plainest
 # ARMv8.0 core, or cortex-a76 / max for ARMv8.2 builds. The tests run from a temporary copy of tests/
 # (with pyproject.toml for the pytest settings) so the in-tree python/ folder cannot shadow the
@@ -104,7 +106,14 @@ step_end
 rc=0
 if [ "$SMOKE_ONLY" = 0 ]; then
   step_begin "pytest tests under $LRK_QEMU -cpu $QEMU_CPU"
-  run_target -m pytest tests -q -p no:cacheprovider "${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}" || rc=$?
+  # The whole tests/ unless PYTEST_ARGS name tests of their own (tests, tests/FILE[::TEST]): pytest
+  # runs the union of the paths it is given, so "tests" before them would run everything.
+  paths=(tests)
+  for arg in "${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}"; do
+    case "$arg" in tests | tests/*) paths=(); break ;; esac
+  done
+  run_target -m pytest "${paths[@]+"${paths[@]}"}" -q -p no:cacheprovider \
+    "${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}" || rc=$?
   step_end
   if [ "$rc" -eq 5 ]; then
     log "FAILURE: pytest collected no tests ($LRK_ARCH, -cpu $QEMU_CPU): tests/ missing or all deselected?"
