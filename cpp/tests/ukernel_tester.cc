@@ -96,7 +96,7 @@ struct GemmCase {
 // at most, |w| <= 1 here); the f32 additions of the block sums are within error_bound(mag, K).
 // Doubled for slack: 2 ((kF16Block + 2) 2^-11 mag + K 2^-24) + error_bound(mag, K), about 3% of
 // mag -- loose for a single wrong product at large K, which the dyadic cases catch instead (their
-// sums are exact in fp16, so they are held to the f32 bound).
+// sums are exact in fp16 and f32, so they must be exact).
 constexpr std::size_t kF16Block = 32;
 bool fp16_arithmetic(const lrk::F32GemmConfig& cfg) {
   return std::strncmp(cfg.name, "f16-gemm", 8) == 0;
@@ -176,9 +176,10 @@ void gemm_case(const lrk::F32GemmConfig& cfg, const GemmCase& g, Pool& pool, Fam
         }
       }
       const float got = c[i * g.ldc + j];
-      // fp16 arithmetic: its own bound, except on dyadic data (exact in fp16: the f32 bound).
-      const double bound = fp16_arithmetic(cfg) && !g.dyadic ? f16_error_bound(mag, K)
-                                                             : lrk_test::error_bound(mag, K);
+      // fp16 arithmetic: its own bound; dyadic data: exact (every sum is exact in fp16 and f32).
+      const double bound = g.dyadic               ? 0.0
+                           : fp16_arithmetic(cfg) ? f16_error_bound(mag, K)
+                                                  : lrk_test::error_bound(mag, K);
       if (!(std::fabs(double(got) - ref) <= bound)) {  // false for NaN
         std::snprintf(what, sizeof what, "c[%zu][%zu] = %.9g, expected %.9g (bound %.3g)", i, j,
                       double(got), ref, bound);
@@ -244,7 +245,7 @@ void test_gemm(const lrk::F32GemmConfig& cfg, Pool& pool, Family& fam) {
         gemm_case(cfg, GemmCase{rows, nr, cfg.kc, taps, cfg.kc, nr, false, 3}, pool, fam);
       }
       if (fp16_arithmetic(cfg)) {
-        // Dyadic data, exact in fp16: every product counted once, to the f32 bound, up to K =
+        // Dyadic data, exact in fp16: every product counted once, compared exactly, up to K =
         // 4096 (a wrong or missing product is below the fp16 bound at large K).
         for (std::size_t kc : kcs) {
           for (std::size_t taps : {1, 3}) {
