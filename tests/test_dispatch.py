@@ -206,7 +206,9 @@ def test_info():
     assert set(info["precision_kernels"]) == set(info["isas_available"])
     for kernels in info["precision_kernels"].values():
         assert set(kernels) == {"fp32", "fp16", "int8"}
-        assert kernels["fp16"].startswith("f16w-gemm-") and kernels["int8"].startswith("qd8-")
+        # fp16: f16w (fp16 weights, f32 arithmetic) or f16-gemm (ARMv8.2 fp16 arithmetic) rows
+        assert kernels["fp16"].startswith(("f16w-gemm-", "f16-gemm-"))
+        assert kernels["int8"].startswith("qd8-")
     assert info["version"] == lrkernels.__version__
     assert isinstance(info["version"], str) and info["version"]
     for key in ("compiler", "build_flags", "machine", "cpu"):

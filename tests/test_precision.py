@@ -40,6 +40,7 @@ FLAVOUR_FEATURES = {
     "avx512vnni": {"avx512_vnni"},
     "avxvnni": {"avx_vnni"},
     "neondot": {"asimddp"},
+    "neonfp16arith": {"asimdhp"},
 }
 
 
@@ -115,6 +116,30 @@ fp16_rows = pytest.mark.parametrize("kernel_row", _row_params("fp16"), indirect=
 
 def _f32(rng, shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+# fp16-arithmetic rows ("f16-gemm-*", ARMv8.2 FMLA .8h) round each GEMM stage's input to fp16
+# and sum products in fp16 over blocks of at most F16_BLOCK k, the block sums in float32 (the C++
+# bound: f16_error_bound in cpp/tests/ukernel_tester.cc). A stage errs by at most
+# 2 (F16_BLOCK + 2) 2^-11 times its sum of |products|, which the later stages carry as they carry
+# the magnitude; below the fp16 normal range each operation adds at most 2^-25 absolute. With mag
+# the chained magnitude (the reference on |x|, |factors|, |bias|), K the stages' summed depths:
+#   bound = float32 bound + stages 2 (F16_BLOCK + 2) 2^-11 mag + 2^-22 K prod(1 + max|factor|).
+# f16w rows (fp16 storage, float32 arithmetic) keep the float32 bound.
+F16_BLOCK = 32
+
+
+def _fp16_row_bound(row, f32_bound, reference_fn, x, factors, bias):
+    """The error bound of an fp16 layer's output computed by kernel row `row`."""
+    if not row.startswith("f16-gemm-"):
+        return f32_bound
+    factors = [np.abs(np.asarray(f, np.float64)) for f in factors]
+    mag = reference_fn(
+        np.abs(np.asarray(x, np.float64)), *factors, None if bias is None else np.abs(bias)
+    )
+    depth = sum(f.size // f.shape[0] for f in factors)
+    absolute = 2.0**-22 * depth * np.prod([1 + f.max(initial=0) for f in factors])
+    return f32_bound + len(factors) * 2 * (F16_BLOCK + 2) * 2.0**-11 * mag + absolute
 
 
 def _call(layer, x, row, case=""):
@@ -398,6 +423,8 @@ def test_fp16_within_the_fp32_bound_on_every_row(kernel_row):
             else:
                 ref = reference.lowrank_linear(x, *rounded, bias, activation=act)
                 bound = lowrank_bound(x, *rounded, bias)
+            fn = reference.linear if kind == "Linear" else reference.lowrank_linear
+            bound = _fp16_row_bound(row, bound, fn, x, rounded, bias)
             assert_within_bound(y, ref, bound, case)
     results.check()
 
@@ -444,7 +471,19 @@ def test_fp16_convolutions(isa, rng, kind, layout, no_disabled_features):
             assert layer.precision == "fp16"
             rounded = tuple(reference.fp16_round(f) for f in m.factors)
             m16 = dataclasses.replace(m, factors=rounded, _layer=layer)
-            m16.check(m.make_input(rng, batch, hw), isa, "fp16")
+            x = m.make_input(rng, batch, hw)
+            if row.startswith("f16-gemm-"):  # m16.check with the fp16-arithmetic bound
+                y = layer(x)
+                assert lrkernels.last_used_isa() == isa
+                check_output_array(y, m16.output_shape(np.shape(x)), m16.describe())
+
+                def fn(x, *factors_and_bias):
+                    return m16.spec.reference(x, *factors_and_bias, **m16.geometry)
+
+                bound = _fp16_row_bound(row, m16.bound(x), fn, x, rounded, m.bias)
+                assert_within_bound(y, m16.reference(x), bound, m16.describe())
+            else:
+                m16.check(x, isa, "fp16")
             assert lrkernels.last_used_kernel() == row
     results.check()
 
@@ -826,7 +865,7 @@ def test_precision_attributes_and_repr(rng, precision, no_disabled_features):
             assert f'precision="{precision}"' in text, text
         kernels = layer.kernels
         assert isinstance(kernels, list) and kernels and all(isinstance(k, str) for k in kernels)
-        prefix = {"fp32": "f32-", "fp16": "f16w-", "int8": "qd8-"}[precision]
+        prefix = {"fp32": ("f32-",), "fp16": ("f16w-", "f16-gemm-"), "int8": ("qd8-",)}[precision]
         assert all(k.startswith(prefix) for k in kernels), kernels
         x = _f32(rng, (2, 5, 6, 7)) if "Conv" in type(layer).__name__ else _f32(rng, (2, 8))
         layer(x)

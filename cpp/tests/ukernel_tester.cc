@@ -84,8 +84,33 @@ class Pool {
 struct GemmCase {
   std::size_t rows, nr, kc, taps, lda, ldc;
   bool use_init;
-  std::size_t shift;  // A and C start this many floats past an aligned address
+  std::size_t shift;    // A and C start this many floats past an aligned address
+  bool dyadic = false;  // A, W, bias, C rounded to multiples of 1/4: every sum exact in fp16 blocks
 };
+
+// The fp16-arithmetic configs ("f16-gemm-*", ARMv8.2 FMLA .8h) round A to fp16 and accumulate
+// fp16 products over blocks of at most kF16Block k, adding the block sums into f32. Per block the
+// fp16 error is at most (block + 2) u16 times the block's sum of |products| (u16 = 2^-11: one
+// rounding of each a, one per FMA, the adds of split accumulator sets, every partial sum being at
+// most that block sum), plus 2^-25 absolute per operation below the fp16 normal range (2K of them
+// at most, |w| <= 1 here); the f32 additions of the block sums are within error_bound(mag, K).
+// Doubled for slack: 2 ((kF16Block + 2) 2^-11 mag + K 2^-24) + error_bound(mag, K), about 3% of
+// mag -- loose for a single wrong product at large K, which the dyadic cases catch instead (their
+// sums are exact in fp16 and f32, so they must be exact).
+constexpr std::size_t kF16Block = 32;
+bool fp16_arithmetic(const lrk::F32GemmConfig& cfg) {
+  return std::strncmp(cfg.name, "f16-gemm", 8) == 0;
+}
+double f16_error_bound(double mag, std::size_t terms) {
+  return 2 * ((kF16Block + 2) * std::ldexp(mag, -11) + std::ldexp(double(terms), -24)) +
+         lrk_test::error_bound(mag, terms);
+}
+
+// Multiples of 1/4 in [-1, 1]: products are multiples of 1/16 with |p| <= 1, so sums of up to
+// 2^11 / 16 = 128 terms are exact in fp16 and every f32 sum here is exact.
+void make_dyadic(float* v, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) v[i] = std::round(v[i] * 4.0f) / 4.0f;
+}
 
 // One call of cfg.ukernel[rows]: C (rows x nr, stride ldc) = [bias | C] + sum over taps of
 // A_t (rows x kc, stride lda) * W_t (kc x nr). W is n x (taps * kc) with n = nr, packed with
@@ -96,6 +121,10 @@ void gemm_case(const lrk::F32GemmConfig& cfg, const GemmCase& g, Pool& pool, Fam
   std::vector<float> w(g.nr * K), bias(g.nr);
   pool.fill(w.data(), w.size());
   pool.fill(bias.data(), bias.size());
+  if (g.dyadic) {
+    make_dyadic(w.data(), w.size());
+    make_dyadic(bias.data(), bias.size());
+  }
   // 64-byte aligned, as PackedWeights allocates: NR float biases, then K x NR weights of the
   // config's type (f32, or fp16 for the f16w configs, whose reference uses the rounded weights).
   const std::size_t wb = cfg.weight_bytes;
@@ -114,14 +143,20 @@ void gemm_case(const lrk::F32GemmConfig& cfg, const GemmCase& g, Pool& pool, Fam
   std::vector<const float*> a_ptrs(g.taps);
   for (std::size_t t = 0; t < g.taps; ++t) {
     a[t].assign(g.shift + g.rows * g.lda, kNaN);
-    for (std::size_t i = 0; i < g.rows; ++i) pool.fill(&a[t][g.shift + i * g.lda], g.kc);
+    for (std::size_t i = 0; i < g.rows; ++i) {
+      pool.fill(&a[t][g.shift + i * g.lda], g.kc);
+      if (g.dyadic) make_dyadic(&a[t][g.shift + i * g.lda], g.kc);
+    }
     a_ptrs[t] = a[t].data() + g.shift;
   }
 
   // C: a sentinel row before and after the tile (and NR more floats), sentinels past column nr.
   std::vector<float> cbuf(g.shift + (g.rows + 2) * g.ldc + NR, sentinel());
   float* c = cbuf.data() + g.shift + g.ldc;
-  for (std::size_t i = 0; i < g.rows; ++i) pool.fill(c + i * g.ldc, g.nr);
+  for (std::size_t i = 0; i < g.rows; ++i) {
+    pool.fill(c + i * g.ldc, g.nr);
+    if (g.dyadic) make_dyadic(c + i * g.ldc, g.nr);
+  }
   const std::vector<float> c0(cbuf);
 
   cfg.ukernel[g.rows](g.nr, g.kc, g.taps, a_ptrs.data(), g.lda, panel, init, c, g.ldc);
@@ -141,9 +176,13 @@ void gemm_case(const lrk::F32GemmConfig& cfg, const GemmCase& g, Pool& pool, Fam
         }
       }
       const float got = c[i * g.ldc + j];
-      if (!within_bound(got, ref, mag, K)) {
+      // fp16 arithmetic: its own bound; dyadic data: exact (every sum is exact in fp16 and f32).
+      const double bound = g.dyadic               ? 0.0
+                           : fp16_arithmetic(cfg) ? f16_error_bound(mag, K)
+                                                  : lrk_test::error_bound(mag, K);
+      if (!(std::fabs(double(got) - ref) <= bound)) {  // false for NaN
         std::snprintf(what, sizeof what, "c[%zu][%zu] = %.9g, expected %.9g (bound %.3g)", i, j,
-                      double(got), ref, lrk_test::error_bound(mag, K));
+                      double(got), ref, bound);
         fam.check(false, fmt, g.rows, g.nr, g.kc, g.taps, g.lda, g.ldc, init_name, g.shift, what);
         return;
       }
@@ -204,6 +243,18 @@ void test_gemm(const lrk::F32GemmConfig& cfg, Pool& pool, Family& fam) {
       for (std::size_t taps : {1, 2}) {
         gemm_case(cfg, GemmCase{rows, nr, cfg.kc, taps, cfg.kc + 1, NR + 1, true, 0}, pool, fam);
         gemm_case(cfg, GemmCase{rows, nr, cfg.kc, taps, cfg.kc, nr, false, 3}, pool, fam);
+      }
+      if (fp16_arithmetic(cfg)) {
+        // Dyadic data, exact in fp16: every product counted once, compared exactly, up to K =
+        // 4096 (a wrong or missing product is below the fp16 bound at large K).
+        for (std::size_t kc : kcs) {
+          for (std::size_t taps : {1, 3}) {
+            gemm_case(cfg, GemmCase{rows, nr, kc, taps, kc + 1, nr, (kc & 1) == 0, 1, true}, pool,
+                      fam);
+          }
+        }
+        gemm_case(cfg, GemmCase{rows, nr, 4096, 1, 4096, NR, true, 0, true}, pool, fam);
+        gemm_case(cfg, GemmCase{rows, nr, cfg.kc, 8, cfg.kc, nr, false, 2, true}, pool, fam);
       }
     }
   }

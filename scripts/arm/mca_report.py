@@ -8,8 +8,10 @@ most multiply-accumulate instructions -- and asks llvm-mca for its cycles per it
 core. MACs per cycle = the loop's multiply-accumulates (lanes x instructions) over those cycles;
 fraction of peak = that over the core's documented MAC peak for the instruction kind (PEAKS).
 
-Kernels: f32 GEMM (FMLA; VMLA on armv7), f16w GEMM (FMLA on FCVTL-widened fp16 weights), int8
-GEMM without dot products (SMULL/SMLAL + SADALP) and with SDOT (aarch64, ARMv8.2).
+Kernels: f32 GEMM (FMLA; VMLA on armv7), f16w GEMM (FMLA on FCVTL-widened fp16 weights), f16
+GEMM in fp16 arithmetic (FMLA .8h, ARMv8.2 FP16; its loop includes the spill of the fp16
+accumulators into f32 every 32 k), int8 GEMM without dot products (SMULL/SMLAL + SADALP) and with
+SDOT (aarch64, ARMv8.2).
 
     python3 scripts/arm/mca_report.py   # needs the cross compilers and llvm-mca (llvm-19 best)
 
@@ -49,11 +51,16 @@ ARMV7_FLAGS = ["-march=armv7-a", "-mfpu=neon-vfpv4", "-mfloat-abi=hard"]
 ARMV7_NEON = ARMV7_FLAGS + ["-mfp16-format=ieee"]
 PI4_NEONDOT = PI4 + ["-mcpu=cortex-a76+nofp16"]
 PI5_NEONDOT = PI5 + ["-march=armv8.2-a+dotprod"]
+# LRK_NEONFP16ARITH_FLAGS likewise: -mcpu=cortex-a76+nodotprod under the Pi 4's -mcpu.
+PI4_NEONFP16ARITH = PI4 + ["-mcpu=cortex-a76+nodotprod"]
+PI5_NEONFP16ARITH = PI5 + ["-march=armv8.2-a+fp16"]
 
 # Multiply-accumulate instruction kinds: (regex of one instruction, MACs it performs).
 KINDS = {
     # 4 f32 lanes per FMLA / VMLA / VFMA on q registers.
     "fma": (re.compile(r"^\s+(fmla\s+v\d+\.4s|vmla\.f32\s+q|vfma\.f32\s+q)", re.M), 4),
+    # 8 fp16 lanes per FMLA .8h (ARMv8.2 FP16).
+    "hfma": (re.compile(r"^\s+fmla\s+v\d+\.8h", re.M), 8),
     # 8 int16 products per SMULL(2)/SMLAL(2) (VMULL.S8/VMLAL.S8 on armv7); SADALP only widens.
     "mull": (re.compile(r"^\s+(smull2?|smlal2?\s|smlal2?\t|vmull\.s8|vmlal\.s8)", re.M), 8),
     # 4 lanes x 4 int8 products per SDOT.
@@ -64,12 +71,14 @@ KINDS = {
 # 128-bit FMLA per cycle; SMULL/SMLAL issue on F0 only, one per cycle (8 MACs), SADALP on F1.
 # neoverse-n1 (= A76): two 128-bit FMLA pipes (V0, V1): 8 f32 MACs; SDOT on both pipes, 2 per
 # cycle x 16 int8 MACs = 32 (llvm-mca's N1 model agrees: SDOT reciprocal throughput 0.5).
+# FMLA .8h on both pipes: 2 x 8 fp16 MACs = 16.
 PEAKS = {
     ("cortex-a53", "fma"): 2,
     ("cortex-a72", "fma"): 4,
     ("cortex-a72", "mull"): 8,
     ("neoverse-n1", "fma"): 8,
     ("neoverse-n1", "sdot"): 32,
+    ("neoverse-n1", "hfma"): 16,
 }
 
 # (build, kernel, source, compiler/triple, flags, MR, kind, cores)
@@ -78,6 +87,8 @@ KERNELS = [
      AARCH64, PI4, 8, "fma", ("cortex-a53", "cortex-a72", "neoverse-n1")),
     ("aarch64 Pi 4", "f16w-gemm-8x8-aarch64-neon", K / "f16w-gemm/8x8-aarch64-neon.cc",
      AARCH64, PI4, 8, "fma", ("cortex-a72", "neoverse-n1")),
+    ("aarch64 Pi 4", "f16-gemm-4x16-neonfp16arith", K / "f16w-gemm/4x16-neonfp16arith.cc",
+     AARCH64, PI4_NEONFP16ARITH, 4, "hfma", ("neoverse-n1",)),
     ("aarch64 Pi 4", "qd8-...-4x8c4-aarch64-neon", K / "qd8-f32-qc8w-gemm/4x8c4-aarch64-neon.cc",
      AARCH64, PI4, 4, "mull", ("cortex-a72",)),
     ("aarch64 Pi 4", "qd8-...-8x8c4-neondot", K / "qd8-f32-qc8w-gemm/8x8c4-neondot.cc",
@@ -86,6 +97,8 @@ KERNELS = [
      AARCH64, PI5, 8, "fma", ("neoverse-n1",)),
     ("aarch64 Pi 5", "f16w-gemm-8x8-aarch64-neon", K / "f16w-gemm/8x8-aarch64-neon.cc",
      AARCH64, PI5, 8, "fma", ("neoverse-n1",)),
+    ("aarch64 Pi 5", "f16-gemm-4x16-neonfp16arith", K / "f16w-gemm/4x16-neonfp16arith.cc",
+     AARCH64, PI5_NEONFP16ARITH, 4, "hfma", ("neoverse-n1",)),
     ("aarch64 Pi 5", "qd8-...-8x8c4-neondot", K / "qd8-f32-qc8w-gemm/8x8c4-neondot.cc",
      AARCH64, PI5_NEONDOT, 8, "sdot", ("neoverse-n1",)),
     # LLVM has AArch32 scheduling models for the Cortex-A57 (used by cortex-a72) but none for the
@@ -266,6 +279,9 @@ def main() -> int:
         "cannot reach the FMA peak there (8x8: at best (64 FMLA + 16 FCVTL cycles) / 2 pipes =\n"
         "40 cycles per 4 k), and GEMV (1 row) is conversion-bound at 2 weights per cycle\n"
         "(4 bytes: 9.6 GB/s at 2.4 GHz, about a Pi 5's DRAM bandwidth).\n"
+        "It issues FCVTN / FCVTL (the f16 kernel's A conversions and f32 spills) as 2 V0 uops:\n"
+        "per 32 k the 4x16 tile's 256 FMLA .8h come with 32 FCVTN(2), 16 FCVTL(2), 16 FADD and\n"
+        "8 MOV (zeroing): 376 pipe cycles, at best 188 cycles = 10.9 fp16 MACs per cycle (68%).\n"
         "LLVM's AArch32 Cortex-A57 model lets a Q-form VMLA issue on both FP pipes, which the A72\n"
         "documents as one 128-bit FMA per cycle: armv7 f32 figures above 100% mean FMA-bound, and\n"
         "the armv7 int8/f32 ratio is understated by as much."

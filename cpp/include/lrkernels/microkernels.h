@@ -22,6 +22,8 @@ extern const F32GemmUkernelFn f16w_gemm_8x32__avx512[9];
 extern const F32GemmUkernelFn f16w_gemm_12x16__avx512[13];
 extern const F32GemmUkernelFn f16w_gemm_8x8__aarch64_neon[9];
 extern const F32GemmUkernelFn f16w_gemm_4x8__aarch32_neon[5];
+// f16 GEMM: the f16w contract with fp16 arithmetic (ARMv8.2 FP16, aarch64).
+extern const F32GemmUkernelFn f16_gemm_4x16__neonfp16arith[5];
 
 // qd8-f32-qc8w GEMM (int8 dot products, K in groups of 4).
 extern const QD8GemmUkernelFn qd8_f32_qc8w_gemm_4x4c4__scalar[5];

@@ -49,6 +49,13 @@ void fill(CandidateTable<F32GemmConfig>& t) {
   // fp16 -> f32 widening in the weight load (FCVTL; VCVT.F32.F16 on armv7), f32 FMA. A 512 x 8
   // fp16 panel is 8 KiB: K blocks as long as the f32 kernel's, in a quarter of a 32 KiB L1D.
 #if defined(__aarch64__)
+#if defined(LRK_HAVE_NEONFP16ARITH)
+  // ARMv8.2 fp16 arithmetic (A76/A78: asimdhp): FMLA .8h, twice the f32 kernel's MACs per
+  // instruction; fp16 accumulation in blocks of 32 k added into f32 (error bound in the kernel
+  // file). A 512 x 16 fp16 panel is 16 KiB.
+  set_kernels(t.add(Isa::neon), "f16-gemm-4x16-neonfp16arith", kCpuNeon | kCpuNeonFp16Arith,
+              f16_gemm_4x16__neonfp16arith, 16, 512);
+#endif
   set_kernels(t.add(Isa::neon), "f16w-gemm-8x8-aarch64-neon", kCpuNeon, f16w_gemm_8x8__aarch64_neon,
               8, 512);
 #else
