@@ -185,9 +185,11 @@ void stage(const QD8GemmConfig& cfg, const QuantizedOperand& w, std::size_t rows
            std::int32_t* acc, float* y, std::size_t ldy, const OutputClamp& clamp) {
   const QuantizedOperand::Packed& pk = w.packed_for(cfg);
   const std::size_t panels = (w.n() + cfg.nr - 1) / cfg.nr;
-  // An int8 MAC costs about a quarter of an f32 FMA's time: count MACs / 2 as flops.
+  // An int8 MAC takes about a quarter of an f32 FMA's time, but a batch-1 call is bound by the
+  // weight bytes, one per MAC: counting MACs as flops splits a 1280 x 1000 GEMV over two threads
+  // (measured 1.0x -> see BENCHMARKS.md), and keeps calls under ~0.5 M MACs on one.
   const std::size_t threads =
-      std::min(panels, threads_for_flops(0.5 * rows * w.n() * w.channels() * w.taps()));
+      std::min(panels, threads_for_flops(1.0 * rows * w.n() * w.channels() * w.taps()));
   const std::size_t ldacc = w.n();
   parallel_for(threads, threads, [&](std::size_t part) {
     block_panels(cfg, w, pk, rows, qa, lda, rq, rq_step, panels * part / threads,
