@@ -195,6 +195,18 @@ struct ConvInput {
   Layout layout = Layout::nchw;
 };
 
+ConvInput conv_input(const float* x, const Shape& x_shape, Layout layout) {
+  const bool nchw = layout == Layout::nchw;
+  ConvInput in;
+  in.x = x;
+  in.layout = layout;
+  in.n = x_shape[0];
+  in.c = x_shape[nchw ? 1 : 3];
+  in.h = x_shape[nchw ? 2 : 1];
+  in.w = x_shape[nchw ? 3 : 2];
+  return in;
+}
+
 // Splits a call over (image, chunk of whole bands) tasks on the thread pool; body(n, oy_begin,
 // oy_end) runs on the thread that takes the task and uses that thread's scratch. Chunks are whole
 // bands, so every output element is computed exactly as with one thread (halo rows at a chunk
@@ -322,13 +334,7 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
   const Stages& st = *stages_;
   const ConvGeometry& g = g_;
   const bool nchw = layout_ == Layout::nchw;
-  ConvInput in;
-  in.x = x;
-  in.layout = layout_;
-  in.n = x_shape[0];
-  in.c = x_shape[nchw ? 1 : 3];
-  in.h = x_shape[nchw ? 2 : 1];
-  in.w = x_shape[nchw ? 3 : 2];
+  const ConvInput in = conv_input(x, x_shape, layout_);
   if (precision_ == Precision::int8) {
     run_int8(ks, x, x_shape, y);
     return;
@@ -453,13 +459,7 @@ void ConvChain::run_int8(const KernelSet& ks, const float* x, const Shape& x_sha
   const Stages& st = *stages_;
   const ConvGeometry& g = g_;
   const bool nchw = layout_ == Layout::nchw;
-  ConvInput in;
-  in.x = x;
-  in.layout = layout_;
-  in.n = x_shape[0];
-  in.c = x_shape[nchw ? 1 : 3];
-  in.h = x_shape[nchw ? 2 : 1];
-  in.w = x_shape[nchw ? 3 : 2];
+  const ConvInput in = conv_input(x, x_shape, layout_);
   const QD8GemmConfig& q = qd8_config_for(ks);
   record_used_kernel(q.name);
   const F32TransposeFn transpose = ks.f32_transpose->transpose;
