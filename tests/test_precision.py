@@ -431,8 +431,8 @@ def test_fp16_within_the_fp32_bound_on_every_row(kernel_row):
 
 def test_fp16_rounds_the_weights():
     """A weight that is not a half is rounded (nearest even) once: 1 + 2^-11 is a tie -> 1,
-    1 + 3 * 2^-11 -> 1 + 2^-9, 1e-7 -> the half subnormal 2^-23, 1e-8 -> 0; beyond the half
-    range a weight becomes inf (as fp16_round)."""
+    1 + 3 * 2^-11 -> 1 + 2^-9, 1e-7 -> the half subnormal 2^-23, 1e-8 -> 0; a weight that would
+    round past the half range (|w| >= 65520) is refused, not stored as inf."""
     w = np.array([[1 + 2.0**-11, 1 + 3 * 2.0**-11, 65504.0, 1e-7, 1e-8]], np.float32)
     x = np.eye(5, dtype=np.float32)
     y = lrkernels.Linear(w, precision="fp16")(x)
@@ -440,10 +440,55 @@ def test_fp16_rounds_the_weights():
     np.testing.assert_array_equal(reference.fp16_round(w)[0], expected)
     np.testing.assert_array_equal(y[:, 0], expected)
     assert not np.array_equal(lrkernels.Linear(w)(x)[:, 0], expected)
-    big = lrkernels.Linear(np.array([[70000.0, 1.0]], np.float32), precision="fp16")
-    np.testing.assert_array_equal(
-        big(np.array([[1.0, 1.0], [0.0, 1.0]], np.float32))[:, 0], [np.inf, np.nan]
+    with np.errstate(over="ignore"):
+        assert np.isinf(reference.fp16_round(np.float32(65520.0)))
+    for big in (65520.0, 70000.0, -3e38):
+        with raises(ValueError, "beyond fp16's range"):
+            lrkernels.Linear(np.array([[big, 1.0]], np.float32), precision="fp16")
+        with raises(ValueError, "W of shape (1, 2)", "fp16"):
+            lrkernels.Linear(np.array([[1.0, big]], np.float32), precision="fp16")
+    lrkernels.Linear(np.array([[65519.0, 1.0]], np.float32), precision="fp16")  # rounds to 65504
+    lrkernels.Linear(np.array([[70000.0, 1.0]], np.float32), precision="int8")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_int8_refuses_non_finite_weights(rng, bad):
+    """A per-channel int8 scale cannot hold NaN or inf: refused (fp32 and fp16 keep them)."""
+    W = _f32(rng, (3, 4))
+    W[1, 2] = bad
+    core = _f32(rng, (2, 2, 3, 3))
+    core[0, 1, 2, 2] = bad
+    builders = {
+        "W of shape": lambda: lrkernels.Linear(W, precision="int8"),
+        "U of shape": lambda: lrkernels.LowRankLinear(W, _f32(rng, (4, 5)), precision="int8"),
+        "weight of shape": lambda: lrkernels.Conv2d(core, precision="int8"),
+        "core of shape": lambda: lrkernels.TuckerConv2d(
+            _f32(rng, (2, 3)), core, _f32(rng, (4, 2)), precision="int8"
+        ),
+    }
+    for name, build in builders.items():
+        with raises(ValueError, "needs finite weights", name):
+            build()
+    with raises(ValueError, "finite"):
+        reference.quantize_weights(W)
+    y = lrkernels.Linear(W, precision="fp16")(np.ones((1, 4), np.float32))
+    assert not np.isfinite(y[0, 1]) and np.isfinite(y[0, [0, 2]]).all()
+
+
+def test_int8_convolution_reference_on_empty_images(rng):
+    """An empty image with padding: the layer gives the bias; so does the reference."""
+    first, core, last, bias = (
+        _f32(rng, (3, 2)),
+        _f32(rng, (4, 3, 3, 3)),
+        _f32(rng, (5, 4)),
+        _f32(rng, 5),
     )
+    layer = lrkernels.TuckerConv2d(first, core, last, bias, padding=2, precision="int8")
+    for shape in [(1, 2, 0, 0), (1, 2, 1, 0), (2, 2, 0, 3)]:
+        x = np.zeros(shape, np.float32)
+        y = layer(x)
+        ref = reference.qd8_tucker_conv2d(x, first, core, last, bias, padding=2)
+        _assert_bit_exact(y, ref, str(shape))
 
 
 CONV_GEOMETRIES = [

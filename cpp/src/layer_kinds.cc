@@ -204,10 +204,39 @@ std::unique_ptr<Layer> create_layer(const LayerKind& kind, std::vector<Factor> f
                                 " supports precision=\"fp32\" only, got \"" +
                                 precision_name(params.precision) + "\"");
   }
+  check_reduced_precision_weights(kind.name, factors, params.precision);
   std::unique_ptr<Layer> layer = kind.build(std::move(factors), bias, params);
   layer->output_min_ = params.output_min;
   layer->output_max_ = params.output_max;
   return layer;
+}
+
+void check_reduced_precision_weights(const char* kind, const std::vector<Factor>& factors,
+                                     Precision precision) {
+  if (precision == Precision::fp32) return;
+  for (const Factor& f : factors) {
+    float amax = 0.0f;
+    bool finite = true;
+    for (float v : f.data) {
+      finite = finite && std::isfinite(v);
+      amax = std::fabs(v) > amax ? std::fabs(v) : amax;
+    }
+    // int8: a per-channel scale cannot represent NaN or inf (the quantized row would silently
+    // lose it). fp16: values from 65520 up round to inf when stored.
+    if (precision == Precision::int8 && !finite) {
+      throw std::invalid_argument(std::string(kind) +
+                                  ": precision=\"int8\" needs finite weights, " + f.name +
+                                  " of shape " + shape_str(f.shape) + " holds NaN or inf");
+    }
+    if (precision == Precision::fp16 && finite && amax >= 65520.0f) {
+      char text[64];
+      std::snprintf(text, sizeof text, "%.9g", static_cast<double>(amax));
+      throw std::invalid_argument(std::string(kind) + ": precision=\"fp16\": " + f.name +
+                                  " of shape " + shape_str(f.shape) + " has |w| = " + text +
+                                  ", beyond fp16's range (65504): it would be stored as inf; "
+                                  "use precision=\"fp32\" or rescale");
+    }
+  }
 }
 
 void check_output_bounds(float output_min, float output_max) {

@@ -41,7 +41,7 @@ QuantizedMatrix quantize_weights(const float* w, std::size_t n, std::size_t k) {
     std::int32_t sum = 0;
     for (std::size_t i = 0; i < k; ++i) {
       const float r = std::nearbyint(row[i] / scale);
-      // NaN weights (refused by the bindings) would land on 0 here; the clamp keeps [-127, 127].
+      // Non-finite weights are refused before this (check_reduced_precision_weights).
       const int q = r > 127.0f ? 127 : (r < -127.0f ? -127 : (r == r ? static_cast<int>(r) : 0));
       m.q[j * k + i] = static_cast<std::int8_t>(q);
       sum += q;

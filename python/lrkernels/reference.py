@@ -547,6 +547,8 @@ def fp16_round(a):
 def quantize_weights(w):
     """Per-output-row symmetric int8: (q int8 (n, k), scale float32 (n,)), w ~ scale[:, None] q."""
     w = np.asarray(w, dtype=np.float32)
+    if not np.isfinite(w).all():
+        raise ValueError("int8 weights must be finite (the layers refuse NaN and inf)")
     amax = np.max(np.abs(w), axis=1)
     scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
     with np.errstate(invalid="ignore"):
@@ -636,8 +638,8 @@ def _qd8_band_params(values):
     finite, zero_range."""
     v = np.asarray(values, dtype=np.float32).reshape(1, -1)
     q, scale, zero, finite = quantize_rows(v)
-    lo = np.float32(min(np.float32(0), v.min())) if finite[0] else np.float32(0)
-    hi = np.float32(max(np.float32(0), v.max())) if finite[0] else np.float32(0)
+    lo = np.float32(min(np.float32(0), v.min(initial=0))) if finite[0] else np.float32(0)
+    hi = np.float32(max(np.float32(0), v.max(initial=0))) if finite[0] else np.float32(0)
     s = hi / np.float32(255) - lo / np.float32(255)
     zero_range = not (finite[0] and s >= np.finfo(np.float32).tiny)
     return np.float32(scale[0]), int(zero[0]), bool(finite[0]), zero_range
@@ -687,8 +689,10 @@ def _qd8_conv_chain(x, first, core, last, bias, stride, padding, dilation, layou
     y = np.empty((n, ho, wo, cout), dtype=np.float32)
     for i in range(n):
         src = xs[i]
-        if q_first is not None:  # quantized per image row
+        if q_first is not None and h * w > 0:  # quantized per image row
             src = np.stack([_qd8_stage_shared(row, *q_first, None) for row in src])
+        elif q_first is not None:
+            src = np.zeros((h, w, csrc), dtype=np.float32)
         padded = np.zeros((h + 2 * ph, w + 2 * pw, csrc), dtype=np.float32)
         padded[ph : ph + h, pw : pw + w] = src
         mid = np.empty((ho, wo, n_mid), dtype=np.float32)

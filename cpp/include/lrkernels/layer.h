@@ -286,5 +286,9 @@ std::unique_ptr<Layer> create_layer(const LayerKind& kind, std::vector<Factor> f
 // std::invalid_argument "output_min=... and output_max=...: ..." unless both are numbers and
 // output_min <= output_max.
 void check_output_bounds(float output_min, float output_max);
+// std::invalid_argument naming the factor unless its weights suit the precision: finite for int8,
+// below fp16's overflow threshold (|w| < 65520) for fp16. fp32 accepts anything.
+void check_reduced_precision_weights(const char* kind, const std::vector<Factor>& factors,
+                                     Precision precision);
 
 }  // namespace lrk
