@@ -233,7 +233,9 @@ def _arm_expected_rows() -> dict:
     if AARCH64:
         dot = "asimddp" in lrkernels.cpu_features()
         int8 = NEONDOT_INT8 if dot else "qd8-f32-qc8w-gemm-4x8c4-aarch64-neon"
-        return {"int8": int8, "fp16": "f16w-gemm-8x8-aarch64-neon"}
+        hp = "asimdhp" in lrkernels.cpu_features()  # ARMv8.2 fp16 arithmetic
+        fp16 = "f16-gemm-4x16-neonfp16arith" if hp else "f16w-gemm-8x8-aarch64-neon"
+        return {"int8": int8, "fp16": fp16}
     return {"int8": "qd8-f32-qc8w-gemm-2x8c4-aarch32-neon", "fp16": "f16w-gemm-4x8-aarch32-neon"}
 
 
@@ -241,7 +243,8 @@ def _arm_expected_rows() -> dict:
 def test_arm_rows_follow_the_cpu_features(no_disabled_features):
     """aarch64 with SDOT (asimddp: Cortex-A76/A78) runs the neondot int8 row, without it
     (A53/A72) the aarch64-neon one; armv7 runs the aarch32 rows. With asimddp disabled an
-    aarch64 CPU that has it falls back to the aarch64-neon row."""
+    aarch64 CPU that has it falls back to the aarch64-neon row. fp16: with asimdhp the
+    fp16-arithmetic row, without it (or disabled) the fp16-storage row."""
     if AARCH32 and "neon" not in lrkernels.available_isas():
         pytest.skip("armv7 without NEON + VFPv4")
     assert "neon" in lrkernels.available_isas()
@@ -263,6 +266,11 @@ def test_arm_rows_follow_the_cpu_features(no_disabled_features):
             fallback = "qd8-f32-qc8w-gemm-4x8c4-aarch64-neon"
             assert _core.precision_kernels()["neon"]["int8"] == fallback
             _call(lrkernels.Linear(W, precision="int8"), x, fallback, "neon int8 without asimddp")
+        if AARCH64 and "asimdhp" in lrkernels.cpu_features():
+            lrkernels.set_disabled_cpu_features(["asimdhp"])
+            storage = "f16w-gemm-8x8-aarch64-neon"
+            assert _core.precision_kernels()["neon"]["fp16"] == storage
+            _call(lrkernels.Linear(W, precision="fp16"), x, storage, "neon fp16 without asimdhp")
     finally:
         lrkernels.set_isa(previous)
 
