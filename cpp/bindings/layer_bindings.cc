@@ -157,7 +157,7 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
   for (const auto& f : kind.factors) names.emplace_back(f.name);
   names.emplace_back("bias");
   const std::vector<std::string> keyword_only =
-      kind.conv ? std::vector<std::string>{"stride", "padding", "dilation", "layout"}
+      kind.conv ? std::vector<std::string>{"stride", "padding", "dilation", "layout", "algorithm"}
                 : std::vector<std::string>{};
   const std::string where = std::string(kind.name) + "()";
   if (args.size() > names.size()) {
@@ -167,7 +167,8 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
   std::vector<py::object> values(names.size());
   for (std::size_t i = 0; i < args.size(); ++i) values[i] = args[i];
   py::object stride = py::int_(1), padding = py::int_(0), dilation = py::int_(1),
-             layout = py::str("NCHW"), activation = py::none(), precision = py::str("fp32");
+             layout = py::str("NCHW"), activation = py::none(), precision = py::str("fp32"),
+             algorithm = py::str("auto");
   for (auto item : kwargs) {
     const std::string key = item.first.cast<std::string>();
     bool found = false;
@@ -187,11 +188,12 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
       found = true;
     }
     if (!found && kind.conv) {
-      py::object* slot = key == "stride"     ? &stride
-                         : key == "padding"  ? &padding
-                         : key == "dilation" ? &dilation
-                         : key == "layout"   ? &layout
-                                             : nullptr;
+      py::object* slot = key == "stride"      ? &stride
+                         : key == "padding"   ? &padding
+                         : key == "dilation"  ? &dilation
+                         : key == "layout"    ? &layout
+                         : key == "algorithm" ? &algorithm
+                                              : nullptr;
       if (slot != nullptr) *slot = py::reinterpret_borrow<py::object>(item.second), found = true;
     }
     if (!found) throw py::type_error(where + " got an unexpected keyword argument '" + key + "'");
@@ -203,6 +205,11 @@ std::unique_ptr<lrk::Layer> construct(const lrk::LayerKind& kind, py::args args,
       !lrk::precision_from_name(precision.cast<std::string>(), &params.precision)) {
     throw py::value_error(where + ": precision must be \"fp32\", \"fp16\" or \"int8\", got " +
                           py::repr(precision).cast<std::string>());
+  }
+  if (!py::isinstance<py::str>(algorithm) ||
+      !lrk::algorithm_from_name(algorithm.cast<std::string>(), &params.algorithm)) {
+    throw py::value_error(where + ": algorithm must be \"auto\", \"direct\" or \"winograd\", got " +
+                          py::repr(algorithm).cast<std::string>());
   }
   std::vector<lrk::Factor> factors(nf);
   for (std::size_t i = 0; i < nf; ++i) {
@@ -380,6 +387,12 @@ std::string docstring(const lrk::LayerKind& kind) {
   if (kind.conv) {
     d += "stride, padding, dilation : int or (int, int), keyword-only\n"
          "    Padding is symmetric per axis (rows top and bottom, columns left and right).\n"
+         "algorithm : \"auto\" (default), \"direct\" or \"winograd\", keyword-only\n"
+         "    How a kxk stage is computed: direct (implicit GEMM over the taps) or Winograd\n"
+         "    F(2x2, 3x3) (3x3, stride 1, dilation 1, fp32: 2.25x fewer multiply-adds, max\n"
+         "    relative error within about 1e-6 x sqrt(K) of direct). auto picks Winograd where\n"
+         "    it is faster: fp32 3x3 stride-1 cores with >= 32 input and output channels.\n"
+         "    layer.algorithm tells which one the layer uses.\n"
          "layout : \"NCHW\" (default) or \"NHWC\", keyword-only\n"
          "    Layout of the input and of the returned output.\n";
   }
@@ -453,9 +466,16 @@ void bind_kind(py::module_& m, const lrk::LayerKind& kind) {
                              geometry_pair(&lrk::ConvGeometry::ph, &lrk::ConvGeometry::pw))
       .def_property_readonly("dilation",
                              geometry_pair(&lrk::ConvGeometry::dh, &lrk::ConvGeometry::dw))
-      .def_property_readonly("layout", [](py::handle self) {
-        return std::string(lrk::layout_name(conv_of(self).layout()));
-      });
+      .def_property_readonly(
+          "layout",
+          [](py::handle self) { return std::string(lrk::layout_name(conv_of(self).layout())); })
+      .def_property_readonly(
+          "algorithm",
+          [](py::handle self) {
+            return std::string(lrk::algorithm_name(conv_of(self).algorithm()));
+          },
+          "\"direct\" or \"winograd\": how the kxk stage is computed (algorithm=\"auto\" "
+          "resolved at construction).");
 }
 
 template <std::size_t... K>

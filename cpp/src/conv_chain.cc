@@ -52,6 +52,31 @@ std::size_t ring_rows(const ConvGeometry& g, std::size_t band) {
   return (g.kh - 1) * g.dh + 1 + (band - 1) * g.sh;
 }
 
+// The band schedule of one call.
+struct BandPlan {
+  std::size_t band = 1;        // output rows per band
+  std::size_t ring = 1;        // source rows the ring holds
+  std::size_t row_pixels = 1;  // pixels of a ring row: w + 2 pw, and Winograd's extra column
+};
+
+// Winograd bands are whole rows of 2x2 tiles, enough (>= 64) that each transformed-domain GEMM has
+// several pixel tiles per weight panel. The last tile of an odd-width row reads one column past
+// the padded row: rows get one more zero column (it only feeds the output column dropped).
+BandPlan band_plan(const ConvGeometry& g, std::size_t h, std::size_t w, bool winograd) {
+  BandPlan p;
+  p.row_pixels = w + 2 * g.pw;
+  const std::size_t ho = g.out_h(h);
+  if (winograd) {
+    const std::size_t tiles_per_row = (g.out_w(w) + 1) / 2;
+    p.band = std::max<std::size_t>(1, std::min(ho, 2 * ((64 + tiles_per_row - 1) / tiles_per_row)));
+    p.row_pixels += 1;
+  } else {
+    p.band = band_rows(g, h, w);
+  }
+  p.ring = ring_rows(g, p.band);
+  return p;
+}
+
 // Implicit GEMM for a band of output rows: out (rows x wo x n) = sum over taps of source pixels x
 // tap weights. src[r * kh + ky] points at the zero-padded source row (padded column 0) of kernel
 // row ky for output row r; a source pixel is csrc floats. Per pixel tile, one micro-kernel call
@@ -90,6 +115,137 @@ void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t
   });
 }
 
+// The transformed core of F(2x2, 3x3): U[xi] = G g G^T per (output, input) channel pair, 16
+// matrices (n x c), each a GEMM operand. G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]; computed
+// in double and rounded once.
+std::vector<std::vector<float>> winograd_weights(const float* w, std::size_t n, std::size_t c) {
+  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  std::vector<std::vector<float>> u(16, std::vector<float>(n * c));
+  for (std::size_t o = 0; o < n; ++o) {
+    for (std::size_t i = 0; i < c; ++i) {
+      const float* g = w + (o * c + i) * 9;
+      double gg[4][3];  // G g
+      for (std::size_t a = 0; a < 4; ++a)
+        for (std::size_t b = 0; b < 3; ++b)
+          gg[a][b] = G[a][0] * g[b] + G[a][1] * g[3 + b] + G[a][2] * g[6 + b];
+      for (std::size_t a = 0; a < 4; ++a)
+        for (std::size_t b = 0; b < 4; ++b)
+          u[4 * a + b][o * c + i] =
+              static_cast<float>(gg[a][0] * G[b][0] + gg[a][1] * G[b][1] + gg[a][2] * G[b][2]);
+    }
+  }
+  return u;
+}
+
+// Buffers of one Winograd band: the 16 transformed inputs (tiles x csrc each), the 16 GEMM
+// outputs (tiles x n each) and one spill area per row of tiles (outputs past the image).
+struct WinogradScratch {
+  float* v = nullptr;
+  float* m = nullptr;
+  float* spill = nullptr;
+};
+
+std::size_t winograd_tiles(std::size_t band, std::size_t wo) {
+  return (band + 1) / 2 * ((wo + 1) / 2);
+}
+
+std::size_t round_up16(std::size_t f) { return (f + 15) / 16 * 16; }
+
+std::size_t winograd_scratch_floats(std::size_t band, std::size_t wo, std::size_t csrc,
+                                    std::size_t n) {
+  const std::size_t tiles = winograd_tiles(band, wo), tile_rows = (band + 1) / 2;
+  return round_up16(16 * tiles * csrc) + round_up16(16 * tiles * n) + round_up16(tile_rows * 3 * n);
+}
+
+WinogradScratch carve_winograd(float* base, std::size_t band, std::size_t wo, std::size_t csrc,
+                               std::size_t n) {
+  const std::size_t tiles = winograd_tiles(band, wo);
+  WinogradScratch w;
+  w.v = base;
+  w.m = w.v + round_up16(16 * tiles * csrc);
+  w.spill = w.m + round_up16(16 * tiles * n);
+  return w;
+}
+
+// The kxk stage of a band by F(2x2, 3x3): input tiles of the band's source rows transformed,
+// 16 GEMMs on the f32 micro-kernels (one per transformed point, each pixel tile's sums in
+// registers over all csrc channels), output tiles transformed into out (rows x wo x n, row stride
+// ldout) with bias. src as conv_output_rows (rows x 3 row pointers), zero_row a padding row. Each
+// phase splits its work over threads; every element is computed by one thread, in the same order
+// for any thread count.
+void winograd_output_rows(const F32WinogradConfig& wk, const PackedWeights* const* u,
+                          std::size_t csrc, std::size_t wo, std::size_t rows,
+                          const float* const* src, const float* zero_row, const float* bias,
+                          const WinogradScratch& ws, float* out, std::size_t ldout,
+                          const OutputClamp& clamp) {
+  const std::size_t tile_rows = (rows + 1) / 2, tiles_per_row = (wo + 1) / 2;
+  const std::size_t tiles = tile_rows * tiles_per_row, n = u[0]->n();
+  const std::size_t v_stride = tiles * csrc, m_stride = tiles * n;
+  const std::size_t transform_threads =
+      std::min(tile_rows, threads_for_flops(16.0 * tiles * (csrc + n)));
+  parallel_for(tile_rows, transform_threads, [&](std::size_t tr) {
+    const std::size_t r = 2 * tr;
+    const float* in_rows[4] = {src[r * 3], src[r * 3 + 1], src[r * 3 + 2],
+                               r + 1 < rows ? src[(r + 1) * 3 + 2] : zero_row};
+    wk.input(tiles_per_row, csrc, in_rows, ws.v + tr * tiles_per_row * csrc, v_stride, csrc);
+  });
+
+  const F32GemmConfig& ks = u[0]->config();
+  const std::size_t mr = ks.mr, nr = ks.nr, panels = u[0]->num_panels(), tasks = 16 * panels;
+  const std::size_t gemm_threads = std::min(tasks, threads_for_flops(32.0 * tiles * csrc * n));
+  parallel_for(gemm_threads, gemm_threads, [&](std::size_t part) {
+    for (std::size_t task = tasks * part / gemm_threads; task < tasks * (part + 1) / gemm_threads;
+         ++task) {
+      const std::size_t xi = task / panels, p = task % panels;
+      const PackedWeights& w = *u[xi];
+      const std::size_t cols = std::min(nr, n - p * nr);
+      for (std::size_t t0 = 0; t0 < tiles; t0 += mr) {
+        const float* a = ws.v + xi * v_stride + t0 * csrc;
+        ks.ukernel[std::min(mr, tiles - t0)](cols, csrc, 1, &a, csrc, w.panel_weights(p),
+                                             w.panel_bias(p),
+                                             ws.m + xi * m_stride + t0 * n + p * nr, n);
+      }
+    }
+  });
+
+  parallel_for(tile_rows, transform_threads, [&](std::size_t tr) {
+    const std::size_t r = 2 * tr;
+    float* out0 = out + r * wo * ldout;
+    float* out1 = r + 1 < rows ? out0 + wo * ldout : nullptr;
+    wk.output(tiles_per_row, n, ws.m + tr * tiles_per_row * n, m_stride, n, bias, wo, out0, out1,
+              ldout, ws.spill + tr * 3 * n);
+    clamp.apply(out1 != nullptr ? 2 * wo : wo, n, out0, ldout);
+  });
+}
+
+bool winograd_applies(const ConvGeometry& g) {
+  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
+}
+
+// The cost model of algorithm "auto". Winograd does 4/9 of the direct multiply-adds, but its
+// transforms cost about 8 additions per output pixel per input and output channel, plus a round
+// trip of the 16 transformed points through memory: below 32 channels on either side that eats
+// the saving (measured: benchmarks/test_bench_conv.py, tucker vs tucker_direct).
+ConvAlgorithm resolve_algorithm(const std::string& kind, const ConvGeometry& g, Precision precision,
+                                ConvAlgorithm requested, std::size_t csrc, std::size_t n) {
+  if (requested == ConvAlgorithm::direct) return requested;
+  const bool fits = winograd_applies(g) && precision == Precision::fp32;
+  if (requested == ConvAlgorithm::winograd) {
+    if (!fits) {
+      throw std::invalid_argument(
+          kind +
+          ": algorithm=\"winograd\" needs a 3x3 kernel with stride 1 and dilation 1 and "
+          "precision \"fp32\", got kernel (" +
+          std::to_string(g.kh) + ", " + std::to_string(g.kw) + "), stride (" +
+          std::to_string(g.sh) + ", " + std::to_string(g.sw) + "), dilation (" +
+          std::to_string(g.dh) + ", " + std::to_string(g.dw) + "), precision \"" +
+          precision_name(precision) + "\"");
+    }
+    return requested;
+  }
+  return fits && csrc >= 32 && n >= 32 ? ConvAlgorithm::winograd : ConvAlgorithm::direct;
+}
+
 // Scratch for one call, carved from the per-thread buffer.
 struct ConvScratch {
   float* ring = nullptr;         // ring_rows zero-padded source rows of wp x csrc
@@ -106,13 +262,13 @@ struct ConvScratch {
 // middle(src, rows, out) computes the kxk stage of a band (src: rows x kh source row pointers) into
 // dest(oy0) (rows contiguous), then emit(oy0, rows, out) consumes it.
 template <class Prepare, class Fill, class Middle, class Dest, class Emit>
-void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
-                const ConvScratch& s, std::size_t oy_begin, std::size_t oy_end, Prepare prepare,
-                Fill fill, Middle middle, Dest dest, Emit emit) {
+void conv_image(const ConvGeometry& g, const BandPlan& plan, std::size_t h, std::size_t w,
+                std::size_t csrc, const ConvScratch& s, std::size_t oy_begin, std::size_t oy_end,
+                Prepare prepare, Fill fill, Middle middle, Dest dest, Emit emit) {
   const std::size_t ho = oy_end;
-  const std::size_t band = band_rows(g, h, w);
-  const std::size_t ring = ring_rows(g, band);
-  const std::size_t row_floats = (w + 2 * g.pw) * csrc;
+  const std::size_t band = plan.band, ring = plan.ring;
+  const std::size_t row_floats = plan.row_pixels * csrc;
+  const std::size_t right_pad = plan.row_pixels - g.pw - w;
   auto ring_row = [&](long iy) {
     return s.ring + (static_cast<std::size_t>(iy) % ring) * row_floats;
   };
@@ -130,7 +286,7 @@ void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t
     for (long iy = fill_begin; iy < fill_end; ++iy) {
       float* r = ring_row(iy);
       std::memset(r, 0, g.pw * csrc * sizeof(float));
-      std::memset(r + (g.pw + w) * csrc, 0, g.pw * csrc * sizeof(float));
+      std::memset(r + (g.pw + w) * csrc, 0, right_pad * csrc * sizeof(float));
       fill(static_cast<std::size_t>(iy), r + g.pw * csrc, csrc);
       filled = iy;
     }
@@ -147,8 +303,8 @@ void conv_image(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t
 }
 
 // Carves the scratch: sizes in floats, each part rounded to a cache line.
-ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, std::size_t csrc,
-                         std::size_t cin, std::size_t n_mid, std::size_t cout,
+ConvScratch make_scratch(const ConvGeometry& g, const BandPlan& plan, std::size_t w,
+                         std::size_t csrc, std::size_t cin, std::size_t n_mid, std::size_t cout,
                          std::size_t extra = 0) {
   // Sizes are checked: on 32-bit ARM a wide padded row times many channels can exceed size_t.
   auto mul = [](std::size_t a, std::size_t b) {
@@ -161,11 +317,11 @@ ConvScratch make_scratch(const ConvGeometry& g, std::size_t h, std::size_t w, st
     if (f > SIZE_MAX - 16) throw std::length_error("convolution workspace too large");
     return (f + 15) / 16 * 16;
   };
-  const std::size_t wp = w + 2 * g.pw, wo = g.out_w(w), band = band_rows(g, h, w);
+  const std::size_t wp = plan.row_pixels, wo = g.out_w(w), band = plan.band;
   const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
-  const std::size_t sizes[] = {up(mul(mul(ring_rows(g, band), wp), csrc)),
+  const std::size_t sizes[] = {up(mul(mul(plan.ring, wp), csrc)),
                                up(mul(wp, csrc)),
-                               up(mul(mul(ring_rows(g, band), w), cin)),
+                               up(mul(mul(plan.ring, w), cin)),
                                up(mul(mul(band, wo), n_mid)),
                                up(mul(mul(band, wo), cout)),
                                up(mul(mul(band, g.kh), pointer_floats)),
@@ -212,9 +368,10 @@ ConvInput conv_input(const float* x, const Shape& x_shape, Layout layout) {
 // bands, so every output element is computed exactly as with one thread (halo rows at a chunk
 // edge are computed by both neighbours).
 template <class Body>
-void for_each_band_chunk(const ConvGeometry& g, const ConvInput& in, double flops, Body body) {
+void for_each_band_chunk(const ConvGeometry& g, const BandPlan& plan, const ConvInput& in,
+                         double flops, Body body) {
   if (in.n == 0) return;
-  const std::size_t ho = g.out_h(in.h), band = band_rows(g, in.h, in.w);
+  const std::size_t ho = g.out_h(in.h), band = plan.band;
   const std::size_t bands = (ho + band - 1) / band;
   const std::size_t threads = threads_for_flops(flops);
   const std::size_t chunks = std::min(bands, (threads + in.n - 1) / in.n);
@@ -231,6 +388,11 @@ struct ConvChain::Stages {
   std::unique_ptr<WeightOperand> first;  // (csrc, cin)
   ConvMiddle::Kind middle = ConvMiddle::kxk_conv;
   std::unique_ptr<WeightOperand> core;  // kxk_conv: (n_mid, kh * kw * csrc), K ordered (ky, kx, c)
+  // algorithm winograd: the core transformed, U[xi] (n_mid, csrc) for the 16 points, in place of
+  // `core`; the core's bias (Conv2d) is added by the output transform.
+  ConvAlgorithm algorithm = ConvAlgorithm::direct;
+  std::vector<std::unique_ptr<WeightOperand>> winograd;
+  const float* winograd_bias = nullptr;
   std::vector<float> vertical_taps, horizontal_taps;  // depthwise_hv: (taps, rank)
   std::unique_ptr<WeightOperand> last;  // (cout, n_mid), carries the bias when present
   // precision int8: the same stages quantized (the core's K: taps x csrc channels)
@@ -242,7 +404,8 @@ ConvChain::~ConvChain() = default;
 
 ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float* bias,
                      const Factor* first, const ConvMiddle& middle, const Factor* last,
-                     const ConvGeometry& g, Layout layout, Precision precision)
+                     const ConvGeometry& g, Layout layout, Precision precision,
+                     ConvAlgorithm algorithm)
     : Layer(std::move(kind), std::move(factors), bias,
             last ? last->shape[0] : middle.weight->shape[0], precision),
       g_(g),
@@ -273,6 +436,17 @@ ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float*
     const Factor& w = *middle.weight;  // (n_mid, csrc, kh, kw)
     if (first == nullptr) st.cin = st.csrc = w.shape[1];
     st.n_mid = w.shape[0];
+    st.algorithm = resolve_algorithm(kind_, g_, precision, algorithm, st.csrc, st.n_mid);
+    if (st.algorithm == ConvAlgorithm::winograd) {
+      for (auto& u : winograd_weights(w.data.data(), st.n_mid, st.csrc)) {
+        st.winograd.push_back(
+            std::make_unique<WeightOperand>(std::move(u), st.n_mid, st.csrc, nullptr, prepack));
+      }
+      st.winograd_bias = last ? nullptr : this->bias();
+    }
+  }
+  if (middle.kind == ConvMiddle::kxk_conv && st.algorithm == ConvAlgorithm::direct) {
+    const Factor& w = *middle.weight;
     std::vector<float> core = taps_outer(w.data.data(), st.n_mid, st.csrc, g_.kh, g_.kw);
     const float* core_bias = last ? nullptr : this->bias();
     if (int8) {
@@ -282,7 +456,10 @@ ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float*
       st.core = std::make_unique<WeightOperand>(std::move(core), st.n_mid, g_.kh * g_.kw * st.csrc,
                                                 core_bias, prepack);
     }
-  } else {
+  } else if (middle.kind == ConvMiddle::depthwise_hv) {
+    if (algorithm != ConvAlgorithm::automatic && algorithm != ConvAlgorithm::direct) {
+      throw std::invalid_argument(kind_ + ": algorithm=\"winograd\" needs a 3x3 kxk core");
+    }
     st.n_mid = st.csrc;
     st.vertical_taps = taps_major(middle.vertical->data.data(), st.csrc, g_.kh);
     st.horizontal_taps = taps_major(middle.horizontal->data.data(), st.csrc, g_.kw);
@@ -299,6 +476,8 @@ ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float*
   if (first != nullptr) ranks_.push_back(st.csrc);
   if (first != nullptr && middle.kind == ConvMiddle::kxk_conv) ranks_.push_back(st.n_mid);
 }
+
+ConvAlgorithm ConvChain::algorithm() const { return stages_->algorithm; }
 
 Shape ConvChain::output_shape(const Shape& x) const {
   const bool nchw = layout_ == Layout::nchw;
@@ -349,103 +528,119 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
   const PackedWeights* first = st.first ? &st.first->packed_for(gemm_config) : nullptr;
   const PackedWeights* core = st.core ? &st.core->packed_for(gemm_config) : nullptr;
   const PackedWeights* last = st.last ? &st.last->packed_for(gemm_config) : nullptr;
+  const bool winograd = st.algorithm == ConvAlgorithm::winograd;
+  const PackedWeights* u[16] = {};
+  for (std::size_t xi = 0; xi < st.winograd.size(); ++xi)
+    u[xi] = &st.winograd[xi]->packed_for(gemm_config);
   const std::size_t cin = st.cin, csrc = st.csrc, n_mid = st.n_mid, cout = st.cout;
   const std::size_t w = in.w, ho = g.out_h(in.h), wo = g.out_w(w), plane = in.h * w;
   const std::size_t wp = w + 2 * g.pw;
+  const BandPlan plan = band_plan(g, in.h, w, winograd);
 
   // Per-call flops decide how many threads are worth waking.
   const double middle_flops = st.middle == ConvMiddle::kxk_conv
-                                  ? 2.0 * ho * wo * n_mid * csrc * g.kh * g.kw
+                                  ? 2.0 * ho * wo * n_mid * csrc * (winograd ? 4 : g.kh * g.kw)
                                   : 2.0 * ho * (w * g.kh + wo * g.kw) * csrc;
   const double flops = in.n * ((first ? 2.0 * plane * cin * csrc : 0.0) + middle_flops +
                                (last ? 2.0 * ho * wo * n_mid * cout : 0.0));
   // The depthwise middle keeps one vertically filtered row (wp x rank) and kw tap pointers.
   const std::size_t row_floats = (wp * csrc + 15) / 16 * 16;
   const std::size_t pointer_floats = (sizeof(const float*) + sizeof(float) - 1) / sizeof(float);
-  const std::size_t extra =
-      st.middle == ConvMiddle::depthwise_hv ? row_floats + g.kw * pointer_floats : 0;
+  // Winograd: the transformed points of a band.
+  const std::size_t extra = st.middle == ConvMiddle::depthwise_hv
+                                ? row_floats + g.kw * pointer_floats
+                            : winograd ? winograd_scratch_floats(plan.band, wo, csrc, n_mid)
+                                       : 0;
 
-  for_each_band_chunk(g, in, flops, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
-    const ConvScratch s = make_scratch(g, in.h, w, csrc, first && nchw ? cin : 0, last ? n_mid : 0,
-                                       nchw ? cout : 0, extra);
-    const float* x_img = in.x + n * plane * cin;
-    float* y_img = y + n * cout * ho * wo;
+  for_each_band_chunk(
+      g, plan, in, flops, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
+        const ConvScratch s = make_scratch(g, plan, w, csrc, first && nchw ? cin : 0,
+                                           last ? n_mid : 0, nchw ? cout : 0, extra);
+        const float* x_img = in.x + n * plane * cin;
+        float* y_img = y + n * cout * ho * wo;
 
-    // The middle stage of a band: src holds rows x kh source row pointers; out gets rows x wo
-    // pixels of n_mid channels (row stride ld).
-    const float** horizontal_src = nullptr;
-    float* vertical_out = nullptr;
-    if (st.middle == ConvMiddle::depthwise_hv) {
-      // Only the interior of the vertically filtered row is filtered: its padding columns stay
-      // exactly zero, as the staged definition pads the vertical stage's output (filtering
-      // padding would turn 0 * inf weights into NaN there).
-      vertical_out = s.extra;
-      std::memset(vertical_out, 0, wp * csrc * sizeof(float));
-      horizontal_src = reinterpret_cast<const float**>(s.extra + row_floats);
-      for (std::size_t kx = 0; kx < g.kw; ++kx)
-        horizontal_src[kx] = vertical_out + kx * g.dw * csrc;
-    }
-    auto middle = [&](const float* const* src, std::size_t rows, float* out) {
-      if (st.middle == ConvMiddle::kxk_conv) {
-        conv_output_rows(g, *core, csrc, wo, rows, src, out, n_mid, middle_clamp);
-        return;
-      }
-      const float* vertical_src[kMaxTaps];
-      for (std::size_t r = 0; r < rows; ++r) {
-        for (std::size_t ky = 0; ky < g.kh; ++ky)
-          vertical_src[ky] = src[r * g.kh + ky] + g.pw * csrc;
-        depthwise(w, csrc, g.kh, vertical_src, csrc, st.vertical_taps.data(),
-                  vertical_out + g.pw * csrc, csrc);
-        depthwise(wo, csrc, g.kw, horizontal_src, g.sw * csrc, st.horizontal_taps.data(),
-                  out + r * wo * csrc, csrc);
-        middle_clamp.apply(wo, csrc, out + r * wo * csrc, csrc);  // a chain without last stage
-      }
-    };
-
-    // Where a band of middle output goes: the scratch when a last stage follows, else the output
-    // itself (NHWC) or a pixel buffer to transpose (NCHW).
-    auto dest = [&](std::size_t oy0) {
-      if (last) return s.mid;
-      return nchw ? s.out : y_img + oy0 * wo * cout;
-    };
-    auto emit = [&](std::size_t oy0, std::size_t rows, const float* band) {
-      const float* pixels = band;
-      if (last) {
-        if (!nchw) {
-          gemm(rows * wo, band, n_mid, *last, y_img + oy0 * wo * cout, cout, clamp);
-          return;
+        // The middle stage of a band: src holds rows x kh source row pointers; out gets rows x wo
+        // pixels of n_mid channels (row stride ld).
+        const float** horizontal_src = nullptr;
+        float* vertical_out = nullptr;
+        if (st.middle == ConvMiddle::depthwise_hv) {
+          // Only the interior of the vertically filtered row is filtered: its padding columns stay
+          // exactly zero, as the staged definition pads the vertical stage's output (filtering
+          // padding would turn 0 * inf weights into NaN there).
+          vertical_out = s.extra;
+          std::memset(vertical_out, 0, wp * csrc * sizeof(float));
+          horizontal_src = reinterpret_cast<const float**>(s.extra + row_floats);
+          for (std::size_t kx = 0; kx < g.kw; ++kx)
+            horizontal_src[kx] = vertical_out + kx * g.dw * csrc;
         }
-        gemm(rows * wo, band, n_mid, *last, s.out, cout, clamp);
-        pixels = s.out;
-      } else if (!nchw) {
-        return;  // the middle stage wrote y directly
-      }
-      // The band's rows are contiguous in each NCHW channel plane: one transpose per band.
-      transpose(pixels, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
-    };
+        auto middle = [&](const float* const* src, std::size_t rows, float* out) {
+          if (winograd) {
+            winograd_output_rows(
+                *ks.f32_winograd, u, csrc, wo, rows, src, s.zero_row, st.winograd_bias,
+                carve_winograd(s.extra, plan.band, wo, csrc, n_mid), out, n_mid, middle_clamp);
+            return;
+          }
+          if (st.middle == ConvMiddle::kxk_conv) {
+            conv_output_rows(g, *core, csrc, wo, rows, src, out, n_mid, middle_clamp);
+            return;
+          }
+          const float* vertical_src[kMaxTaps];
+          for (std::size_t r = 0; r < rows; ++r) {
+            for (std::size_t ky = 0; ky < g.kh; ++ky)
+              vertical_src[ky] = src[r * g.kh + ky] + g.pw * csrc;
+            depthwise(w, csrc, g.kh, vertical_src, csrc, st.vertical_taps.data(),
+                      vertical_out + g.pw * csrc, csrc);
+            depthwise(wo, csrc, g.kw, horizontal_src, g.sw * csrc, st.horizontal_taps.data(),
+                      out + r * wo * csrc, csrc);
+            middle_clamp.apply(wo, csrc, out + r * wo * csrc, csrc);  // a chain without last stage
+          }
+        };
 
-    // How source rows enter the ring: through the first stage, or copied (NHWC) / transposed
-    // (NCHW) from x. For NCHW with a first stage, a band's new input rows are contiguous in every
-    // channel plane, so one transpose turns them all into pixels (whole SIMD tiles even for w = 7).
-    std::size_t rows_begin = 0;
-    auto prepare = [&](std::size_t begin, std::size_t end) {
-      if (!first || !nchw) return;
-      rows_begin = begin;
-      transpose(x_img + begin * w, cin, (end - begin) * w, plane, s.pixels_in, cin);
-    };
-    auto fill = [&](std::size_t iy, float* dst, std::size_t ld) {
-      if (first) {
-        const float* pixels =
-            nchw ? s.pixels_in + (iy - rows_begin) * w * cin : x_img + iy * w * cin;
-        gemm(w, pixels, cin, *first, dst, ld);
-      } else if (nchw) {
-        transpose(x_img + iy * w, cin, w, plane, dst, ld);  // NCHW row -> pixels
-      } else {
-        std::memcpy(dst, x_img + iy * w * cin, w * cin * sizeof(float));
-      }
-    };
-    conv_image(g, in.h, w, csrc, s, oy_begin, oy_end, prepare, fill, middle, dest, emit);
-  });
+        // Where a band of middle output goes: the scratch when a last stage follows, else the
+        // output itself (NHWC) or a pixel buffer to transpose (NCHW).
+        auto dest = [&](std::size_t oy0) {
+          if (last) return s.mid;
+          return nchw ? s.out : y_img + oy0 * wo * cout;
+        };
+        auto emit = [&](std::size_t oy0, std::size_t rows, const float* band) {
+          const float* pixels = band;
+          if (last) {
+            if (!nchw) {
+              gemm(rows * wo, band, n_mid, *last, y_img + oy0 * wo * cout, cout, clamp);
+              return;
+            }
+            gemm(rows * wo, band, n_mid, *last, s.out, cout, clamp);
+            pixels = s.out;
+          } else if (!nchw) {
+            return;  // the middle stage wrote y directly
+          }
+          // The band's rows are contiguous in each NCHW channel plane: one transpose per band.
+          transpose(pixels, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
+        };
+
+        // How source rows enter the ring: through the first stage, or copied (NHWC) / transposed
+        // (NCHW) from x. For NCHW with a first stage, a band's new input rows are contiguous in
+        // every channel plane, so one transpose turns them all into pixels (whole SIMD tiles even
+        // for w = 7).
+        std::size_t rows_begin = 0;
+        auto prepare = [&](std::size_t begin, std::size_t end) {
+          if (!first || !nchw) return;
+          rows_begin = begin;
+          transpose(x_img + begin * w, cin, (end - begin) * w, plane, s.pixels_in, cin);
+        };
+        auto fill = [&](std::size_t iy, float* dst, std::size_t ld) {
+          if (first) {
+            const float* pixels =
+                nchw ? s.pixels_in + (iy - rows_begin) * w * cin : x_img + iy * w * cin;
+            gemm(w, pixels, cin, *first, dst, ld);
+          } else if (nchw) {
+            transpose(x_img + iy * w, cin, w, plane, dst, ld);  // NCHW row -> pixels
+          } else {
+            std::memcpy(dst, x_img + iy * w * cin, w * cin * sizeof(float));
+          }
+        };
+        conv_image(g, plan, in.h, w, csrc, s, oy_begin, oy_end, prepare, fill, middle, dest, emit);
+      });
 }
 
 // precision int8: the same band schedule. Quantization is per block of pixels, not per pixel (per
@@ -470,7 +665,8 @@ void ConvChain::run_int8(const KernelSet& ks, const float* x, const Shape& x_sha
   const std::size_t w = in.w, ho = g.out_h(in.h), wo = g.out_w(w), plane = in.h * w;
   const std::size_t wp = w + 2 * g.pw, ntaps = g.kh * g.kw;
   const std::size_t cpad = (csrc + 3) / 4 * 4;  // bytes of a quantized source pixel
-  const std::size_t band = band_rows(g, in.h, w), ring = ring_rows(g, band);
+  const BandPlan plan = band_plan(g, in.h, w, false);
+  const std::size_t band = plan.band, ring = plan.ring;
   const std::size_t nr = q.nr, mr = q.mr, panels = (n_mid + nr - 1) / nr;
   const double flops =
       in.n * ((st.qfirst ? 2.0 * plane * cin * csrc : 0.0) + 2.0 * ho * wo * n_mid * csrc * ntaps +
@@ -496,8 +692,8 @@ void ConvChain::run_int8(const KernelSet& ks, const float* x, const Shape& x_sha
   }
 
   for_each_band_chunk(
-      g, in, flops / 4, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
-        const ConvScratch s = make_scratch(g, in.h, w, csrc, st.qfirst && nchw ? cin : 0,
+      g, plan, in, flops / 4, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
+        const ConvScratch s = make_scratch(g, plan, w, csrc, st.qfirst && nchw ? cin : 0,
                                            st.qlast ? n_mid : 0, nchw ? cout : 0);
         char* base = static_cast<char*>(thread_workspace_bytes(total));
         std::int8_t* qrows = reinterpret_cast<std::int8_t*>(base);
@@ -601,7 +797,7 @@ void ConvChain::run_int8(const KernelSet& ks, const float* x, const Shape& x_sha
             std::memcpy(dst, x_img + iy * w * cin, w * cin * sizeof(float));
           }
         };
-        conv_image(g, in.h, w, csrc, s, oy_begin, oy_end, prepare, fill, middle, dest, emit);
+        conv_image(g, plan, in.h, w, csrc, s, oy_begin, oy_end, prepare, fill, middle, dest, emit);
       });
 }
 

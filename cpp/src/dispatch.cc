@@ -108,11 +108,12 @@ const KernelSet* kernel_set(Isa isa) {
       k.f32_gemm = f32_gemm_config(isa);
       k.f32_transpose = f32_transpose_config(isa);
       k.f32_dwconv = f32_dwconv_config(isa);
+      k.f32_winograd = f32_winograd_config(isa);
       k.f32_clamp = f32_clamp_config(isa);
       k.f32_rnn = f32_rnn_config(isa);
       k.fma_probe = fma_probe_config(isa);
       s.ok[i] = compiled(isa) && (cpu_isa_mask() & (1u << i)) && k.f32_gemm && k.f32_transpose &&
-                k.f32_dwconv && k.f32_clamp && k.f32_rnn;
+                k.f32_dwconv && k.f32_winograd && k.f32_clamp && k.f32_rnn;
     }
     return s;
   }();

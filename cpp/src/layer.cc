@@ -146,6 +146,29 @@ const char* precision_name(Precision p) {
   return "unknown";
 }
 
+const char* algorithm_name(ConvAlgorithm a) {
+  switch (a) {
+    case ConvAlgorithm::automatic:
+      return "auto";
+    case ConvAlgorithm::direct:
+      return "direct";
+    case ConvAlgorithm::winograd:
+      return "winograd";
+  }
+  return "?";
+}
+
+bool algorithm_from_name(const std::string& name, ConvAlgorithm* out) {
+  for (ConvAlgorithm a :
+       {ConvAlgorithm::automatic, ConvAlgorithm::direct, ConvAlgorithm::winograd}) {
+    if (name == algorithm_name(a)) {
+      *out = a;
+      return true;
+    }
+  }
+  return false;
+}
+
 bool precision_from_name(const std::string& name, Precision* out) {
   for (Precision p : {Precision::fp32, Precision::fp16, Precision::int8}) {
     if (name == precision_name(p)) {

@@ -33,7 +33,7 @@ std::unique_ptr<Layer> conv_chain(const char* kind, std::vector<Factor> f, const
   const Factor* first_stage = first >= 0 ? &f[first] : nullptr;
   const Factor* last_stage = last >= 0 ? &f[last] : nullptr;
   return std::make_unique<ConvChain>(kind, std::move(f), bias, first_stage, middle, last_stage, g,
-                                     p.layout, p.precision);
+                                     p.layout, p.precision, p.algorithm);
 }
 
 std::unique_ptr<Layer> build_lowrank_linear(std::vector<Factor> f, const float* bias,

@@ -327,7 +327,7 @@ def _keyword_names(spec) -> list:
         params = inspect.signature(spec.cls.__init__).parameters.values()
         names = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     except (TypeError, ValueError):  # no signature: the geometry of a convolution
-        names = ["stride", "padding", "dilation", "layout"] if spec.conv else []
+        names = ["stride", "padding", "dilation", "layout", "algorithm"] if spec.conv else []
     names += [n for n in _OPTIONAL_KEYWORDS if n not in names]
     return names
 

@@ -88,6 +88,14 @@ struct F32DwconvConfig {
   F32DwconvFn depthwise = nullptr;
 };
 
+struct F32WinogradConfig {
+  const char* name = nullptr;  // "f32-winograd-2x2-3x3-<isa>"
+  Isa isa = Isa::scalar;
+  unsigned required_features = 0;
+  F32WinogradInputFn input = nullptr;
+  F32WinogradOutputFn output = nullptr;
+};
+
 struct F32ClampConfig {
   const char* name = nullptr;  // "f32-clamp-tile-<isa>"
   Isa isa = Isa::scalar;
@@ -115,6 +123,7 @@ struct FmaProbeConfig {
 const F32GemmConfig* f32_gemm_config(Isa isa);
 const F32TransposeConfig* f32_transpose_config(Isa isa);
 const F32DwconvConfig* f32_dwconv_config(Isa isa);
+const F32WinogradConfig* f32_winograd_config(Isa isa);
 const F32ClampConfig* f32_clamp_config(Isa isa);
 const F32RnnConfig* f32_rnn_config(Isa isa);
 const FmaProbeConfig* fma_probe_config(Isa isa);  // nullptr for scalar: no meaningful peak
@@ -134,6 +143,7 @@ struct KernelSet {
   const F32GemmConfig* f32_gemm = nullptr;
   const F32TransposeConfig* f32_transpose = nullptr;
   const F32DwconvConfig* f32_dwconv = nullptr;
+  const F32WinogradConfig* f32_winograd = nullptr;
   const F32ClampConfig* f32_clamp = nullptr;
   const F32RnnConfig* f32_rnn = nullptr;
   const FmaProbeConfig* fma_probe = nullptr;

@@ -78,6 +78,15 @@ enum class Precision { fp32, fp16, int8 };
 const char* precision_name(Precision p);
 bool precision_from_name(const std::string& name, Precision* out);
 
+// How a convolution's kxk stage is computed.
+//   direct:   implicit GEMM over the kh x kw taps.
+//   winograd: F(2x2, 3x3) (3x3, stride 1, dilation 1, fp32 only): 16 GEMMs of the transformed
+//             domain, 2.25x fewer multiply-adds.
+//   automatic: winograd where it is faster (a cost model in conv_chain.cc), else direct.
+enum class ConvAlgorithm { automatic, direct, winograd };
+const char* algorithm_name(ConvAlgorithm a);  // "auto", "direct", "winograd"
+bool algorithm_from_name(const std::string& name, ConvAlgorithm* out);
+
 struct ConvGeometry {
   std::size_t kh = 1, kw = 1;  // kernel
   std::size_t sh = 1, sw = 1;  // stride (>= 1)
@@ -212,12 +221,14 @@ class ConvChain : public Layer {
  public:
   ConvChain(std::string kind, std::vector<Factor> factors, const float* bias, const Factor* first,
             const ConvMiddle& middle, const Factor* last, const ConvGeometry& g, Layout layout,
-            Precision precision);
+            Precision precision, ConvAlgorithm algorithm = ConvAlgorithm::automatic);
   ~ConvChain() override;
   bool is_conv() const override { return true; }
   Shape output_shape(const Shape& x_shape) const override;
   const ConvGeometry& geometry() const { return g_; }
   Layout layout() const { return layout_; }
+  // The kxk stage's algorithm as resolved at construction: direct or winograd (never automatic).
+  ConvAlgorithm algorithm() const;
 
   struct Stages;  // packed weights of the chain (conv_chain.cc)
 
@@ -248,6 +259,7 @@ struct LayerParams {
   float output_min = -INFINITY;
   float output_max = INFINITY;
   Precision precision = Precision::fp32;  // LowRankLinear, Linear, TuckerConv2d, Conv2d
+  ConvAlgorithm algorithm = ConvAlgorithm::automatic;  // convolutions with a kxk stage
 };
 using ConvParams = LayerParams;  // the former name
 

@@ -71,6 +71,20 @@ using F32TransposeFn = void (*)(const float* src, std::size_t rows, std::size_t 
 
 // f32 depthwise taps: out[p * ldo + c] = sum_t weights[t * channels + c] * src[t][p * step + c],
 // the kh x 1 and 1 x kw stages of CPConv2d, vectorized over channels.
+// Winograd F(2x2, 3x3) transforms of a row of tiles (cpp/kernels/f32-winograd/winograd-generic.h).
+// Input: tile t reads columns 2t..2t+3 of the 4 source rows (pixels of `channels` floats) and
+// writes B^T d B point xi of channel c to v[xi * v_stride + t * ldv + c].
+using F32WinogradInputFn = void (*)(std::size_t tiles, std::size_t channels,
+                                    const float* const* rows, float* v, std::size_t v_stride,
+                                    std::size_t ldv);
+// Output: A^T M A + bias (bias may be nullptr) into output columns 2t, 2t+1 below `width` of out0
+// and out1 (nullptr: a row past the image), pixel stride ldo; spill: 3 x channels floats for the
+// outputs past the image.
+using F32WinogradOutputFn = void (*)(std::size_t tiles, std::size_t channels, const float* m,
+                                     std::size_t m_stride, std::size_t ldm, const float* bias,
+                                     std::size_t width, float* out0, float* out1, std::size_t ldo,
+                                     float* spill);
+
 using F32DwconvFn = void (*)(std::size_t pixels, std::size_t channels, std::size_t taps,
                              const float* const* src, std::size_t step, const float* weights,
                              float* out, std::size_t ldo);

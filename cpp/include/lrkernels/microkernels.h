@@ -57,6 +57,16 @@ extern const F32DwconvFn f32_dwconv_taps__avx2;
 extern const F32DwconvFn f32_dwconv_taps__avx512;
 extern const F32DwconvFn f32_dwconv_taps__neon;
 
+// f32 Winograd F(2x2, 3x3) transforms.
+extern const F32WinogradInputFn f32_winograd_input_2x2_3x3__scalar;
+extern const F32WinogradInputFn f32_winograd_input_2x2_3x3__avx2;
+extern const F32WinogradInputFn f32_winograd_input_2x2_3x3__avx512;
+extern const F32WinogradInputFn f32_winograd_input_2x2_3x3__neon;
+extern const F32WinogradOutputFn f32_winograd_output_2x2_3x3__scalar;
+extern const F32WinogradOutputFn f32_winograd_output_2x2_3x3__avx2;
+extern const F32WinogradOutputFn f32_winograd_output_2x2_3x3__avx512;
+extern const F32WinogradOutputFn f32_winograd_output_2x2_3x3__neon;
+
 // f32 output clamps.
 extern const F32ClampFn f32_clamp_tile__scalar;
 extern const F32ClampFn f32_clamp_tile__avx2;

@@ -1,4 +1,5 @@
-// The small families: f32 transposes and depthwise taps (the convolutions' helpers), output clamps
+// The small families: f32 transposes, depthwise taps and Winograd transforms (the convolutions'
+// helpers), output clamps
 // (every layer's last stage), recurrent cells (LSTM/GRU gate updates) and the FMA peak probes of
 // the benchmarks. One row per ISA, chosen from the CPU's features.
 #include "config_table.h"
@@ -16,6 +17,9 @@ struct HelperRow {
   F32TransposeFn transpose;
   const char* dwconv_name;
   F32DwconvFn dwconv;
+  const char* winograd_name;
+  F32WinogradInputFn winograd_input;
+  F32WinogradOutputFn winograd_output;
   const char* clamp_name;
   F32ClampFn clamp;
   const char* rnn_name;
@@ -25,24 +29,28 @@ struct HelperRow {
 
 const HelperRow kHelperRows[] = {
     {Isa::scalar, 0, "f32-transpose-8x8-scalar", f32_transpose_8x8__scalar,
-     "f32-dwconv-taps-scalar", f32_dwconv_taps__scalar, "f32-clamp-tile-scalar",
-     f32_clamp_tile__scalar, "f32-rnn-cells-scalar", f32_rnn_lstm_cell__scalar,
-     f32_rnn_gru_cell__scalar},
+     "f32-dwconv-taps-scalar", f32_dwconv_taps__scalar, "f32-winograd-2x2-3x3-scalar",
+     f32_winograd_input_2x2_3x3__scalar, f32_winograd_output_2x2_3x3__scalar,
+     "f32-clamp-tile-scalar", f32_clamp_tile__scalar, "f32-rnn-cells-scalar",
+     f32_rnn_lstm_cell__scalar, f32_rnn_gru_cell__scalar},
 #if defined(LRK_HAVE_NEON)
     {Isa::neon, kCpuNeon, "f32-transpose-4x4-neon", f32_transpose_4x4__neon, "f32-dwconv-taps-neon",
-     f32_dwconv_taps__neon, "f32-clamp-tile-neon", f32_clamp_tile__neon, "f32-rnn-cells-neon",
-     f32_rnn_lstm_cell__neon, f32_rnn_gru_cell__neon},
+     f32_dwconv_taps__neon, "f32-winograd-2x2-3x3-neon", f32_winograd_input_2x2_3x3__neon,
+     f32_winograd_output_2x2_3x3__neon, "f32-clamp-tile-neon", f32_clamp_tile__neon,
+     "f32-rnn-cells-neon", f32_rnn_lstm_cell__neon, f32_rnn_gru_cell__neon},
 #endif
 #if defined(LRK_HAVE_AVX2)
     {Isa::avx2, kCpuAvx2Fma, "f32-transpose-8x8-avx2", f32_transpose_8x8__avx2,
-     "f32-dwconv-taps-avx2", f32_dwconv_taps__avx2, "f32-clamp-tile-avx2", f32_clamp_tile__avx2,
-     "f32-rnn-cells-avx2", f32_rnn_lstm_cell__avx2, f32_rnn_gru_cell__avx2},
+     "f32-dwconv-taps-avx2", f32_dwconv_taps__avx2, "f32-winograd-2x2-3x3-avx2",
+     f32_winograd_input_2x2_3x3__avx2, f32_winograd_output_2x2_3x3__avx2, "f32-clamp-tile-avx2",
+     f32_clamp_tile__avx2, "f32-rnn-cells-avx2", f32_rnn_lstm_cell__avx2, f32_rnn_gru_cell__avx2},
 #endif
 #if defined(LRK_HAVE_AVX512)
     {Isa::avx512, kCpuAvx512f, "f32-transpose-8x8-avx512", f32_transpose_8x8__avx512,
-     "f32-dwconv-taps-avx512", f32_dwconv_taps__avx512, "f32-clamp-tile-avx512",
-     f32_clamp_tile__avx512, "f32-rnn-cells-avx512", f32_rnn_lstm_cell__avx512,
-     f32_rnn_gru_cell__avx512},
+     "f32-dwconv-taps-avx512", f32_dwconv_taps__avx512, "f32-winograd-2x2-3x3-avx512",
+     f32_winograd_input_2x2_3x3__avx512, f32_winograd_output_2x2_3x3__avx512,
+     "f32-clamp-tile-avx512", f32_clamp_tile__avx512, "f32-rnn-cells-avx512",
+     f32_rnn_lstm_cell__avx512, f32_rnn_gru_cell__avx512},
 #endif
 };
 
@@ -50,6 +58,7 @@ const HelperRow kHelperRows[] = {
 struct HelperTables {
   ConfigTable<F32TransposeConfig> transpose;
   ConfigTable<F32DwconvConfig> dwconv;
+  ConfigTable<F32WinogradConfig> winograd;
   ConfigTable<F32ClampConfig> clamp;
   ConfigTable<F32RnnConfig> rnn;
 };
@@ -64,6 +73,11 @@ const HelperTables& helper_tables() {
       F32DwconvConfig& dc = t->dwconv.add(r.isa);
       dc.name = r.dwconv_name;
       dc.depthwise = r.dwconv;
+      F32WinogradConfig& wc = t->winograd.add(r.isa);
+      wc.name = r.winograd_name;
+      wc.input = r.winograd_input;
+      wc.output = r.winograd_output;
+      wc.required_features = r.features;
       F32ClampConfig& cc = t->clamp.add(r.isa);
       cc.name = r.clamp_name;
       cc.clamp = r.clamp;
@@ -108,6 +122,8 @@ const F32TransposeConfig* f32_transpose_config(Isa isa) {
 }
 
 const F32DwconvConfig* f32_dwconv_config(Isa isa) { return helper_tables().dwconv.get(isa); }
+
+const F32WinogradConfig* f32_winograd_config(Isa isa) { return helper_tables().winograd.get(isa); }
 
 const F32ClampConfig* f32_clamp_config(Isa isa) { return helper_tables().clamp.get(isa); }
 

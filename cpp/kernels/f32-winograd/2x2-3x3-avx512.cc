@@ -1,0 +1,15 @@
+// Winograd F(2x2, 3x3) transforms (winograd-generic.h) vectorized by the compiler with the avx512
+// flags.
+#include <cstddef>
+
+#include "lrkernels/microkernels.h"
+
+namespace lrk {
+namespace {
+#include "winograd-generic.h"
+}  // namespace
+
+extern const F32WinogradInputFn f32_winograd_input_2x2_3x3__avx512 = winograd_input;
+extern const F32WinogradOutputFn f32_winograd_output_2x2_3x3__avx512 = winograd_output;
+
+}  // namespace lrk
