@@ -88,12 +88,13 @@ def _accepts_algorithm(cls):
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
-        params = {}
-    if "algorithm" in params:
-        return True
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return False
-    try:  # **kwargs: try it
+        params = None  # no signature (e.g. a compiled class): try it
+    if params is not None:
+        if "algorithm" in params:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return False
+    try:  # **kwargs or no signature: try it
         w = np.zeros((1, 1, 3, 3), np.float32)
         if cls is lrkernels.Conv2d:
             cls(w, algorithm="direct")
