@@ -6,19 +6,30 @@
 Without --peak the single-core FMA peak of the active ISA is measured here.
 
 Linear groups (test_bench_linear.py): lowrank against numpy's two matmuls and the dense Linear.
-Convolution groups (test_bench_conv.py, recognized by `dense_flops` in extra_info): every impl's
-median, GFLOP/s and % of peak, then per group
+Convolution groups (test_bench_conv.py, recognized by `dense_flops` in extra_info; one group per
+shape and thread count, extra_info["threads"], 1 when absent): every impl's median, GFLOP/s and %
+of peak (threads x the single-core peak), then per group
   fusion         tucker's speed-up over the same three convolutions run one by one
-                 (lrk_unfused, ort_unfused, torch_unfused; and tucker_nhwc over lrk_unfused_nhwc);
-                 a fused kernel should be faster: values <= 1 are flagged with "!"
+                 (lrk_unfused, ort_unfused, torch_unfused, ncnn_unfused; and tucker_nhwc over
+                 lrk_unfused_nhwc); a fused kernel should be faster: values <= 1 are flagged with
+                 "!"; then the geometric mean of ort_unfused / tucker per thread count
   factorization  tucker's speed-up over the fastest dense NCHW convolution measured (min of
-                 lrk_dense, ort_dense, torch_dense) and tucker_nhwc's over lrk_dense_nhwc, next to
-                 the FLOP ratio dense_flops / tucker flops and speed-up / FLOP ratio (goal >= 70%)
+                 lrk_dense, ort_dense, torch_dense, ncnn_dense) and tucker_nhwc's over
+                 lrk_dense_nhwc, next to the FLOP ratio dense_flops / tucker flops and speed-up /
+                 FLOP ratio (goal >= 70%)
+  realized       the fastest dense convolution of any layout and runtime (lrk_dense,
+                 lrk_dense_nhwc, ort_dense, torch_dense, ncnn_dense; named), speed-up = its
+                 median / tucker's (NCHW), FLOP ratio, realized = speed-up / FLOP ratio (the
+                 fraction of the FLOP ratio turned into speed-up), and tucker / tucker_nhwc
+                 (NCHW against NHWC: > 1 where NHWC is faster)
+  threads        per shape, t1 median / t2 median of tucker, tucker_nhwc, lrk_dense,
+                 ort_unfused, ncnn_dense (2.00x is perfect scaling on 2 threads)
 --markdown prints the same tables as markdown (for BENCHMARKS.md).
 """
 
 import argparse
 import json
+import math
 from collections import OrderedDict
 
 
@@ -133,10 +144,26 @@ UNFUSED = [
     ("tucker", "lrk_unfused"),
     ("tucker", "ort_unfused"),
     ("tucker", "torch_unfused"),
+    ("tucker", "ncnn_unfused"),
     ("tucker_nhwc", "lrk_unfused_nhwc"),
 ]
-DENSE_NCHW = ["lrk_dense", "ort_dense", "torch_dense"]
+DENSE_NCHW = ["lrk_dense", "ort_dense", "torch_dense", "ncnn_dense"]
+DENSE_ANY = ["lrk_dense", "lrk_dense_nhwc", "ort_dense", "torch_dense", "ncnn_dense"]
+SCALING = ["tucker", "tucker_nhwc", "lrk_dense", "ort_unfused", "ncnn_dense"]
 GOAL = 0.70  # of the FLOP ratio, for tucker against the fastest dense convolution
+
+
+def _info(impls):
+    """extra_info of any benchmark of a group (shape and threads are the same for all)."""
+    return next(iter(impls.values()))["extra_info"]
+
+
+def _threads(impls):
+    return _info(impls).get("threads", 1)
+
+
+def _geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
 def _conv_report(groups, peak, markdown):
@@ -148,7 +175,14 @@ def _conv_report(groups, peak, markdown):
     def median(impls, impl):
         return impls[impl]["stats"]["median"] if impl in impls else None
 
-    title("Convolutions, batch 1, 1 thread: median, GFLOP/s of what each impl computes, % of peak")
+    def note(text):  # a line of its own, also in markdown
+        print(text + ("  " if markdown else ""))
+
+    title(
+        "Convolutions, batch 1, threads as in the group name (t1, t2): median, GFLOP/s of what "
+        "each impl computes (direct-convolution FLOPs: Winograd runs can pass 100%), % of "
+        "threads x the single-core peak"
+    )
     rows = []
     for name, impls in groups.items():
         for impl, b in impls.items():
@@ -161,7 +195,7 @@ def _conv_report(groups, peak, markdown):
                     info.get("layout", ""),
                     f"{b['stats']['median'] * 1e6:.1f}",
                     f"{gf:.1f}",
-                    _pct(gf, peak),
+                    _pct(gf, peak * info.get("threads", 1) if peak else peak),
                     info.get("backend", ""),
                 ]
             )
@@ -189,7 +223,19 @@ def _conv_report(groups, peak, markdown):
             row.append(f"{b / a:.2f}x" + ("" if b / a > 1 else " !"))
         rows.append(row)
     headers = ["group"] + [("" if f == "tucker" else "nhwc ") + f"vs {u}" for f, u in UNFUSED]
-    _table(headers, rows, "lrrrr", markdown)
+    _table(headers, rows, "l" + "r" * len(UNFUSED), markdown)
+    ort_ratios = {}
+    for impls in groups.values():
+        a, b = median(impls, "tucker"), median(impls, "ort_unfused")
+        if a is not None and b is not None:
+            ort_ratios.setdefault(_threads(impls), []).append(b / a)
+    if ort_ratios:
+        print()
+        for n, ratios in sorted(ort_ratios.items()):
+            note(
+                f"tucker vs ort_unfused (ORT's three convolutions), geometric mean over the "
+                f"{len(ratios)} {n}-thread groups: {_geomean(ratios):.2f}x"
+            )
 
     title(
         f"Factorization: speed-up of tucker over the fastest dense NCHW convolution, and of "
@@ -247,6 +293,83 @@ def _conv_report(groups, peak, markdown):
         f"tucker >= {GOAL:.0%} of the FLOP ratio against the fastest dense NCHW convolution: "
         f"{g_ok}/{g_all} groups"
     )
+
+    _realized_table(groups, markdown, title, median, note)
+    _scaling_table(groups, markdown, title, median)
+
+
+def _realized_table(groups, markdown, title, median, note):
+    title(
+        "Realized: tucker (NCHW) against the fastest dense convolution of any layout and runtime "
+        f"({', '.join(DENSE_ANY)}); realized = speed-up / FLOP ratio; tucker / tucker_nhwc > 1 "
+        "where NHWC is faster"
+    )
+    rows, realized = [], {}
+    for name, impls in groups.items():
+        t = median(impls, "tucker")
+        info = (impls.get("tucker") or impls.get("tucker_nhwc") or {}).get("extra_info")
+        if info is None:
+            continue
+        ratio = info["dense_flops"] / info["flops"]
+        dense = [(median(impls, d), d) for d in DENSE_ANY if d in impls]
+        best, best_name = min(dense) if dense else (None, None)
+        nhwc = median(impls, "tucker_nhwc")
+        row = [
+            name,
+            f"{ratio:.2f}x",
+            best_name or "-",
+            f"{best * 1e6:.1f}" if best else "-",
+            f"{t * 1e6:.1f}" if t else "-",
+        ]
+        if t and best:
+            speedup = best / t
+            realized.setdefault(_threads(impls), []).append(speedup / ratio)
+            row += [f"{speedup:.2f}x", f"{speedup / ratio:.0%}"]
+        else:
+            row += ["-", "-"]
+        row.append(f"{t / nhwc:.2f}x" if t and nhwc else "-")
+        rows.append(row)
+    _table(
+        [
+            "group",
+            "FLOP ratio",
+            "fastest dense",
+            "dense us",
+            "tucker us",
+            "speed-up",
+            "realized",
+            "tucker / tucker_nhwc",
+        ],
+        rows,
+        "lrlrrrrr",
+        markdown,
+    )
+    if realized:
+        print()
+        for n, fracs in sorted(realized.items()):
+            note(
+                f"realized, geometric mean over the {len(fracs)} {n}-thread groups: "
+                f"{_geomean(fracs):.0%} of the FLOP ratio"
+            )
+
+
+def _scaling_table(groups, markdown, title, median):
+    by_shape = OrderedDict()
+    for impls in groups.values():
+        info = _info(impls)
+        by_shape.setdefault(info.get("shape", "?"), {})[_threads(impls)] = impls
+    pairs = [(shape, t[1], t[2]) for shape, t in by_shape.items() if 1 in t and 2 in t]
+    if not pairs:
+        return
+    title("Threads: t1 median / t2 median per shape (2.00x = perfect scaling on 2 threads)")
+    rows = []
+    for shape, one, two in pairs:
+        row = [shape]
+        for impl in SCALING:
+            a, b = median(one, impl), median(two, impl)
+            row.append(f"{a / b:.2f}x" if a and b else "-")
+        rows.append(row)
+    _table(["shape"] + SCALING, rows, "l" + "r" * len(SCALING), markdown)
 
 
 def _linear_text(groups, peak):
