@@ -6,6 +6,7 @@
 
 namespace lrk {
 namespace {
+constexpr std::size_t kBlock = 16;  // channels per block: one zmm
 #include "winograd-generic.h"
 }  // namespace
 

@@ -6,6 +6,7 @@
 
 namespace lrk {
 namespace {
+constexpr std::size_t kBlock = 8;  // channels per block: two q registers
 #include "winograd-generic.h"
 }  // namespace
 

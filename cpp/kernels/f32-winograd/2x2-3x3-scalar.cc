@@ -6,6 +6,7 @@
 
 namespace lrk {
 namespace {
+constexpr std::size_t kBlock = 4;  // channels per block: no SIMD assumed: small blocks
 #include "winograd-generic.h"
 }  // namespace
 

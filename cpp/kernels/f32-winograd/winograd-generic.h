@@ -1,32 +1,38 @@
-// Winograd F(2x2, 3x3) transforms (Lavin & Gray), written as plain loops over contiguous channels.
+// Winograd F(2x2, 3x3) transforms (Lavin & Gray), written as fixed-width loops over blocks of
+// contiguous channels that the compiler turns into SIMD registers.
 //
-// Included by each per-ISA kernel file inside its own anonymous namespace, so every ISA gets its
-// own TU-local copy vectorized with that file's flags. The 16 points of a tile are xi = 4 * i + j.
+// Included by each per-ISA kernel file inside its own anonymous namespace, after it defines
+// kBlock (channels per block: one or two vectors of its ISA), so every ISA gets its own TU-local
+// copy vectorized with that file's flags. The 16 points of a tile are xi = 4 * i + j.
 //   input:  V = B^T d B,  B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]  (d: a 4x4 input tile)
 //   output: Y = A^T M A,  A^T = [1 1 1 0; 0 1 -1 -1]                     (Y: a 2x2 output tile)
 // Only additions: the transforms add no rounding beyond that of the sums (the weights' G g G^T,
 // with its halves, is computed once in double at construction).
 
-// One tile's 16 input points for `channels` channels: column j of row i is rows[i] + j * cs.
-inline void winograd_input_tile(std::size_t channels, const float* __restrict r0,
-                                const float* __restrict r1, const float* __restrict r2,
-                                const float* __restrict r3, std::size_t cs, float* __restrict v,
-                                std::size_t vs) {
-  for (std::size_t c = 0; c < channels; ++c) {
-    float b[4][4];  // B^T d: rows combined, per column j
-    for (std::size_t j = 0; j < 4; ++j) {
-      const float d0 = r0[j * cs + c], d1 = r1[j * cs + c], d2 = r2[j * cs + c],
-                  d3 = r3[j * cs + c];
-      b[0][j] = d0 - d2;
-      b[1][j] = d1 + d2;
-      b[2][j] = d2 - d1;
-      b[3][j] = d1 - d3;
+// B channels of one tile: column j of row i at rows[i] + j * cs, point xi to v + xi * vs.
+template <std::size_t B>
+inline void winograd_input_block(const float* const* rows, std::size_t cs, float* v,
+                                 std::size_t vs) {
+  float b[4][4][B];  // B^T d: rows combined, per column j
+  for (std::size_t j = 0; j < 4; ++j) {
+    const float* d0 = rows[0] + j * cs;
+    const float* d1 = rows[1] + j * cs;
+    const float* d2 = rows[2] + j * cs;
+    const float* d3 = rows[3] + j * cs;
+    for (std::size_t k = 0; k < B; ++k) {
+      b[0][j][k] = d0[k] - d2[k];
+      b[1][j][k] = d1[k] + d2[k];
+      b[2][j][k] = d2[k] - d1[k];
+      b[3][j][k] = d1[k] - d3[k];
     }
-    for (std::size_t i = 0; i < 4; ++i) {  // (B^T d) B: columns combined
-      v[(4 * i + 0) * vs + c] = b[i][0] - b[i][2];
-      v[(4 * i + 1) * vs + c] = b[i][1] + b[i][2];
-      v[(4 * i + 2) * vs + c] = b[i][2] - b[i][1];
-      v[(4 * i + 3) * vs + c] = b[i][1] - b[i][3];
+  }
+  for (std::size_t i = 0; i < 4; ++i) {  // (B^T d) B: columns combined
+    float* o = v + 4 * i * vs;
+    for (std::size_t k = 0; k < B; ++k) {
+      o[k] = b[i][0][k] - b[i][2][k];
+      o[vs + k] = b[i][1][k] + b[i][2][k];
+      o[2 * vs + k] = b[i][2][k] - b[i][1][k];
+      o[3 * vs + k] = b[i][1][k] - b[i][3][k];
     }
   }
 }
@@ -37,29 +43,42 @@ inline void winograd_input(std::size_t tiles, std::size_t channels, const float*
                            float* v, std::size_t v_stride, std::size_t ldv) {
   for (std::size_t t = 0; t < tiles; ++t) {
     const std::size_t at = 2 * t * channels;
-    winograd_input_tile(channels, rows[0] + at, rows[1] + at, rows[2] + at, rows[3] + at, channels,
-                        v + t * ldv, v_stride);
+    std::size_t c = 0;
+    for (; c + kBlock <= channels; c += kBlock) {
+      const float* r[4] = {rows[0] + at + c, rows[1] + at + c, rows[2] + at + c, rows[3] + at + c};
+      winograd_input_block<kBlock>(r, channels, v + t * ldv + c, v_stride);
+    }
+    for (; c < channels; ++c) {
+      const float* r[4] = {rows[0] + at + c, rows[1] + at + c, rows[2] + at + c, rows[3] + at + c};
+      winograd_input_block<1>(r, channels, v + t * ldv + c, v_stride);
+    }
   }
 }
 
-// One tile's 2x2 outputs for `channels` channels: o[i][j] = (A^T M A)[i][j] + bias.
-inline void winograd_output_tile(std::size_t channels, const float* __restrict m, std::size_t ms,
-                                 const float* __restrict bias, float* __restrict o00,
-                                 float* __restrict o01, float* __restrict o10,
-                                 float* __restrict o11) {
-  for (std::size_t c = 0; c < channels; ++c) {
-    float a[2][4];  // A^T M: rows combined, per column j
-    for (std::size_t j = 0; j < 4; ++j) {
-      const float m0 = m[j * ms + c], m1 = m[(4 + j) * ms + c], m2 = m[(8 + j) * ms + c],
-                  m3 = m[(12 + j) * ms + c];
-      a[0][j] = m0 + m1 + m2;
-      a[1][j] = m1 - m2 - m3;
+// B channels of one tile: point xi at m + xi * ms; o[2 * i + j] gets output (i, j) + bias.
+template <std::size_t B>
+inline void winograd_output_block(const float* m, std::size_t ms, const float* bias,
+                                  float* const* o) {
+  float a[2][4][B];  // A^T M: rows combined, per column j
+  for (std::size_t j = 0; j < 4; ++j) {
+    const float* m0 = m + j * ms;
+    const float* m1 = m + (4 + j) * ms;
+    const float* m2 = m + (8 + j) * ms;
+    const float* m3 = m + (12 + j) * ms;
+    for (std::size_t k = 0; k < B; ++k) {
+      a[0][j][k] = m0[k] + m1[k] + m2[k];
+      a[1][j][k] = m1[k] - m2[k] - m3[k];
     }
-    const float b = bias != nullptr ? bias[c] : 0.0f;
-    o00[c] = a[0][0] + a[0][1] + a[0][2] + b;
-    o01[c] = a[0][1] - a[0][2] - a[0][3] + b;
-    o10[c] = a[1][0] + a[1][1] + a[1][2] + b;
-    o11[c] = a[1][1] - a[1][2] - a[1][3] + b;
+  }
+  float bv[B];
+  for (std::size_t k = 0; k < B; ++k) bv[k] = bias != nullptr ? bias[k] : 0.0f;
+  for (std::size_t i = 0; i < 2; ++i) {
+    float* o0 = o[2 * i];
+    float* o1 = o[2 * i + 1];
+    for (std::size_t k = 0; k < B; ++k) {
+      o0[k] = a[i][0][k] + a[i][1][k] + a[i][2][k] + bv[k];
+      o1[k] = a[i][1][k] - a[i][2][k] - a[i][3][k] + bv[k];
+    }
   }
 }
 
@@ -75,10 +94,20 @@ inline void winograd_output(std::size_t tiles, std::size_t channels, const float
     const bool second_col = x0 + 1 < width;
     // Outputs past the image go to `spill` (3 x channels floats, one part per output that can be
     // past it), so the channel loop stays branch-free.
-    float* o00 = out0 + x0 * ldo;
-    float* o01 = second_col ? o00 + ldo : spill;
-    float* o10 = out1 != nullptr ? out1 + x0 * ldo : spill + channels;
-    float* o11 = out1 != nullptr && second_col ? o10 + ldo : spill + 2 * channels;
-    winograd_output_tile(channels, m + t * ldm, m_stride, bias, o00, o01, o10, o11);
+    float* o[4];
+    o[0] = out0 + x0 * ldo;
+    o[1] = second_col ? o[0] + ldo : spill;
+    o[2] = out1 != nullptr ? out1 + x0 * ldo : spill + channels;
+    o[3] = out1 != nullptr && second_col ? o[2] + ldo : spill + 2 * channels;
+    const float* mt = m + t * ldm;
+    std::size_t c = 0;
+    for (; c + kBlock <= channels; c += kBlock) {
+      float* oc[4] = {o[0] + c, o[1] + c, o[2] + c, o[3] + c};
+      winograd_output_block<kBlock>(mt + c, m_stride, bias != nullptr ? bias + c : nullptr, oc);
+    }
+    for (; c < channels; ++c) {
+      float* oc[4] = {o[0] + c, o[1] + c, o[2] + c, o[3] + c};
+      winograd_output_block<1>(mt + c, m_stride, bias != nullptr ? bias + c : nullptr, oc);
+    }
   }
 }
