@@ -467,3 +467,60 @@ def call(layer, x, isa):
     y, used = run_in_thread(body)
     assert used == isa, f"last_used_isa() == {used!r}, expected {isa!r}"
     return y
+
+
+# Winograd F(2x2, 3x3) with every matrix and operand replaced by its absolute value: the magnitude
+# that bounds the rounding error of the transformed-domain evaluation (y = A^T [sum_c (G g G^T) .
+# (B^T d B)] A). Its rounding adds at most a constant factor of eps per term over the direct
+# evaluation's |W| * |x|, as the transforms' coefficients are small (|B^T| rows sum to <= 2,
+# |G| rows to <= 1.5, |A^T| rows to <= 3).
+_WINO_AT = np.array([[1, 1, 1, 0], [0, 1, 1, 1]], dtype=np.float64)
+_WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+_WINO_BT = np.array(
+    [[1, 0, 1, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 1, 0, 1]], dtype=np.float64
+)  # |B^T|
+
+
+def winograd_magnitude(x_nchw, weight, padding) -> np.ndarray:
+    """|A^T| (sum_c (|G| |g| |G^T|) . (|B^T| |d| |B|)) |A| for a 3x3 stride-1 convolution of NCHW
+    x (float64 magnitudes) with weight (Cout, Cin, 3, 3); shape (N, Cout, Ho, Wo)."""
+    x = _abs64(x_nchw)
+    n, c, h, w = x.shape
+    ph, pw = pair(padding)
+    ho, wo = h + 2 * ph - 2, w + 2 * pw - 2
+    th, tw = (ho + 1) // 2, (wo + 1) // 2
+    xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
+    xp[:, :, ph : ph + h, pw : pw + w] = x
+    d = np.lib.stride_tricks.sliding_window_view(xp, (4, 4), axis=(2, 3))[:, :, ::2, ::2]
+    v = np.einsum("ia,nctuab,jb->nctuij", _WINO_BT, d, _WINO_BT, optimize=True)
+    u = np.einsum("ia,ocab,jb->ocij", _WINO_G, _abs64(weight), _WINO_G, optimize=True)
+    m = np.einsum("ocij,nctuij->notuij", u, v, optimize=True)
+    y = np.einsum("ia,notuab,jb->notuij", _WINO_AT, m, _WINO_AT, optimize=True)
+    y = y.transpose(0, 1, 2, 4, 3, 5).reshape(n, -1, 2 * th, 2 * tw)
+    return y[:, :, :ho, :wo]
+
+
+def winograd_conv2d_bound(x, weight, bias=None, padding=0, layout="NCHW") -> np.ndarray:
+    """Elementwise bound on |y - y_exact| for a 3x3 stride-1 convolution by F(2x2, 3x3) in float32:
+    8 eps (Cin + 16) (winograd_magnitude + |b|): Cin products summed per transformed point, at
+    most 16 additions in the transforms, one rounding of the transformed weights."""
+    xn = np.asarray(x) if layout == "NCHW" else np.asarray(x).transpose(0, 3, 1, 2)
+    mag = winograd_magnitude(xn, weight, padding)
+    if bias is not None:
+        mag = mag + _abs64(bias)[None, :, None, None]
+    bound = BOUND_FACTOR * (weight.shape[1] + 16) * (EPS32 * mag + SUBNORMAL32)
+    return bound if layout == "NCHW" else bound.transpose(0, 2, 3, 1)
+
+
+def winograd_tucker_conv2d_bound(x, first, core, last, bias=None, padding=0, layout="NCHW"):
+    """The same for TuckerConv2d with a Winograd core: the magnitudes chained through |first|,
+    the Winograd magnitude of |core|, |last| and |b|; 8 eps (Cin + R_in + 16 + R_out + 2) times
+    that."""
+    xn = np.asarray(x) if layout == "NCHW" else np.asarray(x).transpose(0, 3, 1, 2)
+    t = np.einsum("rc,nchw->nrhw", _abs64(first), _abs64(xn))
+    mag = np.einsum("or,nrhw->nohw", _abs64(last), winograd_magnitude(t, core, padding))
+    if bias is not None:
+        mag = mag + _abs64(bias)[None, :, None, None]
+    n = first.shape[1] + first.shape[0] + 16 + last.shape[1] + 2
+    bound = BOUND_FACTOR * n * (EPS32 * mag + SUBNORMAL32)
+    return bound if layout == "NCHW" else bound.transpose(0, 2, 3, 1)

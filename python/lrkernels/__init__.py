@@ -95,6 +95,7 @@ def _python_init(cls):
             P("padding", P.KEYWORD_ONLY, default=0),
             P("dilation", P.KEYWORD_ONLY, default=1),
             P("layout", P.KEYWORD_ONLY, default="NCHW"),
+            P("algorithm", P.KEYWORD_ONLY, default="auto"),
         ]
     params.append(P("activation", P.KEYWORD_ONLY, default=None))
     if cls.__name__ != "CPConv2d":

@@ -452,12 +452,24 @@ def _build_sequence(kind, description, arrays):
     return layer
 
 
+def _winograd_possible(layer) -> bool:
+    """Whether algorithm="auto" could pick Winograd for this layer's geometry and precision (its
+    choice of "direct" is then saved, so that a load computes the same bits)."""
+    return (
+        tuple(layer.kernel_size) == (3, 3)
+        and tuple(layer.stride) == (1, 1)
+        and tuple(layer.dilation) == (1, 1)
+        and getattr(layer, "precision", "fp32") == "fp32"
+    )
+
+
 def describe_layer(layer) -> tuple:
     """(description, arrays) of a layer: the JSON-able description (kind, factor names, bias,
     sizes, ranks, kernel size, constructor keywords) and {factor name: float32 array, "bias": ...}.
 
     Keywords: every keyword-only constructor parameter (stride, padding, dilation as pairs,
-    layout) and "activation", each saved when the layer's attribute of that name is not None.
+    layout, algorithm) and "activation", each saved when the layer's attribute of that name is not
+    None (precision "fp32" and an algorithm "direct" that is the only one possible are left out).
     TypeError for a non-layer.
     """
     if _is_sequence_layer(layer):
@@ -471,6 +483,8 @@ def describe_layer(layer) -> tuple:
         value = getattr(layer, name, None)
         if name == "precision" and value == "fp32":
             continue  # the default: archives of fp32 layers read as before precision= existed
+        if name == "algorithm" and value == "direct" and not _winograd_possible(layer):
+            continue  # the only algorithm such a layer has: archives read as before algorithm=
         if value is not None:
             keywords[name] = _jsonable(value, f"{spec.name}.{name}")
     description = {
