@@ -100,15 +100,18 @@ void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t
   const std::size_t nr = ks.nr, mr = ks.mr, n = w.n(), ntaps = g.kh * g.kw;
   const std::size_t lda = g.sw * csrc;
   const std::size_t panels = w.num_panels();
-  // Panels are independent output channels: threads may split them (a small map is one band).
+  // Threads split (panel, output row) pairs, panel-major so that a thread's panels stay in its
+  // cache (a small map is one band; a small rank is one panel).
+  const std::size_t tasks = panels * rows;
   const std::size_t threads =
-      std::min(panels, threads_for_flops(2.0 * rows * wo * n * ntaps * csrc));
+      std::min(tasks, threads_for_flops(2.0 * rows * wo * n * ntaps * csrc));
   parallel_for(threads, threads, [&](std::size_t part) {
     const float* taps[kMaxTaps];
-    for (std::size_t p = panels * part / threads; p < panels * (part + 1) / threads; ++p) {
+    for (std::size_t task = tasks * part / threads; task < tasks * (part + 1) / threads; ++task) {
+      const std::size_t p = task / rows, r = task % rows;
       const std::size_t cols = std::min(nr, n - p * nr);
       const void* panel = w.panel_weights(p);
-      for (std::size_t r = 0; r < rows; ++r) {
+      {
         const float* const* row_src = src + r * g.kh;
         for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
           const std::size_t px = std::min(mr, wo - ox0);
@@ -192,7 +195,7 @@ void winograd_output_rows(const F32WinogradConfig& wk, const PackedWeights* cons
   const std::size_t tiles = tile_rows * tiles_per_row, n = u[0]->n();
   const std::size_t v_stride = tiles * csrc, m_stride = tiles * n;
   const std::size_t transform_threads =
-      std::min(tile_rows, threads_for_flops(16.0 * tiles * (csrc + n)));
+      std::min(tile_rows, threads_for_flops(128.0 * tiles * (csrc + n)));
   parallel_for(tile_rows, transform_threads, [&](std::size_t tr) {
     const std::size_t r = 2 * tr;
     const float* in_rows[4] = {src[r * 3], src[r * 3 + 1], src[r * 3 + 2],
@@ -293,7 +296,8 @@ struct ConvScratch {
 };
 
 // Drives one image, band by band: the ring of source rows is filled on demand by
-// fill(iy, interior, ld), each row once, after prepare(iy_begin, iy_end) saw the band's new rows;
+// fill(iy, interior, ld), each row once, after prepare(iy_begin, iy_end, interior_of) saw the
+// band's new rows (it may fill their interiors itself: interior_of(iy) is row iy's);
 // middle(src, rows, out) computes the kxk stage of a band (src: rows x kh source row pointers) into
 // dest(oy0) (rows contiguous), then emit(oy0, rows, out) consumes it.
 template <class Prepare, class Fill, class Middle, class Dest, class Emit>
@@ -316,7 +320,8 @@ void conv_image(const ConvGeometry& g, const BandPlan& plan, std::size_t h, std:
     const long fill_begin = std::max(filled + 1, std::max(iy_first, 0L));
     const long fill_end = std::min(iy_last + 1, static_cast<long>(h));
     if (fill_begin < fill_end) {
-      prepare(static_cast<std::size_t>(fill_begin), static_cast<std::size_t>(fill_end));
+      prepare(static_cast<std::size_t>(fill_begin), static_cast<std::size_t>(fill_end),
+              [&](std::size_t iy) { return ring_row(static_cast<long>(iy)) + g.pw * csrc; });
     }
     for (long iy = fill_begin; iy < fill_end; ++iy) {
       float* r = ring_row(iy);
@@ -402,14 +407,19 @@ ConvInput conv_input(const float* x, const Shape& x_shape, Layout layout) {
 // oy_end) runs on the thread that takes the task and uses that thread's scratch. Chunks are whole
 // bands, so every output element is computed exactly as with one thread (halo rows at a chunk
 // edge are computed by both neighbours).
+//
+// split_inside: every stage of a band splits its own work over threads, so an image whose bands
+// do not divide evenly among the threads (3 bands on 2 threads: one waits for the other's second
+// band) runs band after band instead, each on all threads.
 template <class Body>
 void for_each_band_chunk(const ConvGeometry& g, const BandPlan& plan, const ConvInput& in,
-                         double flops, Body body) {
+                         double flops, bool split_inside, Body body) {
   if (in.n == 0) return;
   const std::size_t ho = g.out_h(in.h), band = plan.band;
   const std::size_t bands = (ho + band - 1) / band;
   const std::size_t threads = threads_for_flops(flops);
-  const std::size_t chunks = std::min(bands, (threads + in.n - 1) / in.n);
+  std::size_t chunks = std::min(bands, (threads + in.n - 1) / in.n);
+  if (split_inside && chunks > 1 && bands % chunks != 0 && bands < 4 * chunks) chunks = 1;
   parallel_for(in.n * chunks, threads, [&](std::size_t task) {
     const std::size_t n = task / chunks, c = task % chunks;
     body(n, bands * c / chunks * band, std::min(ho, bands * (c + 1) / chunks * band));
@@ -607,7 +617,7 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
   const std::size_t extra = round_up16(middle_extra) + planar_floats;
 
   for_each_band_chunk(
-      g, plan, in, flops, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
+      g, plan, in, flops, winograd, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
         const ConvScratch s = make_scratch(g, plan, w, csrc, first && nchw ? cin : 0,
                                            last ? n_mid : 0, nchw && !planar ? cout : 0, extra);
         float* mid_panels = s.extra + round_up16(middle_extra);
@@ -690,18 +700,30 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
         // (NCHW) from x. For NCHW with a first stage, a band's new input rows are contiguous in
         // every channel plane, so one transpose turns them all into pixels (whole SIMD tiles even
         // for w = 7).
-        std::size_t rows_begin = 0;
-        auto prepare = [&](std::size_t begin, std::size_t end) {
-          if (!first || !nchw) return;
-          rows_begin = begin;
-          blocked_transpose(transpose, x_img + begin * w, cin, (end - begin) * w, plane,
-                            s.pixels_in, cin);
+        // The first stage runs here, for all of a band's new rows at once, split over threads by
+        // rows (a small map is one band: its first stage would otherwise run on one thread).
+        auto prepare = [&](std::size_t begin, std::size_t end, auto interior_of) {
+          if (!first) return;
+          const std::size_t count = end - begin;
+          const std::size_t threads =
+              std::min(count, threads_for_flops(2.0 * count * w * cin * csrc));
+          parallel_for(threads, threads, [&](std::size_t part) {
+            const std::size_t r0 = begin + count * part / threads;
+            const std::size_t r1 = begin + count * (part + 1) / threads;
+            if (r0 == r1) return;
+            const float* pixels = x_img + r0 * w * cin;
+            if (nchw) {
+              float* dst = s.pixels_in + (r0 - begin) * w * cin;
+              blocked_transpose(transpose, x_img + r0 * w, cin, (r1 - r0) * w, plane, dst, cin);
+              pixels = dst;
+            }
+            for (std::size_t iy = r0; iy < r1; ++iy)
+              gemm(w, pixels + (iy - r0) * w * cin, cin, *first, interior_of(iy), csrc);
+          });
         };
         auto fill = [&](std::size_t iy, float* dst, std::size_t ld) {
           if (first) {
-            const float* pixels =
-                nchw ? s.pixels_in + (iy - rows_begin) * w * cin : x_img + iy * w * cin;
-            gemm(w, pixels, cin, *first, dst, ld);
+            return;  // prepare computed it
           } else if (nchw) {
             blocked_transpose(transpose, x_img + iy * w, cin, w, plane, dst,
                               ld);  // NCHW row -> pixels
@@ -762,7 +784,7 @@ void ConvChain::run_int8(const KernelSet& ks, const float* x, const Shape& x_sha
   }
 
   for_each_band_chunk(
-      g, plan, in, flops / 4, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
+      g, plan, in, flops / 4, false, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
         const ConvScratch s = make_scratch(g, plan, w, csrc, st.qfirst && nchw ? cin : 0,
                                            st.qlast ? n_mid : 0, nchw ? cout : 0);
         char* base = static_cast<char*>(thread_workspace_bytes(total));
@@ -851,7 +873,7 @@ void ConvChain::run_int8(const KernelSet& ks, const float* x, const Shape& x_sha
           blocked_transpose(transpose, pixels, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
         };
         std::size_t rows_begin = 0;
-        auto prepare = [&](std::size_t begin, std::size_t end) {
+        auto prepare = [&](std::size_t begin, std::size_t end, auto) {
           if (!st.qfirst || !nchw) return;
           rows_begin = begin;
           blocked_transpose(transpose, x_img + begin * w, cin, (end - begin) * w, plane,
