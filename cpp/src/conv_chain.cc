@@ -269,11 +269,14 @@ void planar_gemm(const F32GemmConfig& ks, std::size_t rows, std::size_t k, const
                  const OutputClamp& clamp) {
   static const float kZeros[64] = {};
   const std::size_t mr = ks.mr, nr = ks.nr, num_panels = (npx + nr - 1) / nr;
-  const std::size_t threads = std::min(num_panels, threads_for_flops(2.0 * rows * k * npx));
+  const std::size_t row_tiles = (rows + mr - 1) / mr, tasks = num_panels * row_tiles;
+  const std::size_t threads = std::min(tasks, threads_for_flops(2.0 * rows * k * npx));
   parallel_for(threads, threads, [&](std::size_t part) {
-    for (std::size_t p = num_panels * part / threads; p < num_panels * (part + 1) / threads; ++p) {
+    // Panel-major (pixel panel, row tile) pairs: a thread's panels stay in its L1.
+    for (std::size_t task = tasks * part / threads; task < tasks * (part + 1) / threads; ++task) {
+      const std::size_t p = task / row_tiles, r0 = task % row_tiles * mr;
       const std::size_t cols = std::min(nr, npx - p * nr);
-      for (std::size_t r0 = 0; r0 < rows; r0 += mr) {
+      {
         const std::size_t r = std::min(mr, rows - r0);
         const float* ar = a + r0 * lda;
         float* tile = c + r0 * ldc + p * nr;
@@ -619,7 +622,7 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
   for_each_band_chunk(
       g, plan, in, flops, winograd, [&](std::size_t n, std::size_t oy_begin, std::size_t oy_end) {
         const ConvScratch s = make_scratch(g, plan, w, csrc, first && nchw ? cin : 0,
-                                           last ? n_mid : 0, nchw && !planar ? cout : 0, extra);
+                                           last ? n_mid : 0, nchw ? cout : 0, extra);
         float* mid_panels = s.extra + round_up16(middle_extra);
         const float* x_img = in.x + n * plane * cin;
         float* y_img = y + n * cout * ho * wo;
@@ -668,32 +671,36 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
           return nchw ? s.out : y_img + oy0 * wo * cout;
         };
         auto emit = [&](std::size_t oy0, std::size_t rows, const float* band) {
-          const float* pixels = band;
           if (last) {
             if (!nchw) {
               gemm(rows * wo, band, n_mid, *last, y_img + oy0 * wo * cout, cout, clamp);
               return;
             }
-            if (planar) {
+            // Planar for whole panels of pixels. The rest (fewer than nr pixels: a 7x7 map is 49)
+            // would waste most of a panel's FMAs, so it takes the pixel orientation and a small
+            // transpose.
+            const std::size_t npx = rows * wo, full = planar ? npx / nr * nr : 0;
+            if (full > 0) {
               // Panel p: a row of ones (the bias term), then the n_mid channels of nr pixels.
-              const std::size_t npx = rows * wo, k = 1 + n_mid;
-              for (std::size_t p = 0; p * nr < npx; ++p) {
+              const std::size_t k = 1 + n_mid;
+              for (std::size_t p = 0; p * nr < full; ++p) {
                 float* panel = mid_panels + p * k * nr;
                 std::fill_n(panel, nr, 1.0f);
-                transpose(band + p * nr * n_mid, std::min(nr, npx - p * nr), n_mid, n_mid,
-                          panel + nr, nr);
+                transpose(band + p * nr * n_mid, nr, n_mid, n_mid, panel + nr, nr);
               }
-              planar_gemm(gemm_config, cout, k, st.planar_last.data(), k, mid_panels, npx,
+              planar_gemm(gemm_config, cout, k, st.planar_last.data(), k, mid_panels, full,
                           y_img + oy0 * wo, ho * wo, clamp);
-              return;
+              if (full == npx) return;
             }
-            gemm(rows * wo, band, n_mid, *last, s.out, cout, clamp);
-            pixels = s.out;
+            gemm(npx - full, band + full * n_mid, n_mid, *last, s.out, cout, clamp);
+            blocked_transpose(transpose, s.out, npx - full, cout, cout, y_img + oy0 * wo + full,
+                              ho * wo);
+            return;
           } else if (!nchw) {
             return;  // the middle stage wrote y directly
           }
           // The band's rows are contiguous in each NCHW channel plane: one transpose per band.
-          blocked_transpose(transpose, pixels, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
+          blocked_transpose(transpose, band, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
         };
 
         // How source rows enter the ring: through the first stage, or copied (NHWC) / transposed
