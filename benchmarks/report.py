@@ -93,11 +93,20 @@ def _linear_ratio(impl, impls):
             parts.append(
                 f"{impls['numpy_lowrank']['stats']['median'] / med:.2f}x vs numpy 2 matmuls"
             )
+        if "ort_lowrank" in impls:
+            parts.append(
+                f"{impls['ort_lowrank']['stats']['median'] / med:.2f}x vs onnxruntime 2 MatMuls"
+            )
         if "dense" in impls:
             parts.append(f"{impls['dense']['stats']['median'] / med:.2f}x vs dense Linear")
         return ", ".join(parts)
-    if impl == "dense" and "numpy_dense" in impls:
-        return f"{impls['numpy_dense']['stats']['median'] / med:.2f}x vs numpy matmul"
+    if impl == "dense":
+        parts = [
+            f"{impls[peer]['stats']['median'] / med:.2f}x vs {what}"
+            for peer, what in (("numpy_dense", "numpy matmul"), ("ort_dense", "onnxruntime"))
+            if peer in impls
+        ]
+        return ", ".join(parts)
     return ""
 
 

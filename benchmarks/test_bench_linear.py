@@ -1,4 +1,6 @@
-"""LowRankLinear against numpy's two matmuls and against the dense Linear, 1 thread.
+"""LowRankLinear against numpy's two matmuls, onnxruntime's two MatMuls and the dense Linear, 1
+thread (onnxruntime: 1 intra-op and 1 inter-op thread, ORT_ENABLE_ALL; skipped when onnx or
+onnxruntime is missing).
 
 Run:  python -m pytest benchmarks -q --benchmark-group-by=group
       python benchmarks/report.py .benchmarks/...json   (ratios, GFLOP/s, fraction of peak)
@@ -11,6 +13,12 @@ import pytest
 
 import lrkernels
 
+try:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError:
+    ort = None
+
 # (out_features, in_features, rank, what it stands for)
 SHAPES = [
     (1000, 1280, 128, "classifier-head"),
@@ -19,11 +27,39 @@ SHAPES = [
     (4096, 4096, 256, "square-4096"),
 ]
 BATCHES = [1, 8, 64]
-IMPLS = ["lowrank", "numpy_lowrank", "dense", "numpy_dense"]
+IMPLS = ["lowrank", "numpy_lowrank", "ort_lowrank", "dense", "numpy_dense", "ort_dense"]
+
+
+def _ort_session(weights, b, batch):
+    """y = x @ weights[0]^T [@ weights[1]^T] + b as an ONNX graph of MatMul nodes and an Add, 1
+    thread."""
+    nodes, inits, src = [], [numpy_helper.from_array(b, "b")], "x"
+    for i, w in enumerate(weights):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(w.T), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [src, f"w{i}"], [f"t{i}"]))
+        src = f"t{i}"
+    nodes.append(helper.make_node("Add", [src, "b"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, weights[0].shape[1]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, weights[-1].shape[0]])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(
+        model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
+    )
 
 
 def _flops(impl, out_f, in_f, rank, batch):
-    if impl in ("lowrank", "numpy_lowrank"):
+    if impl in ("lowrank", "numpy_lowrank", "ort_lowrank"):
         return 2 * batch * rank * (in_f + out_f)
     return 2 * batch * out_f * in_f
 
@@ -47,6 +83,12 @@ def test_linear(benchmark, rng, shape, batch, impl):
     elif impl == "dense":
         layer = lrkernels.Linear(U @ V, b)
         fn = lambda: layer(x)  # noqa: E731
+    elif impl.startswith("ort_"):
+        if ort is None:
+            pytest.skip("onnxruntime / onnx not installed")
+        sess = _ort_session([V, U] if impl == "ort_lowrank" else [U @ V], b, batch)
+        feed = {"x": x}
+        fn = lambda: sess.run(None, feed)[0]  # noqa: E731
     else:
         WT = (U @ V).T
         fn = lambda: x @ WT + b  # noqa: E731
@@ -60,5 +102,8 @@ def test_linear(benchmark, rng, shape, batch, impl):
         rank=rank,
         batch=batch,
     )
+    ref = (x.astype(np.float64) @ V.T.astype(np.float64)) @ U.T.astype(np.float64) + b
+    err = np.abs(fn() - ref).max() / np.abs(ref).max()
+    assert err < 1e-4, f"{impl}: max |y - ref| / max |ref| = {err:.2e}"
     y = benchmark(fn)
     assert y.shape == (batch, out_f)
