@@ -9,8 +9,12 @@
 //     past column nr.
 //   f32 transpose: rows and cols 1..17, 31..33, tight and padded strides, sentinels.
 //   f32 dwconv: pixels 1..9, channels 1..17, 31..33, 64, taps 1..7, step > channels, ldo >
-//   channels. f32 clamp: rows 1..4, cols 1..17, 31..33, 64, tight and padded strides, in place
-//   and out of place, relu / relu6 / asymmetric / one-sided / lo == hi bounds on inputs with NaN,
+//   channels. f32 winograd (F(2x2, 3x3) input and output transforms): tiles 1..5, channels
+//   1..20, 31..33, 48, 64, tight and padded strides, odd and even output width, out1 nullptr,
+//   bias nullptr, no read past the tiles' input columns, against B^T d B and A^T M A + bias in
+//   double within 4 eps of the magnitude. f32 clamp: rows 1..4, cols 1..17, 31..33, 64, tight and
+//   padded strides, in place and out of place, relu / relu6 / asymmetric / one-sided / lo == hi
+//   bounds on inputs with NaN,
 //   +-inf and -0.0, bit for bit (NaN and -0.0 pass unchanged). FMA probe: runs, writes a finite
 //   sink and nothing past 16 floats.
 // Usage: lrkernels_ukernel_tester [FILTER]   (only families whose name contains FILTER)
@@ -447,6 +451,155 @@ void test_dwconv(const lrk::F32DwconvConfig& cfg, Pool& pool, Family& fam) {
   }
 }
 
+// ---- f32 Winograd F(2x2, 3x3) transforms ------------------------------------------------------
+
+// The matrices of winograd-generic.h's header comment.
+constexpr double kWinogradBT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+constexpr double kWinogradAT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+
+// Both transforms against B^T d B and A^T M A + bias in double (matrix products, not the kernel's
+// order of additions). Tolerance: 4 eps times the sum of the absolute terms. The kernels only add:
+// an input point is a tree of 3 additions of 4 terms (depth 2), an output point a chain of at most
+// 5 additions of 10 (9 terms and the bias), so a float result is within 5 u = 2.5 eps of that
+// magnitude (first order) in any order of the additions.
+// Cases: tiles 1..5, channels 1..20, 31, 32, 33, 48, 64 (around every kBlock: 4, 8, 16), tight
+// and padded strides (v_stride > tiles * ldv, ldv > channels; the same for m; ldo > channels), an
+// odd output width (the last tile's second column is not written) and an even one, out1 nullptr
+// (the second output row is not written), bias nullptr or not. The input rows hold exactly columns
+// 0..2 tiles + 1 with NaN between and around them: reading past them makes a point non-finite.
+// Sentinels around and between every written element; the spill area is the kernel's own, only
+// its guards are checked.
+bool winograd_close(float got, double ref, double mag) {
+  return std::fabs(double(got) - ref) <= 4 * lrk_test::kEps * mag;  // false for NaN
+}
+
+void test_winograd(const lrk::F32WinogradConfig& cfg, Pool& pool, Family& fam) {
+  fam.check(cfg.input != nullptr && cfg.output != nullptr, "config: missing a transform");
+  if (!cfg.input || !cfg.output) return;
+  std::vector<std::size_t> channel_list;
+  for (std::size_t s = 1; s <= 20; ++s) channel_list.push_back(s);
+  for (std::size_t s : {31, 32, 33, 48, 64}) channel_list.push_back(s);
+  constexpr std::size_t kGuard = 16;
+  for (std::size_t tiles = 1; tiles <= 5; ++tiles) {
+    for (std::size_t channels : channel_list) {
+      for (int padded = 0; padded < 2; ++padded) {
+        const std::size_t ldv = channels + (padded ? 3 : 0);
+        const std::size_t v_stride = tiles * ldv + (padded ? 5 : 0);
+        // Input: four rows of 2 tiles + 2 pixels, each between NaN gaps of two pixels and more.
+        const std::size_t row_len = (2 * tiles + 2) * channels, gap = 2 * channels + 3;
+        std::vector<float> rows_buf(gap + 4 * (row_len + gap), kNaN);
+        const float* rows[4];
+        for (std::size_t r = 0; r < 4; ++r) {
+          float* row = rows_buf.data() + gap + r * (row_len + gap);
+          pool.fill(row, row_len);
+          rows[r] = row;
+        }
+        std::vector<float> vbuf(kGuard + 16 * v_stride + kGuard, sentinel());
+        float* v = vbuf.data() + kGuard;
+        cfg.input(tiles, channels, rows, v, v_stride, ldv);
+        char what[160] = "";
+        for (std::size_t e = 0; what[0] == 0 && e < vbuf.size(); ++e) {
+          const long off = long(e) - long(kGuard);
+          const std::size_t xi = off >= 0 ? std::size_t(off) / v_stride : 0;
+          const std::size_t in_point = off >= 0 ? std::size_t(off) % v_stride : 0;
+          const bool inside =
+              off >= 0 && xi < 16 && in_point < tiles * ldv && in_point % ldv < channels;
+          if (inside) {
+            const std::size_t t = in_point / ldv, c = in_point % ldv, i = xi / 4, j = xi % 4;
+            double ref = 0, mag = 0;
+            for (std::size_t k = 0; k < 4; ++k) {
+              for (std::size_t l = 0; l < 4; ++l) {
+                const double term =
+                    kWinogradBT[i][k] * rows[k][(2 * t + l) * channels + c] * kWinogradBT[j][l];
+                ref += term;
+                mag += std::fabs(term);
+              }
+            }
+            if (!winograd_close(vbuf[e], ref, mag)) {
+              std::snprintf(what, sizeof what,
+                            "v point %zu tile %zu channel %zu = %.9g, expected %.9g", xi, t, c,
+                            double(vbuf[e]), ref);
+            }
+          } else if (!is_sentinel(vbuf[e])) {
+            std::snprintf(what, sizeof what, "input wrote outside the points at v[%ld]", off);
+          }
+        }
+        fam.check(what[0] == 0, "input tiles=%zu channels=%zu v_stride=%zu ldv=%zu: %s", tiles,
+                  channels, v_stride, ldv, what);
+
+        const std::size_t ldm = channels + (padded ? 5 : 0);
+        const std::size_t m_stride = tiles * ldm + (padded ? 3 : 0);
+        const std::size_t ldo = channels + (padded ? 2 : 0);
+        std::vector<float> m(16 * m_stride, kNaN);  // padding NaN: a kernel that reads it fails
+        for (std::size_t xi = 0; xi < 16; ++xi)
+          for (std::size_t t = 0; t < tiles; ++t) pool.fill(&m[xi * m_stride + t * ldm], channels);
+        std::vector<float> bias_values(channels);
+        pool.fill(bias_values.data(), channels);
+        for (std::size_t width : {2 * tiles - 1, 2 * tiles}) {
+          for (int two_rows = 0; two_rows < 2; ++two_rows) {
+            for (int with_bias = 0; with_bias < 2; ++with_bias) {
+              // out0, a gap, out1: one buffer, sentinels around, between and inside (ldo > c);
+              // a pixel and more after each row, so a write of column `width` lands on sentinels.
+              const std::size_t row_floats = width * ldo, row_gap = ldo + 7;
+              std::vector<float> obuf(kGuard + 2 * row_floats + row_gap + ldo + kGuard, sentinel());
+              float* out0 = obuf.data() + kGuard;
+              float* out1 = two_rows ? out0 + row_floats + row_gap : nullptr;
+              std::vector<float> spill(kGuard + 3 * channels + kGuard, sentinel());
+              const float* bias = with_bias ? bias_values.data() : nullptr;
+              cfg.output(tiles, channels, m.data(), m_stride, ldm, bias, width, out0, out1, ldo,
+                         spill.data() + kGuard);
+              what[0] = 0;
+              for (std::size_t e = 0; what[0] == 0 && e < obuf.size(); ++e) {
+                const long off = long(e) - long(kGuard);
+                std::size_t i = 0, rel = 0;
+                bool inside = false;
+                if (off >= 0 && std::size_t(off) < row_floats) {
+                  inside = true;
+                  rel = std::size_t(off);
+                } else if (out1 != nullptr && off >= long(row_floats + row_gap) &&
+                           std::size_t(off) < 2 * row_floats + row_gap) {
+                  inside = true;
+                  i = 1;
+                  rel = std::size_t(off) - row_floats - row_gap;
+                }
+                inside = inside && rel % ldo < channels;
+                if (inside) {
+                  const std::size_t x = rel / ldo, c = rel % ldo, t = x / 2, j = x % 2;
+                  double ref = bias ? double(bias[c]) : 0.0, mag = std::fabs(ref);
+                  for (std::size_t k = 0; k < 4; ++k) {
+                    for (std::size_t l = 0; l < 4; ++l) {
+                      const double term = kWinogradAT[i][k] *
+                                          m[(4 * k + l) * m_stride + t * ldm + c] *
+                                          kWinogradAT[j][l];
+                      ref += term;
+                      mag += std::fabs(term);
+                    }
+                  }
+                  if (!winograd_close(obuf[e], ref, mag)) {
+                    std::snprintf(what, sizeof what, "out%zu[%zu][%zu] = %.9g, expected %.9g", i, x,
+                                  c, double(obuf[e]), ref);
+                  }
+                } else if (!is_sentinel(obuf[e])) {
+                  std::snprintf(what, sizeof what, "wrote outside the outputs at out0[%ld]", off);
+                }
+              }
+              for (std::size_t g = 0; what[0] == 0 && g < kGuard; ++g) {
+                if (!is_sentinel(spill[g]) || !is_sentinel(spill[kGuard + 3 * channels + g]))
+                  std::snprintf(what, sizeof what, "wrote outside the spill area");
+              }
+              fam.check(what[0] == 0,
+                        "output tiles=%zu channels=%zu m_stride=%zu ldm=%zu width=%zu ldo=%zu "
+                        "out1=%s bias=%s: %s",
+                        tiles, channels, m_stride, ldm, width, ldo, out1 ? "yes" : "nullptr",
+                        bias ? "yes" : "nullptr", what);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // ---- f32 clamp --------------------------------------------------------------------------------
 
 void test_clamp(const lrk::F32ClampConfig& cfg, Pool& pool, Family& fam) {
@@ -681,6 +834,9 @@ int main(int argc, char** argv) {
     }
     if (const auto* c = ks->f32_dwconv) {
       runner.run(c, c->name, [&](Family& f) { test_dwconv(*c, runner.pool, f); });
+    }
+    if (const auto* c = ks->f32_winograd) {
+      runner.run(c, c->name, [&](Family& f) { test_winograd(*c, runner.pool, f); });
     }
     if (const auto* c = ks->f32_clamp) {
       runner.run(c, c->name, [&](Family& f) { test_clamp(*c, runner.pool, f); });

@@ -13,6 +13,18 @@ GEMM in fp16 arithmetic (FMLA .8h, ARMv8.2 FP16; its loop includes the spill of 
 accumulators into f32 every 32 k), int8 GEMM without dot products (SMULL/SMLAL + SADALP) and with
 SDOT (aarch64, ARMv8.2).
 
+Winograd F(2x2, 3x3) transforms (f32-winograd-2x2-3x3-neon, compiler-vectorized from
+winograd-generic.h): the loop over channel blocks of one tile in winograd_input and
+winograd_output -- the loop (a label and its last backward branch; the output's may hold the
+not-taken bias branch: the bias == nullptr path is measured) with the most float add/sub lanes --
+as cycles per iteration and per channel of one tile (an input tile channel is 32 float add/sub
+lanes, an output one 28), and how busy llvm-mca keeps the busiest load/store unit and the
+busiest vector/FP unit (resource pressure over cycles). A tile's channel block is 16 vector
+loads and 16 stores (input) or 16 loads and 4 stores (output) around 32 or 28 additions per
+lane, so near-even figures are expected; "vec" is the share of the lanes in q-register
+instructions (0% on armv7: GCC does not auto-vectorize float arithmetic for ARMv7 NEON, which
+flushes denormals, without -funsafe-math-optimizations).
+
     python3 scripts/arm/mca_report.py   # needs the cross compilers and llvm-mca (llvm-19 best)
 
 Each row names the scheduling model llvm-mca really used (read from its resource names): LLVM
@@ -111,6 +123,30 @@ KERNELS = [
      ARMV7, ARMV7_NEON, 2, "mull", ("cortex-a72",)),
 ]  # fmt: skip
 
+# Winograd transforms: (build, kernel, source, compiler/triple, flags, cores). The functions and
+# the float add/sub lanes of one channel of one tile (input: 16 B^T d sums + 16 (B^T d) B sums;
+# output: 16 A^T M sums + 12 for (A^T M) A and the bias).
+WINOGRAD_SOURCE = K / "f32-winograd/2x2-3x3-neon.cc"
+WINOGRAD = [
+    ("aarch64 Pi 4", "f32-winograd-2x2-3x3-neon", WINOGRAD_SOURCE, AARCH64, PI4,
+     ("cortex-a53", "cortex-a72", "neoverse-n1")),
+    ("aarch64 Pi 5", "f32-winograd-2x2-3x3-neon", WINOGRAD_SOURCE, AARCH64, PI5, ("neoverse-n1",)),
+    ("armv7", "f32-winograd-2x2-3x3-neon", WINOGRAD_SOURCE, ARMV7, ARMV7_NEON, ("cortex-a72",)),
+]  # fmt: skip
+WINOGRAD_FUNCTIONS = [("input", 14, 32), ("output", 15, 28)]  # (name, len(name) + 6, lanes)
+# Float add/sub instructions: (regex, lanes).
+FLOAT_ADDS = [
+    (re.compile(r"^\s+f(add|sub)\s+v\d+\.4s", re.M), 4),
+    (re.compile(r"^\s+f(add|sub)\s+s\d+", re.M), 1),
+    (re.compile(r"^\s+v(add|sub)\.f32\s+q", re.M), 4),
+    (re.compile(r"^\s+v(add|sub)\.f32\s+d", re.M), 2),
+    (re.compile(r"^\s+v(add|sub)\.f32\s+s", re.M), 1),
+]
+# llvm-mca resources by kind: load/store (A57 L and S, N1 L and the store data pipes D, the A53's
+# LdSt; N1UnitS is an integer pipe) and vector/FP (A57 F0/F1 = W/X, N1 V0/V1, the A53's FPALU).
+LOAD_STORE_UNITS = re.compile(r"^(A57Unit[LS]|N1Unit[LD]|A53UnitLdSt)$")
+VECTOR_UNITS = re.compile(r"^(A57Unit[WX]|N1UnitV\d?|A53UnitFPALU)$")
+
 # The int8 fallback vs the f32 kernel, same build and core, full tiles: (build, core, int8 kernel,
 # f32 kernel, held to RATIO_GOAL). armv7 is shown for information only: the AArch32 A57 model
 # runs the f32 kernel above the A72's documented FMA peak (see the notes printed at the end).
@@ -155,6 +191,128 @@ def kernel_loops(asm: str, rows: int, mac_re: re.Pattern):
         text = "\n".join(lines) + "\n"
         blocks.append((len(mac_re.findall(text)), text))
     return sorted(blocks, key=lambda b: -b[0])
+
+
+def function_body(asm: str, mangled_prefix: str) -> str:
+    """The assembly of the first function whose mangled name starts with mangled_prefix."""
+    m = re.search(rf"^({re.escape(mangled_prefix)}\w*):", asm, re.M)
+    if not m:
+        raise SystemExit(f"{mangled_prefix}... not found in the assembly")
+    body = asm[m.end() :]
+    end = re.search(r"^\s+\.(size|cfi_endproc|fnend)", body, re.M)
+    return body[: end.start()] if end else body
+
+
+def float_add_lanes(text: str) -> tuple[int, int]:
+    """(float add/sub lanes, of which in q-register / 4s instructions) in text."""
+    total = vector = 0
+    for rx, lanes in FLOAT_ADDS:
+        n = len(rx.findall(text)) * lanes
+        total += n
+        vector += n if lanes == 4 else 0
+    return total, vector
+
+
+def add_loop(body: str):
+    """The loop with the most vector float add/sub lanes (the shortest of those, so not a loop
+    around it that only adds the scalar channel tail): a label to its last backward branch,
+    labels and directives dropped (branches inside are taken as not taken). None without one."""
+    best = None
+    for lm in re.finditer(r"^(\.L\w+):\n", body, re.M):
+        label = lm.group(1)
+        rest = body[lm.end() :]
+        branch = rf"^\s+(?:b[\w.]*|cbn?z|tbn?z)\s+(?:[^\n]*,\s*)?{re.escape(label)}\s*$"
+        brs = list(re.finditer(branch, rest, re.M))
+        if not brs:
+            continue
+        block = rest[: brs[-1].end()]
+        lines = [
+            ln
+            for ln in block.splitlines()
+            if ln.strip() and not ln.strip().startswith(".") and not re.match(r"^\.?\w+:", ln)
+        ]
+        text = "\n".join(lines) + "\n"
+        lanes, vector = float_add_lanes(text)
+        key = (vector, -len(lines))
+        if vector > 0 and (best is None or key > best[0]):
+            best = (key, lanes, vector, len(lines), text)
+    return best[1:] if best else None
+
+
+def unit_pressure(mca_stdout: str) -> tuple[float, float]:
+    """Per-iteration pressure of the busiest load/store unit and of the busiest vector unit."""
+    names = dict(re.findall(r"^\[([\d.]+)\]\s+-\s+(\w+)", mca_stdout, re.M))
+    m = re.search(r"^Resource pressure per iteration:\n(.*)\n(.*)\n", mca_stdout, re.M)
+    if not m:
+        return float("nan"), float("nan")
+    ids = re.findall(r"\[([\d.]+)\]", m.group(1))
+    values = [0.0 if v == "-" else float(v) for v in m.group(2).split()]
+    ls = max(
+        (v for i, v in zip(ids, values) if LOAD_STORE_UNITS.match(names.get(i, ""))), default=0
+    )
+    vec = max((v for i, v in zip(ids, values) if VECTOR_UNITS.match(names.get(i, ""))), default=0)
+    return ls, vec
+
+
+def winograd_report(mca: str, tmp: str, show_loops: bool) -> None:
+    print(
+        "\nWinograd F(2x2, 3x3) transforms: the channel-block loop of one tile; cycles per\n"
+        "iteration and per channel of one tile; busiest load/store and vector unit, % of cycles\n"
+    )
+    header = (
+        f"{'build':13s} {'function':27s} {'-mcpu':11s} {'model':11s} {'insts':>5s} {'lanes':>5s} "
+        f"{'vec':>4s} {'ch':>4s} {'cycles':>7s} {'cyc/ch':>6s} {'L/S %':>6s} {'vec %':>6s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for build, kernel, source, (cxx, triple), flags, cores in WINOGRAD:
+        if not shutil.which(cxx):
+            print(f"{build:13s} {kernel:27s} skipped: {cxx} not installed")
+            continue
+        asm_path = Path(tmp) / "w.s"
+        subprocess.run(
+            [cxx, "-std=c++17", "-O3", *flags, f"-I{ROOT / 'cpp/include'}", "-S", str(source),
+             "-o", str(asm_path)],
+            check=True,
+        )  # fmt: skip
+        asm = asm_path.read_text()
+        for fn, name_len, lanes_per_channel in WINOGRAD_FUNCTIONS:
+            body = function_body(asm, f"_ZN3lrk12_GLOBAL__N_1{name_len}winograd_{fn}E")
+            label = f"{kernel.replace('-2x2-3x3-neon', '')} {fn}"
+            found = add_loop(body)
+            if found is None:
+                lanes, _ = float_add_lanes(body)
+                print(
+                    f"{build:13s} {label:27s} not vectorized: {lanes} scalar float add/sub "
+                    "instructions, none on q registers (no channel-block loop to measure)"
+                )
+                continue
+            lanes, vector, insts, loop = found
+            loop_path = Path(tmp) / "wloop.s"
+            loop_path.write_text(loop)
+            if show_loops:
+                print(f"--- {build} {kernel} {fn}\n{loop}")
+            channels = lanes / lanes_per_channel
+            for core in cores:
+                out = subprocess.run(
+                    [mca, f"-mtriple={triple}", f"-mcpu={core}", "-iterations=500", str(loop_path)],
+                    capture_output=True,
+                    text=True,
+                )
+                cyc = re.search(r"Total Cycles:\s+(\d+)", out.stdout)
+                start = f"{build:13s} {label:27s} {core:11s}"
+                if not cyc:
+                    err = out.stderr.strip().splitlines()
+                    print(f"{start} llvm-mca: {err[0] if err else 'no result'}")
+                    continue
+                per_iter = int(cyc.group(1)) / 500
+                ls, vec = unit_pressure(out.stdout)
+                print(
+                    f"{start} {model_name(out.stdout):11s} {insts:5d} {lanes:5d} "
+                    f"{100 * vector / max(lanes, 1):3.0f}% {channels:4.1f} {per_iter:7.1f} "
+                    f"{per_iter / channels:6.2f} {100 * ls / per_iter:5.0f}% "
+                    f"{100 * vec / per_iter:5.0f}%"
+                )
 
 
 def model_name(mca_stdout: str) -> str:
@@ -256,6 +414,7 @@ def main() -> int:
                         f"{start} {model_name(out.stdout):11s} {kind:4s} {insts:5d} {macs:5d} "
                         f"{per_iter:7.1f} {rate:7.2f} {peak_text}"
                     )
+        winograd_report(mca, tmp, args.show_loops)
     print()
     for build, core, int8, f32, held in RATIOS:
         mr8 = next((k[5] for k in KERNELS if k[0] == build and k[1] == int8), None)

@@ -26,14 +26,16 @@ inline void winograd_input_block(const float* const* rows, std::size_t cs, float
       b[3][j][k] = d1[k] - d3[k];
     }
   }
-  for (std::size_t i = 0; i < 4; ++i) {  // (B^T d) B: columns combined
+  // (B^T d) B: columns combined. One loop per output point: stores to two points in one loop
+  // could overlap (vs < B) for all the compiler knows, and GCC then leaves the loop scalar.
+  // Unrolled, so that b stays in registers (GCC keeps the rolled loop's b on the stack).
+#pragma GCC unroll 4
+  for (std::size_t i = 0; i < 4; ++i) {
     float* o = v + 4 * i * vs;
-    for (std::size_t k = 0; k < B; ++k) {
-      o[k] = b[i][0][k] - b[i][2][k];
-      o[vs + k] = b[i][1][k] + b[i][2][k];
-      o[2 * vs + k] = b[i][2][k] - b[i][1][k];
-      o[3 * vs + k] = b[i][1][k] - b[i][3][k];
-    }
+    for (std::size_t k = 0; k < B; ++k) o[k] = b[i][0][k] - b[i][2][k];
+    for (std::size_t k = 0; k < B; ++k) o[vs + k] = b[i][1][k] + b[i][2][k];
+    for (std::size_t k = 0; k < B; ++k) o[2 * vs + k] = b[i][2][k] - b[i][1][k];
+    for (std::size_t k = 0; k < B; ++k) o[3 * vs + k] = b[i][1][k] - b[i][3][k];
   }
 }
 
@@ -72,13 +74,11 @@ inline void winograd_output_block(const float* m, std::size_t ms, const float* b
   }
   float bv[B];
   for (std::size_t k = 0; k < B; ++k) bv[k] = bias != nullptr ? bias[k] : 0.0f;
-  for (std::size_t i = 0; i < 2; ++i) {
+  for (std::size_t i = 0; i < 2; ++i) {  // one loop per output, as in winograd_input_block
     float* o0 = o[2 * i];
     float* o1 = o[2 * i + 1];
-    for (std::size_t k = 0; k < B; ++k) {
-      o0[k] = a[i][0][k] + a[i][1][k] + a[i][2][k] + bv[k];
-      o1[k] = a[i][1][k] - a[i][2][k] - a[i][3][k] + bv[k];
-    }
+    for (std::size_t k = 0; k < B; ++k) o0[k] = a[i][0][k] + a[i][1][k] + a[i][2][k] + bv[k];
+    for (std::size_t k = 0; k < B; ++k) o1[k] = a[i][1][k] - a[i][2][k] - a[i][3][k] + bv[k];
   }
 }
 
