@@ -194,8 +194,10 @@ void winograd_output_rows(const F32WinogradConfig& wk, const PackedWeights* cons
   const std::size_t tile_rows = (rows + 1) / 2, tiles_per_row = (wo + 1) / 2;
   const std::size_t tiles = tile_rows * tiles_per_row, n = u[0]->n();
   const std::size_t v_stride = tiles * csrc, m_stride = tiles * n;
+  // Transforms are memory-bound (a few cycles per tile and channel); inside a call the workers
+  // are still spinning, so even a few microseconds of them are worth splitting.
   const std::size_t transform_threads =
-      std::min(tile_rows, threads_for_flops(128.0 * tiles * (csrc + n)));
+      std::min(tile_rows, threads_for_flops(512.0 * tiles * (csrc + n)));
   parallel_for(tile_rows, transform_threads, [&](std::size_t tr) {
     const std::size_t r = 2 * tr;
     const float* in_rows[4] = {src[r * 3], src[r * 3 + 1], src[r * 3 + 2],
