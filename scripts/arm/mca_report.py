@@ -13,8 +13,8 @@ GEMM in fp16 arithmetic (FMLA .8h, ARMv8.2 FP16; its loop includes the spill of 
 accumulators into f32 every 32 k), int8 GEMM without dot products (SMULL/SMLAL + SADALP) and with
 SDOT (aarch64, ARMv8.2).
 
-Winograd F(2x2, 3x3) transforms (f32-winograd-2x2-3x3-neon, compiler-vectorized from
-winograd-generic.h): the loop over channel blocks of one tile in winograd_input and
+Winograd F(2x2, 3x3) transforms (f32-winograd-2x2-3x3-neon: winograd-generic.h over vector
+types, NEON intrinsics on armv7): the loop over channel blocks of one tile in winograd_input and
 winograd_output -- the loop (a label and its last backward branch; the output's may hold the
 not-taken bias branch: the bias == nullptr path is measured) with the most float add/sub lanes --
 as cycles per iteration and per channel of one tile (an input tile channel is 32 float add/sub
@@ -131,7 +131,10 @@ WINOGRAD = [
     ("aarch64 Pi 4", "f32-winograd-2x2-3x3-neon", WINOGRAD_SOURCE, AARCH64, PI4,
      ("cortex-a53", "cortex-a72", "neoverse-n1")),
     ("aarch64 Pi 5", "f32-winograd-2x2-3x3-neon", WINOGRAD_SOURCE, AARCH64, PI5, ("neoverse-n1",)),
-    ("armv7", "f32-winograd-2x2-3x3-neon", WINOGRAD_SOURCE, ARMV7, ARMV7_NEON, ("cortex-a72",)),
+    # -marm: llvm-mca reads the loop as A32 code (Debian's armhf GCC defaults to Thumb-2, whose
+    # encodings it rejects); the instructions are the same NEON ones.
+    ("armv7", "f32-winograd-2x2-3x3-neon", WINOGRAD_SOURCE, ARMV7, ARMV7_NEON + ["-marm"],
+     ("cortex-a72",)),
 ]  # fmt: skip
 WINOGRAD_FUNCTIONS = [("input", 14, 32), ("output", 15, 28)]  # (name, len(name) + 6, lanes)
 # Float add/sub instructions: (regex, lanes).

@@ -1,6 +1,7 @@
-// Winograd F(2x2, 3x3) transforms (winograd-generic.h) vectorized by the compiler with the avx512
+// Winograd F(2x2, 3x3) transforms (winograd-generic.h) in vector types lowered with the avx512
 // flags.
 #include <cstddef>
+#include <cstring>
 
 #include "lrkernels/microkernels.h"
 

@@ -1,5 +1,5 @@
-// Winograd F(2x2, 3x3) transforms (Lavin & Gray), written as fixed-width loops over blocks of
-// contiguous channels that the compiler turns into SIMD registers.
+// Winograd F(2x2, 3x3) transforms (Lavin & Gray), written over blocks of contiguous channels held
+// in vector types.
 //
 // Included by each per-ISA kernel file inside its own anonymous namespace, after it defines
 // kBlock (channels per block: one or two vectors of its ISA), so every ISA gets its own TU-local
@@ -9,33 +9,46 @@
 // Only additions: the transforms add no rounding beyond that of the sums (the weights' G g G^T,
 // with its halves, is computed once in double at construction).
 
-// B channels of one tile: column j of row i at rows[i] + j * cs, point xi to v + xi * vs.
-template <std::size_t B>
+// A block of kBlock channels as a GCC/Clang vector: each ISA's flags lower it to its registers
+// (zmm, ymm, two q registers, ...). Explicit vector types, not auto-vectorized loops: GCC leaves
+// loops storing to several points it cannot prove disjoint scalar. On armv7 GCC lowers even
+// vector types to scalar VFP (NEON flushes subnormals, not IEEE), so that file brings its own.
+// A kernel file may define its own Block (with + and -) first: armv7's, on NEON intrinsics.
+#ifndef LRK_WINOGRAD_HAS_BLOCK
+typedef float Block __attribute__((vector_size(kBlock * sizeof(float))));
+#endif
+
+template <class T>
+inline T load_as(const float* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T>
+inline void store_as(float* p, T v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// One block (T = Block) or one channel (T = float) of a tile: column j of row i at
+// rows[i] + j * cs, point xi to v + xi * vs.
+template <class T>
 inline void winograd_input_block(const float* const* rows, std::size_t cs, float* v,
                                  std::size_t vs) {
-  float b[4][4][B];  // B^T d: rows combined, per column j
+  T b[4][4];  // B^T d: rows combined, per column j
   for (std::size_t j = 0; j < 4; ++j) {
-    const float* d0 = rows[0] + j * cs;
-    const float* d1 = rows[1] + j * cs;
-    const float* d2 = rows[2] + j * cs;
-    const float* d3 = rows[3] + j * cs;
-    for (std::size_t k = 0; k < B; ++k) {
-      b[0][j][k] = d0[k] - d2[k];
-      b[1][j][k] = d1[k] + d2[k];
-      b[2][j][k] = d2[k] - d1[k];
-      b[3][j][k] = d1[k] - d3[k];
-    }
+    const T d0 = load_as<T>(rows[0] + j * cs), d1 = load_as<T>(rows[1] + j * cs);
+    const T d2 = load_as<T>(rows[2] + j * cs), d3 = load_as<T>(rows[3] + j * cs);
+    b[0][j] = d0 - d2;
+    b[1][j] = d1 + d2;
+    b[2][j] = d2 - d1;
+    b[3][j] = d1 - d3;
   }
-  // (B^T d) B: columns combined. One loop per output point: stores to two points in one loop
-  // could overlap (vs < B) for all the compiler knows, and GCC then leaves the loop scalar.
-  // Unrolled, so that b stays in registers (GCC keeps the rolled loop's b on the stack).
-#pragma GCC unroll 4
-  for (std::size_t i = 0; i < 4; ++i) {
+  for (std::size_t i = 0; i < 4; ++i) {  // (B^T d) B: columns combined
     float* o = v + 4 * i * vs;
-    for (std::size_t k = 0; k < B; ++k) o[k] = b[i][0][k] - b[i][2][k];
-    for (std::size_t k = 0; k < B; ++k) o[vs + k] = b[i][1][k] + b[i][2][k];
-    for (std::size_t k = 0; k < B; ++k) o[2 * vs + k] = b[i][2][k] - b[i][1][k];
-    for (std::size_t k = 0; k < B; ++k) o[3 * vs + k] = b[i][1][k] - b[i][3][k];
+    store_as<T>(o, b[i][0] - b[i][2]);
+    store_as<T>(o + vs, b[i][1] + b[i][2]);
+    store_as<T>(o + 2 * vs, b[i][2] - b[i][1]);
+    store_as<T>(o + 3 * vs, b[i][1] - b[i][3]);
   }
 }
 
@@ -48,37 +61,30 @@ inline void winograd_input(std::size_t tiles, std::size_t channels, const float*
     std::size_t c = 0;
     for (; c + kBlock <= channels; c += kBlock) {
       const float* r[4] = {rows[0] + at + c, rows[1] + at + c, rows[2] + at + c, rows[3] + at + c};
-      winograd_input_block<kBlock>(r, channels, v + t * ldv + c, v_stride);
+      winograd_input_block<Block>(r, channels, v + t * ldv + c, v_stride);
     }
     for (; c < channels; ++c) {
       const float* r[4] = {rows[0] + at + c, rows[1] + at + c, rows[2] + at + c, rows[3] + at + c};
-      winograd_input_block<1>(r, channels, v + t * ldv + c, v_stride);
+      winograd_input_block<float>(r, channels, v + t * ldv + c, v_stride);
     }
   }
 }
 
-// B channels of one tile: point xi at m + xi * ms; o[2 * i + j] gets output (i, j) + bias.
-template <std::size_t B>
+// One block or channel of a tile: point xi at m + xi * ms; o[2 * i + j] gets output (i, j) + bias.
+template <class T>
 inline void winograd_output_block(const float* m, std::size_t ms, const float* bias,
                                   float* const* o) {
-  float a[2][4][B];  // A^T M: rows combined, per column j
+  T a[2][4];  // A^T M: rows combined, per column j
   for (std::size_t j = 0; j < 4; ++j) {
-    const float* m0 = m + j * ms;
-    const float* m1 = m + (4 + j) * ms;
-    const float* m2 = m + (8 + j) * ms;
-    const float* m3 = m + (12 + j) * ms;
-    for (std::size_t k = 0; k < B; ++k) {
-      a[0][j][k] = m0[k] + m1[k] + m2[k];
-      a[1][j][k] = m1[k] - m2[k] - m3[k];
-    }
+    const T m0 = load_as<T>(m + j * ms), m1 = load_as<T>(m + (4 + j) * ms);
+    const T m2 = load_as<T>(m + (8 + j) * ms), m3 = load_as<T>(m + (12 + j) * ms);
+    a[0][j] = m0 + m1 + m2;
+    a[1][j] = m1 - m2 - m3;
   }
-  float bv[B];
-  for (std::size_t k = 0; k < B; ++k) bv[k] = bias != nullptr ? bias[k] : 0.0f;
-  for (std::size_t i = 0; i < 2; ++i) {  // one loop per output, as in winograd_input_block
-    float* o0 = o[2 * i];
-    float* o1 = o[2 * i + 1];
-    for (std::size_t k = 0; k < B; ++k) o0[k] = a[i][0][k] + a[i][1][k] + a[i][2][k] + bv[k];
-    for (std::size_t k = 0; k < B; ++k) o1[k] = a[i][1][k] - a[i][2][k] - a[i][3][k] + bv[k];
+  const T bv = bias != nullptr ? load_as<T>(bias) : T{};
+  for (std::size_t i = 0; i < 2; ++i) {
+    store_as<T>(o[2 * i], a[i][0] + a[i][1] + a[i][2] + bv);
+    store_as<T>(o[2 * i + 1], a[i][1] - a[i][2] - a[i][3] + bv);
   }
 }
 
@@ -103,11 +109,11 @@ inline void winograd_output(std::size_t tiles, std::size_t channels, const float
     std::size_t c = 0;
     for (; c + kBlock <= channels; c += kBlock) {
       float* oc[4] = {o[0] + c, o[1] + c, o[2] + c, o[3] + c};
-      winograd_output_block<kBlock>(mt + c, m_stride, bias != nullptr ? bias + c : nullptr, oc);
+      winograd_output_block<Block>(mt + c, m_stride, bias != nullptr ? bias + c : nullptr, oc);
     }
     for (; c < channels; ++c) {
       float* oc[4] = {o[0] + c, o[1] + c, o[2] + c, o[3] + c};
-      winograd_output_block<1>(mt + c, m_stride, bias != nullptr ? bias + c : nullptr, oc);
+      winograd_output_block<float>(mt + c, m_stride, bias != nullptr ? bias + c : nullptr, oc);
     }
   }
 }
