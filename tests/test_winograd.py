@@ -132,15 +132,15 @@ def test_winograd_relative_error_on_the_benchmark_shapes(rng, shape):
 
 def test_auto_picks_winograd_where_it_pays():
     ones = np.ones
-    wide = lrkernels.Conv2d(ones((32, 32, 3, 3)), padding=1)
+    wide = lrkernels.Conv2d(ones((16, 16, 3, 3)), padding=1)
     assert wide.algorithm == "winograd"
     assert lrkernels.Conv2d(ones((32, 32, 3, 3)), padding=1, algorithm="direct").algorithm == (
         "direct"
     )
-    # Below 32 channels on either side, other kernels, strides, dilations and precisions: direct.
+    # Below 16 channels on either side, other kernels, strides, dilations and precisions: direct.
     for weight, kw in [
-        (ones((16, 64, 3, 3)), {}),
-        (ones((64, 31, 3, 3)), {}),
+        (ones((15, 64, 3, 3)), {}),
+        (ones((64, 8, 3, 3)), {}),
         (ones((64, 64, 5, 5)), {}),
         (ones((64, 64, 3, 1)), {}),
         (ones((64, 64, 3, 3)), {"stride": 2}),
@@ -151,7 +151,7 @@ def test_auto_picks_winograd_where_it_pays():
         assert lrkernels.Conv2d(weight, **kw).algorithm == "direct", kw
     tucker = lrkernels.TuckerConv2d(ones((32, 8)), ones((48, 32, 3, 3)), ones((8, 48)))
     assert tucker.algorithm == "winograd"
-    small = lrkernels.TuckerConv2d(ones((16, 8)), ones((16, 16, 3, 3)), ones((8, 16)))
+    small = lrkernels.TuckerConv2d(ones((12, 8)), ones((16, 12, 3, 3)), ones((8, 16)))
     assert small.algorithm == "direct"
     cp = lrkernels.CPConv2d(ones((4, 8)), ones((4, 3)), ones((4, 3)), ones((8, 4)))
     assert cp.algorithm == "direct"

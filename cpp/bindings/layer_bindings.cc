@@ -391,7 +391,7 @@ std::string docstring(const lrk::LayerKind& kind) {
          "    How a kxk stage is computed: direct (implicit GEMM over the taps) or Winograd\n"
          "    F(2x2, 3x3) (3x3, stride 1, dilation 1, fp32: 2.25x fewer multiply-adds, max\n"
          "    relative error within about 1e-6 x sqrt(K) of direct). auto picks Winograd where\n"
-         "    it is faster: fp32 3x3 stride-1 cores with >= 32 input and output channels.\n"
+         "    it is faster: fp32 3x3 stride-1 cores with >= 16 input and output channels.\n"
          "    layer.algorithm tells which one the layer uses.\n"
          "layout : \"NCHW\" (default) or \"NHWC\", keyword-only\n"
          "    Layout of the input and of the returned output.\n";

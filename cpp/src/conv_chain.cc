@@ -239,8 +239,9 @@ bool winograd_applies(const ConvGeometry& g) {
 
 // The cost model of algorithm "auto". Winograd does 4/9 of the direct multiply-adds, but its
 // transforms cost about 8 additions per output pixel per input and output channel, plus a round
-// trip of the 16 transformed points through memory: below 32 channels on either side that eats
-// the saving (measured: benchmarks/test_bench_conv.py, tucker vs tucker_direct).
+// trip of the 16 transformed points through memory. Measured on AVX-512 (1 thread, benchmarks/
+// test_bench_conv.py tucker vs tucker_direct, 16-512 channels, 7x7 to 56x56 maps), Winograd was
+// 1.05-2x faster from 16 channels on either side; below that the transforms weigh more.
 ConvAlgorithm resolve_algorithm(const std::string& kind, const ConvGeometry& g, Precision precision,
                                 ConvAlgorithm requested, std::size_t csrc, std::size_t n) {
   if (requested == ConvAlgorithm::direct) return requested;
@@ -258,7 +259,7 @@ ConvAlgorithm resolve_algorithm(const std::string& kind, const ConvGeometry& g, 
     }
     return requested;
   }
-  return fits && csrc >= 32 && n >= 32 ? ConvAlgorithm::winograd : ConvAlgorithm::direct;
+  return fits && csrc >= 16 && n >= 16 ? ConvAlgorithm::winograd : ConvAlgorithm::direct;
 }
 
 // The 1x1 stages of an NCHW chain in the transposed orientation, channel planes in and out (no

@@ -37,7 +37,7 @@ COLUMNS_HELP = (
     "buffer as large as the weights - a reference point, not a ceiling (the layer's loads,\n"
     "prefetching and threads can beat it: above 1x is possible).\n"
     "Convolutions count the direct algorithm's FLOPs: a 3x3 stage computed by Winograd\n"
-    'F(2x2, 3x3) (algorithm="auto" picks it from 32 channels on) does 2.25x fewer\n'
+    'F(2x2, 3x3) (algorithm="auto" picks it from 16 channels on) does 2.25x fewer\n'
     "multiply-adds, so its GFLOP/s are effective ones and % FMA can exceed 100%.\n"
     "speed-up: dense time / factorized time."
 )
