@@ -686,11 +686,13 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
             if (full > 0) {
               // Panel p: a row of ones (the bias term), then the n_mid channels of nr pixels.
               const std::size_t k = 1 + n_mid;
-              for (std::size_t p = 0; p * nr < full; ++p) {
-                float* panel = mid_panels + p * k * nr;
-                std::fill_n(panel, nr, 1.0f);
-                transpose(band + p * nr * n_mid, nr, n_mid, n_mid, panel + nr, nr);
-              }
+              const std::size_t panels = full / nr;
+              parallel_for(panels, std::min(panels, threads_for_flops(32.0 * full * n_mid)),
+                           [&](std::size_t p) {
+                             float* panel = mid_panels + p * k * nr;
+                             std::fill_n(panel, nr, 1.0f);
+                             transpose(band + p * nr * n_mid, nr, n_mid, n_mid, panel + nr, nr);
+                           });
               planar_gemm(gemm_config, cout, k, st.planar_last.data(), k, mid_panels, full,
                           y_img + oy0 * wo, ho * wo, clamp);
               if (full == npx) return;
