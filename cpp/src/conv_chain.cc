@@ -151,7 +151,8 @@ std::vector<std::vector<float>> winograd_weights(const float* w, std::size_t n, 
 }
 
 // Buffers of one Winograd band: the 16 transformed inputs (tiles x csrc each), the 16 GEMM
-// outputs (tiles x n each) and one spill area per row of tiles (outputs past the image).
+// outputs (tiles x n each) and a spill area (outputs past the image) per transform task, at most
+// one per tile.
 struct WinogradScratch {
   float* v = nullptr;
   float* m = nullptr;
@@ -166,8 +167,8 @@ std::size_t round_up16(std::size_t f) { return (f + 15) / 16 * 16; }
 
 std::size_t winograd_scratch_floats(std::size_t band, std::size_t wo, std::size_t csrc,
                                     std::size_t n) {
-  const std::size_t tiles = winograd_tiles(band, wo), tile_rows = (band + 1) / 2;
-  return round_up16(16 * tiles * csrc) + round_up16(16 * tiles * n) + round_up16(tile_rows * 3 * n);
+  const std::size_t tiles = winograd_tiles(band, wo);
+  return round_up16(16 * tiles * csrc) + round_up16(16 * tiles * n) + round_up16(tiles * 3 * n);
 }
 
 WinogradScratch carve_winograd(float* base, std::size_t band, std::size_t wo, std::size_t csrc,
@@ -196,13 +197,24 @@ void winograd_output_rows(const F32WinogradConfig& wk, const PackedWeights* cons
   const std::size_t v_stride = tiles * csrc, m_stride = tiles * n;
   // Transforms are memory-bound (a few cycles per tile and channel); inside a call the workers
   // are still spinning, so even a few microseconds of them are worth splitting.
-  const std::size_t transform_threads =
-      std::min(tile_rows, threads_for_flops(512.0 * tiles * (csrc + n)));
-  parallel_for(tile_rows, transform_threads, [&](std::size_t tr) {
-    const std::size_t r = 2 * tr;
-    const float* in_rows[4] = {src[r * 3], src[r * 3 + 1], src[r * 3 + 2],
-                               r + 1 < rows ? src[(r + 1) * 3 + 2] : zero_row};
-    wk.input(tiles_per_row, csrc, in_rows, ws.v + tr * tiles_per_row * csrc, v_stride, csrc);
+  // Transform tasks take equal runs of tiles, not whole tile rows (5 rows on 2 threads would
+  // leave one thread idle for a fifth of the time); a run is cut where a tile row ends.
+  const std::size_t parts = std::min(tiles, threads_for_flops(512.0 * tiles * (csrc + n)));
+  auto for_each_run = [&](std::size_t part, auto body) {
+    for (std::size_t a = tiles * part / parts, b = tiles * (part + 1) / parts; a < b;) {
+      const std::size_t tr = a / tiles_per_row, t0 = a % tiles_per_row;
+      const std::size_t count = std::min(b - a, tiles_per_row - t0);
+      body(tr, t0, count, a);
+      a += count;
+    }
+  };
+  parallel_for(parts, parts, [&](std::size_t part) {
+    for_each_run(part, [&](std::size_t tr, std::size_t t0, std::size_t count, std::size_t a) {
+      const std::size_t r = 2 * tr, at = 2 * t0 * csrc;
+      const float* in_rows[4] = {src[r * 3] + at, src[r * 3 + 1] + at, src[r * 3 + 2] + at,
+                                 (r + 1 < rows ? src[(r + 1) * 3 + 2] : zero_row) + at};
+      wk.input(count, csrc, in_rows, ws.v + a * csrc, v_stride, csrc);
+    });
   });
 
   const F32GemmConfig& ks = u[0]->config();
@@ -223,13 +235,16 @@ void winograd_output_rows(const F32WinogradConfig& wk, const PackedWeights* cons
     }
   });
 
-  parallel_for(tile_rows, transform_threads, [&](std::size_t tr) {
-    const std::size_t r = 2 * tr;
-    float* out0 = out + r * wo * ldout;
-    float* out1 = r + 1 < rows ? out0 + wo * ldout : nullptr;
-    wk.output(tiles_per_row, n, ws.m + tr * tiles_per_row * n, m_stride, n, bias, wo, out0, out1,
-              ldout, ws.spill + tr * 3 * n);
-    clamp.apply(out1 != nullptr ? 2 * wo : wo, n, out0, ldout);
+  parallel_for(parts, parts, [&](std::size_t part) {
+    for_each_run(part, [&](std::size_t tr, std::size_t t0, std::size_t count, std::size_t a) {
+      const std::size_t r = 2 * tr, x0 = 2 * t0, cols = std::min(2 * count, wo - x0);
+      float* out0 = out + (r * wo + x0) * ldout;
+      float* out1 = r + 1 < rows ? out0 + wo * ldout : nullptr;
+      wk.output(count, n, ws.m + a * n, m_stride, n, bias, wo - x0, out0, out1, ldout,
+                ws.spill + part * 3 * n);
+      clamp.apply(cols, n, out0, ldout);
+      if (out1 != nullptr) clamp.apply(cols, n, out1, ldout);
+    });
   });
 }
 
