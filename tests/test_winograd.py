@@ -177,7 +177,7 @@ def test_bad_algorithm_values_raise():
     for bad in ["Winograd", "fast", "", 3, None]:
         with raises(ValueError, "algorithm must be", '"auto", "direct" or "winograd"'):
             lrkernels.Conv2d(w, algorithm=bad)
-    with raises(ValueError, 'algorithm="winograd"', "3x3"):
+    with raises(ValueError, 'algorithm="winograd"', "no kxk core"):
         lrkernels.CPConv2d(
             np.ones((2, 4)), np.ones((2, 3)), np.ones((2, 3)), np.ones((4, 2)), algorithm="winograd"
         )
@@ -246,6 +246,13 @@ def test_archive_keeps_the_algorithm(tmp_path, rng):
     for name, layer in layers.items():
         assert loaded[name].algorithm == layer.algorithm
         np.testing.assert_array_equal(loaded[name](x), layer(x))
+    # An archive from before algorithm= (no keyword) was computed direct: it loads direct, not as
+    # auto's Winograd.
+    description, arrays = lrkernels.archive.describe_layer(layers["forced_direct"])
+    assert "algorithm" not in description["keywords"]
+    old = lrkernels.archive.build_layer(description, arrays)
+    assert old.algorithm == "direct"
+    np.testing.assert_array_equal(old(x), layers["forced_direct"](x))
 
 
 def test_no_per_call_scratch_growth_winograd(rng):

@@ -111,18 +111,16 @@ void conv_output_rows(const ConvGeometry& g, const PackedWeights& w, std::size_t
       const std::size_t p = task / rows, r = task % rows;
       const std::size_t cols = std::min(nr, n - p * nr);
       const void* panel = w.panel_weights(p);
-      {
-        const float* const* row_src = src + r * g.kh;
-        for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
-          const std::size_t px = std::min(mr, wo - ox0);
-          for (std::size_t ky = 0; ky < g.kh; ++ky) {
-            const float* a = row_src[ky] + ox0 * lda;
-            for (std::size_t kx = 0; kx < g.kw; ++kx) taps[ky * g.kw + kx] = a + kx * g.dw * csrc;
-          }
-          float* tile = out + (r * wo + ox0) * ldout + p * nr;
-          ks.ukernel[px](cols, csrc, ntaps, taps, lda, panel, w.panel_bias(p), tile, ldout);
-          clamp.apply(px, cols, tile, ldout);
+      const float* const* row_src = src + r * g.kh;
+      for (std::size_t ox0 = 0; ox0 < wo; ox0 += mr) {
+        const std::size_t px = std::min(mr, wo - ox0);
+        for (std::size_t ky = 0; ky < g.kh; ++ky) {
+          const float* a = row_src[ky] + ox0 * lda;
+          for (std::size_t kx = 0; kx < g.kw; ++kx) taps[ky * g.kw + kx] = a + kx * g.dw * csrc;
         }
+        float* tile = out + (r * wo + ox0) * ldout + p * nr;
+        ks.ukernel[px](cols, csrc, ntaps, taps, lda, panel, w.panel_bias(p), tile, ldout);
+        clamp.apply(px, cols, tile, ldout);
       }
     }
   });
@@ -255,8 +253,9 @@ bool winograd_applies(const ConvGeometry& g) {
 // The cost model of algorithm "auto". Winograd does 4/9 of the direct multiply-adds, but its
 // transforms cost about 8 additions per output pixel per input and output channel, plus a round
 // trip of the 16 transformed points through memory. Measured on AVX-512 (1 thread, benchmarks/
-// test_bench_conv.py tucker vs tucker_direct, 16-512 channels, 7x7 to 56x56 maps), Winograd was
-// 1.05-2x faster from 16 channels on either side; below that the transforms weigh more.
+// test_bench_conv.py and A/B runs, 16-512 channels, 7x7 to 56x56 maps), Winograd was faster
+// from 16 channels on either side: 1.01-1.36x at 16-32 channels, up to 2x for dense 128-256
+// channel layers. Below 16 channels it was not measured, and direct is kept.
 ConvAlgorithm resolve_algorithm(const std::string& kind, const ConvGeometry& g, Precision precision,
                                 ConvAlgorithm requested, std::size_t csrc, std::size_t n) {
   if (requested == ConvAlgorithm::direct) return requested;
@@ -293,14 +292,11 @@ void planar_gemm(const F32GemmConfig& ks, std::size_t rows, std::size_t k, const
     // Panel-major (pixel panel, row tile) pairs: a thread's panels stay in its L1.
     for (std::size_t task = tasks * part / threads; task < tasks * (part + 1) / threads; ++task) {
       const std::size_t p = task / row_tiles, r0 = task % row_tiles * mr;
-      const std::size_t cols = std::min(nr, npx - p * nr);
-      {
-        const std::size_t r = std::min(mr, rows - r0);
-        const float* ar = a + r0 * lda;
-        float* tile = c + r0 * ldc + p * nr;
-        ks.ukernel[r](cols, k, 1, &ar, lda, panels + p * k * nr, kZeros, tile, ldc);
-        clamp.apply(r, cols, tile, ldc);
-      }
+      const std::size_t cols = std::min(nr, npx - p * nr), r = std::min(mr, rows - r0);
+      const float* ar = a + r0 * lda;
+      float* tile = c + r0 * ldc + p * nr;
+      ks.ukernel[r](cols, k, 1, &ar, lda, panels + p * k * nr, kZeros, tile, ldc);
+      clamp.apply(r, cols, tile, ldc);
     }
   });
 }
@@ -528,7 +524,9 @@ ConvChain::ConvChain(std::string kind, std::vector<Factor> factors, const float*
     }
   } else if (middle.kind == ConvMiddle::depthwise_hv) {
     if (algorithm != ConvAlgorithm::automatic && algorithm != ConvAlgorithm::direct) {
-      throw std::invalid_argument(kind_ + ": algorithm=\"winograd\" needs a 3x3 kxk core");
+      throw std::invalid_argument(kind_ +
+                                  " has no kxk core: algorithm=\"winograd\" needs one (use "
+                                  "\"auto\" or \"direct\")");
     }
     st.n_mid = st.csrc;
     st.vertical_taps = taps_major(middle.vertical->data.data(), st.csrc, g_.kh);
@@ -723,12 +721,12 @@ void ConvChain::run_stages(const KernelSet& ks, const float* x, const Shape& x_s
           blocked_transpose(transpose, band, rows * wo, cout, cout, y_img + oy0 * wo, ho * wo);
         };
 
-        // How source rows enter the ring: through the first stage, or copied (NHWC) / transposed
-        // (NCHW) from x. For NCHW with a first stage, a band's new input rows are contiguous in
-        // every channel plane, so one transpose turns them all into pixels (whole SIMD tiles even
-        // for w = 7).
-        // The first stage runs here, for all of a band's new rows at once, split over threads by
-        // rows (a small map is one band: its first stage would otherwise run on one thread).
+        // How source rows enter the ring: through the first stage (in prepare, below), or copied
+        // (NHWC) / transposed (NCHW) from x (in fill). For NCHW with a first stage, a band's new
+        // input rows are contiguous in every channel plane, so one transpose per thread's rows
+        // turns them into pixels (whole SIMD tiles even for w = 7).
+        // The first stage runs in prepare, for all of a band's new rows at once, split over threads
+        // by rows (a small map is one band: its first stage would otherwise run on one thread).
         auto prepare = [&](std::size_t begin, std::size_t end, auto interior_of) {
           if (!first) return;
           const std::size_t count = end - begin;

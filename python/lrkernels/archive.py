@@ -452,24 +452,14 @@ def _build_sequence(kind, description, arrays):
     return layer
 
 
-def _winograd_possible(layer) -> bool:
-    """Whether algorithm="auto" could pick Winograd for this layer's geometry and precision (its
-    choice of "direct" is then saved, so that a load computes the same bits)."""
-    return (
-        tuple(layer.kernel_size) == (3, 3)
-        and tuple(layer.stride) == (1, 1)
-        and tuple(layer.dilation) == (1, 1)
-        and getattr(layer, "precision", "fp32") == "fp32"
-    )
-
-
 def describe_layer(layer) -> tuple:
     """(description, arrays) of a layer: the JSON-able description (kind, factor names, bias,
     sizes, ranks, kernel size, constructor keywords) and {factor name: float32 array, "bias": ...}.
 
     Keywords: every keyword-only constructor parameter (stride, padding, dilation as pairs,
     layout, algorithm) and "activation", each saved when the layer's attribute of that name is not
-    None (precision "fp32" and an algorithm "direct" that is the only one possible are left out).
+    None (precision "fp32" and algorithm "direct", what build_layer assumes when absent, are left
+    out).
     TypeError for a non-layer.
     """
     if _is_sequence_layer(layer):
@@ -483,8 +473,8 @@ def describe_layer(layer) -> tuple:
         value = getattr(layer, name, None)
         if name == "precision" and value == "fp32":
             continue  # the default: archives of fp32 layers read as before precision= existed
-        if name == "algorithm" and value == "direct" and not _winograd_possible(layer):
-            continue  # the only algorithm such a layer has: archives read as before algorithm=
+        if name == "algorithm" and value == "direct":
+            continue  # what build_layer takes when absent: archives read as before algorithm=
         if value is not None:
             keywords[name] = _jsonable(value, f"{spec.name}.{name}")
     description = {
@@ -549,6 +539,10 @@ def build_layer(description: Mapping, arrays: Mapping):
     if not isinstance(keywords, Mapping):
         raise ValueError(f"{spec.name}: keywords must be a dict, got {keywords!r}")
     keywords = {k: _from_json(v) for k, v in keywords.items()}
+    if spec.conv and "algorithm" not in keywords:
+        # Archives before algorithm= existed, and any saved without it, were computed direct:
+        # algorithm="auto" could pick Winograd now and change the bits.
+        keywords["algorithm"] = "direct"
     try:
         return spec.cls(*factors, bias, **keywords)
     except (TypeError, ValueError) as exc:
