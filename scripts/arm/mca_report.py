@@ -257,6 +257,21 @@ def unit_pressure(mca_stdout: str) -> tuple[float, float]:
     return ls, vec
 
 
+def mca_cycles(mca: str, triple: str, core: str, loop_path) -> tuple:
+    """(cycles per iteration over 500 iterations or None, llvm-mca's stdout, its first error line)
+    for the loop in loop_path on -mcpu=core."""
+    out = subprocess.run(
+        [mca, f"-mtriple={triple}", f"-mcpu={core}", "-iterations=500", str(loop_path)],
+        capture_output=True,
+        text=True,
+    )
+    cyc = re.search(r"Total Cycles:\s+(\d+)", out.stdout)
+    if not cyc:
+        err = out.stderr.strip().splitlines()
+        return None, out.stdout, err[0] if err else "no result"
+    return int(cyc.group(1)) / 500, out.stdout, ""
+
+
 def winograd_report(mca: str, tmp: str, show_loops: bool) -> None:
     print(
         "\nWinograd F(2x2, 3x3) transforms: the channel-block loop of one tile; cycles per\n"
@@ -297,21 +312,14 @@ def winograd_report(mca: str, tmp: str, show_loops: bool) -> None:
                 print(f"--- {build} {kernel} {fn}\n{loop}")
             channels = lanes / lanes_per_channel
             for core in cores:
-                out = subprocess.run(
-                    [mca, f"-mtriple={triple}", f"-mcpu={core}", "-iterations=500", str(loop_path)],
-                    capture_output=True,
-                    text=True,
-                )
-                cyc = re.search(r"Total Cycles:\s+(\d+)", out.stdout)
+                per_iter, stdout, err = mca_cycles(mca, triple, core, loop_path)
                 start = f"{build:13s} {label:27s} {core:11s}"
-                if not cyc:
-                    err = out.stderr.strip().splitlines()
-                    print(f"{start} llvm-mca: {err[0] if err else 'no result'}")
+                if per_iter is None:
+                    print(f"{start} llvm-mca: {err}")
                     continue
-                per_iter = int(cyc.group(1)) / 500
-                ls, vec = unit_pressure(out.stdout)
+                ls, vec = unit_pressure(stdout)
                 print(
-                    f"{start} {model_name(out.stdout):11s} {insts:5d} {lanes:5d} "
+                    f"{start} {model_name(stdout):11s} {insts:5d} {lanes:5d} "
                     f"{100 * vector / max(lanes, 1):3.0f}% {channels:4.1f} {per_iter:7.1f} "
                     f"{per_iter / channels:6.2f} {100 * ls / per_iter:5.0f}% "
                     f"{100 * vec / per_iter:5.0f}%"
@@ -389,24 +397,11 @@ def main() -> int:
                     print(f"--- {build} {kernel} rows={rows}\n{loop}")
                 macs = insts * macs_per_inst
                 for core in cores:
-                    out = subprocess.run(
-                        [
-                            mca,
-                            f"-mtriple={triple}",
-                            f"-mcpu={core}",
-                            "-iterations=500",
-                            str(loop_path),
-                        ],
-                        capture_output=True,
-                        text=True,
-                    )
-                    cyc = re.search(r"Total Cycles:\s+(\d+)", out.stdout)
+                    per_iter, stdout, err = mca_cycles(mca, triple, core, loop_path)
                     start = f"{build:13s} {kernel:27s} {rows:4d} {core:11s}"
-                    if not cyc:
-                        err = out.stderr.strip().splitlines()
-                        print(f"{start} llvm-mca: {err[0] if err else 'no result'}")
+                    if per_iter is None:
+                        print(f"{start} llvm-mca: {err}")
                         continue
-                    per_iter = int(cyc.group(1)) / 500
                     rate = macs / per_iter
                     results[(build, kernel, rows, core)] = rate
                     peak = PEAKS.get((core, kind))
@@ -414,7 +409,7 @@ def main() -> int:
                         f"{peak:4d} {100 * rate / peak:5.1f}%" if peak else f"{'?':>4s} {'':6s}"
                     )
                     print(
-                        f"{start} {model_name(out.stdout):11s} {kind:4s} {insts:5d} {macs:5d} "
+                        f"{start} {model_name(stdout):11s} {kind:4s} {insts:5d} {macs:5d} "
                         f"{per_iter:7.1f} {rate:7.2f} {peak_text}"
                     )
         winograd_report(mca, tmp, args.show_loops)
